@@ -1,0 +1,153 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The one module that imports the native core, ``octoprint_tsd._tsd``.
+
+Everything else in the shim goes through here. If the native module cannot be
+imported (a missing system library, a build for another Python), the cause is
+kept in :data:`NATIVE_IMPORT_ERROR` so the plugin can show it to the user. There
+is no silent fallback: without the native core the plugin does nothing but
+report why.
+"""
+
+import os
+import subprocess
+import threading
+
+try:
+    from . import _tsd
+except Exception as exc:  # ImportError, or OSError from a missing .so
+    _tsd = None
+    NATIVE_IMPORT_ERROR = "{}: {}".format(type(exc).__name__, exc)
+else:
+    NATIVE_IMPORT_ERROR = None
+
+HELPER_NAME = "tsd-helper"
+
+# Event types carried by the native event queue. The C producers (tunnel,
+# helper supervisor) use the same numbers.
+EVENT_LOG = 1
+
+PUMP_WAIT_SECONDS = 1.0
+
+
+def native_available():
+    return _tsd is not None
+
+
+def native_info():
+    """Version and linked library versions of the native core, or the error."""
+    if _tsd is None:
+        return {"loaded": False, "error": NATIVE_IMPORT_ERROR}
+    return {
+        "loaded": True,
+        "version": _tsd.__version__,
+        "libraries": _tsd.library_versions(),
+    }
+
+
+def helper_path():
+    """The helper installed next to this package; never looked up on PATH."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), HELPER_NAME)
+
+
+def probe_helper(path=None, timeout=10.0):
+    """Runs ``tsd-helper --version`` once and says whether it works."""
+    path = path or helper_path()
+    result = {"path": path, "available": False, "version": None, "error": None}
+    if not os.path.isfile(path):
+        result["error"] = "not installed at {}".format(path)
+        return result
+    if not os.access(path, os.X_OK):
+        result["error"] = "not executable: {}".format(path)
+        return result
+    try:
+        completed = subprocess.run(
+            [path, "--version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            close_fds=True,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        result["error"] = "did not answer within {:.0f} s".format(timeout)
+        return result
+    except OSError as exc:
+        result["error"] = "could not start: {}".format(exc)
+        return result
+    if completed.returncode != 0:
+        stderr = completed.stderr.decode("utf-8", "replace").strip()
+        result["error"] = "exited with status {}: {}".format(
+            completed.returncode, stderr[:300]
+        )
+        return result
+    result["available"] = True
+    result["version"] = completed.stdout.decode("utf-8", "replace").strip()
+    return result
+
+
+class EventPump:
+    """Drains a native ``EventQueue`` on a Python thread.
+
+    C threads never call into Python: they push events into the bounded queue,
+    and this thread pops them (the GIL is released while it waits) and hands
+    each one to ``handler(type, payload)``. ``stop()`` is idempotent: it closes
+    the queue, which wakes the thread at once, and joins it.
+    """
+
+    def __init__(self, queue, handler, logger, name="tsd-event-pump"):
+        self._queue = queue
+        self._handler = handler
+        self._logger = logger
+        self._name = name
+        self._thread = None
+        self._lock = threading.Lock()
+
+    @property
+    def queue(self):
+        return self._queue
+
+    def start(self):
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name=self._name)
+            self._thread.daemon = False
+            self._thread.start()
+
+    def stop(self, timeout=5.0):
+        with self._lock:
+            thread = self._thread
+        self._queue.close()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                self._logger.error("[bridge] event pump did not stop within %.1f s", timeout)
+
+    def is_running(self):
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _run(self):
+        closed_error = _tsd.QueueClosedError
+        while True:
+            try:
+                event = self._queue.pop(timeout=PUMP_WAIT_SECONDS)
+            except closed_error:
+                return
+            except Exception:
+                self._logger.exception("[bridge] event queue failed, stopping the pump")
+                return
+            if event is None:
+                continue
+            event_type, payload = event
+            try:
+                self._handler(event_type, payload)
+            except Exception:
+                self._logger.exception(
+                    "[bridge] handler for event type %d failed, ignoring", event_type
+                )
+
+
+def new_event_queue(max_events=1024, max_bytes=1024 * 1024):
+    return _tsd.EventQueue(max_events=max_events, max_bytes=max_bytes)
