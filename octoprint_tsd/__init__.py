@@ -160,6 +160,9 @@ class TsdPlugin(
     def get_assets(self):
         return {"js": ["js/tsd.js"], "css": ["css/tsd.css"]}
 
+    def is_template_autoescaped(self):
+        return True
+
     def get_template_configs(self):
         return [{"type": "settings", "name": PLUGIN_NAME, "custom_bindings": True}]
 

@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""One real OctoPrint (from PyPI, in .venv) for the integration suite: a
+temporary base folder, the virtual printer, an admin and a non-admin user, and
+an application key for the admin made through OctoPrint's own API."""
+
+import os
+import shutil
+import sys
+
+import pytest
+
+from octoprint_instance import OctoPrintInstance
+
+from tsd_testing import ADMIN, PLANTED_SECRET, VIEWER, output_dir
+
+
+class Server:
+    def __init__(self, instance, api_key):
+        self.instance = instance
+        self.url = instance.url
+        self.api_key = api_key
+
+    def headers(self):
+        return {"X-Api-Key": self.api_key}
+
+
+@pytest.fixture(scope="session")
+def octoprint_server(tmp_path_factory):
+    basedir = tmp_path_factory.mktemp("octoprint")
+    instance = OctoPrintInstance(str(basedir), python=sys.executable)
+    instance.prepare(
+        users=[ADMIN + (True,), VIEWER + (False,)],
+        extra_plugin_settings={"tsd": {"auth_token": PLANTED_SECRET}},
+    )
+    instance.start()
+    try:
+        api_key = instance.create_api_key(*ADMIN)
+        yield Server(instance, api_key)
+    finally:
+        instance.stop()
+        # Keep OctoPrint's log beside the other test output for a post-mortem.
+        logs = os.path.join(instance.basedir, "logs")
+        if os.path.isdir(logs):
+            shutil.copytree(logs, output_dir("octoprint-logs"), dirs_exist_ok=True)

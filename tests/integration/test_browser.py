@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The plugin's settings page in a real browser: Debian's Chromium, driven by
+Playwright for Python (no browser download: executable_path)."""
+
+import os
+import shutil
+
+import pytest
+
+import octoprint_tsd._tsd as native
+from tsd_testing import ADMIN, output_dir
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def chromium_path():
+    for path in CHROMIUM_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def login(page, url, user, password):
+    page.goto(url + "/", wait_until="domcontentloaded")
+    page.fill("#login-user", user)
+    page.fill("#login-password", password)
+    page.click("#login-button")
+    # The main UI replaces the login page once OctoPrint has loaded everything.
+    page.wait_for_selector("#navbar_show_settings", state="visible", timeout=60000)
+
+
+def test_settings_page_in_chromium(octoprint_server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        login(page, octoprint_server.url, *ADMIN)
+        page.click("#navbar_show_settings")
+        page.click("#settings_plugin_tsd_link a")
+        page.wait_for_selector("#tsd_settings", state="visible", timeout=30000)
+        native_cell = page.locator("#tsd_status_native")
+        native_cell.wait_for(state="visible")
+        page.wait_for_function(
+            "document.querySelector('#tsd_status_native').textContent.length > 0",
+            timeout=30000,
+        )
+        assert native_cell.text_content().strip() == "_tsd {}".format(native.__version__)
+        assert page.locator("#tsd_server_url").input_value().startswith("https://")
+        assert page.locator("#tsd_action").input_value() in (
+            "notify", "pause", "pause_heaters_off", "cancel",
+        )
+        # No native-module error banner when the module is loaded.
+        assert not page.locator("#tsd_settings .alert-error").is_visible()
+        path = os.path.join(output_dir("screenshots"), "tsd-settings.png")
+        page.screenshot(path=path)
+        assert os.path.getsize(path) > 10000
+        assert not [e for e in errors if "tsd" in e.lower()], errors
+    finally:
+        page.close()

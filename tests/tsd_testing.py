@@ -1,0 +1,31 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Small helpers shared by the pytest suites."""
+
+import os
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ADMIN = ("admin", "admin-password-for-tests")
+VIEWER = ("viewer", "viewer-password-for-tests")
+# A secret planted in config.yaml before OctoPrint starts: the plugin must
+# scrub it and never expose it through the settings API or the log.
+PLANTED_SECRET = "planted-secret-6f1c2d9e4b"
+
+
+def output_dir(*parts):
+    """Where tests leave files for people to look at (screenshots, logs)."""
+    base = os.environ.get("TSD_TEST_OUTPUT") or os.path.join(REPO, "build", "test-output")
+    path = os.path.join(base, *parts)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def wait_for(predicate, timeout=30.0, interval=0.25):
+    """Polls predicate until it is truthy or timeout passes; returns its value."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value
