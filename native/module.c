@@ -10,6 +10,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <time.h>
+
 #include "core/evq.h"
 #include "core/versions.h"
 
@@ -137,6 +139,14 @@ static PyObject *event_queue_push(PyObject *self, PyObject *args)
     return set_evq_error(event_queue_state(self), result);
 }
 
+static double monotonic_seconds(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
 static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"timeout", NULL};
@@ -145,7 +155,7 @@ static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwarg
     double timeout = -1.0;
     struct evq_event *event = NULL;
     enum evq_result result = EVQ_TIMEOUT;
-    double waited = 0.0;
+    double deadline = 0.0;
     PyObject *ret = NULL;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:pop", keywords, &timeout_obj))
@@ -160,13 +170,20 @@ static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwarg
         }
     }
 
+    if (timeout >= 0)
+        deadline = monotonic_seconds() + timeout;
     for (;;) {
         int slice_ms = TSD_WAIT_SLICE_MS;
+        int last_slice = 0;
 
         if (timeout >= 0) {
-            double left_ms = (timeout - waited) * 1000.0;
-            if (left_ms < slice_ms)
-                slice_ms = left_ms > 0 ? (int)left_ms : 0;
+            double left_ms = (deadline - monotonic_seconds()) * 1000.0;
+            if (left_ms <= 0) {
+                slice_ms = 0; /* one last look, without waiting */
+                last_slice = 1;
+            } else if (left_ms < slice_ms) {
+                slice_ms = (int)left_ms + 1; /* round up: never spin on 0 */
+            }
         }
         Py_BEGIN_ALLOW_THREADS
         result = evq_pop(obj->queue, slice_ms, &event);
@@ -175,8 +192,7 @@ static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwarg
             break;
         if (PyErr_CheckSignals() < 0)
             return NULL;
-        waited += slice_ms / 1000.0;
-        if (timeout >= 0 && waited >= timeout)
+        if (last_slice)
             break;
     }
     if (result == EVQ_TIMEOUT)

@@ -19,3 +19,8 @@ def pytest_configure(config):
             "octoprint_tsd was imported from the checkout, not from the installed "
             "package: run the tests with .venv/bin/pytest (make test does)"
         )
+    expected = os.environ.get("TSD_EXPECT_PACKAGE_DIR")
+    if expected and location != os.path.abspath(expected):
+        raise RuntimeError(
+            "octoprint_tsd came from {}, expected {}".format(location, expected)
+        )

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-or-later
+#
+# `make test`: install what is missing, then run every suite:
+#   c          meson test: C unit tests of native/core and the helper
+#   py         pytest tests/py: the shim with mocks, the native module from Python
+#   integration pytest tests/integration: real OctoPrint + virtual printer + Chromium
+#   demo       the demo starts, the plugin loads, it stops
+#   asan-c     the C tests again, built with AddressSanitizer + UBSan
+#   asan-py    tests/py again, with the extension and helper built with ASan + UBSan
+# Every suite runs even when an earlier one fails; the exit status is non-zero
+# if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+
+./scripts/setup.sh --test || { echo "setup failed" >&2; exit 1; }
+export PATH="$REPO/.venv/bin:$PATH"
+export PYTHONUNBUFFERED=1
+export TSD_TEST_OUTPUT="${TSD_TEST_OUTPUT:-$REPO/build/test-output}"
+mkdir -p "$TSD_TEST_OUTPUT"
+
+passed=()
+failed=()
+run_suite() {
+    local name="$1"
+    shift
+    printf '\n==> suite %s\n' "$name"
+    if "$@"; then
+        passed+=("$name")
+    else
+        failed+=("$name")
+        printf '==> suite %s FAILED\n' "$name"
+    fi
+}
+
+meson_build() {
+    local dir="$1"
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi && meson compile -C "$dir"
+}
+
+suite_c() {
+    meson_build build/test -Dtests=true -Dbench=true &&
+        meson test -C build/test --print-errorlogs
+}
+
+suite_py() {
+    pytest -q tests/py
+}
+
+suite_integration() {
+    pytest -q tests/integration
+}
+
+suite_demo() {
+    PORT="$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" \
+        python scripts/demo.py --smoke --basedir "$REPO/build/test-demo/octoprint"
+}
+
+ASAN_RUNTIME="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+
+suite_asan_c() {
+    meson_build build/asan -Dsanitize=true -Db_lundef=false -Dtests=true -Dbench=false &&
+        ASAN_OPTIONS="detect_leaks=1:abort_on_error=1" meson test -C build/asan --print-errorlogs
+}
+
+suite_asan_py() {
+    # The same package, built with sanitizers into its own folder that shadows
+    # the .venv copy; CPython itself is not instrumented, so its runtime is
+    # preloaded, and leak checks are off (the interpreter frees little at exit).
+    python -m pip install -q --no-build-isolation --no-deps --upgrade \
+        --target build/asan-site -Cbuild-dir=build/asan-pip \
+        -Csetup-args=-Dsanitize=true -Csetup-args=-Db_lundef=false . &&
+        PYTHONPATH="$REPO/build/asan-site" \
+        TSD_EXPECT_PACKAGE_DIR="$REPO/build/asan-site/octoprint_tsd" \
+        LD_PRELOAD="$ASAN_RUNTIME" ASAN_OPTIONS="detect_leaks=0" \
+        pytest -q -p no:cacheprovider tests/py
+}
+
+run_suite c suite_c
+run_suite py suite_py
+run_suite integration suite_integration
+run_suite demo suite_demo
+run_suite asan-c suite_asan_c
+run_suite asan-py suite_asan_py
+
+printf '\n==> passed: %s\n' "${passed[*]:-none}"
+printf '==> failed: %s\n' "${failed[*]:-none}"
+printf 'suites: %d passed, %d failed\n' "${#passed[@]}" "${#failed[@]}"
+[ "${#failed[@]}" -eq 0 ]

@@ -1,0 +1,175 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Unit tests of the shim (the plugin class) with mocked _settings, _printer
+and _logger. No process is started here."""
+
+from unittest import mock
+
+import pytest
+from octoprint.events import Events
+
+import octoprint_tsd
+from octoprint_tsd import bridge
+
+
+@pytest.fixture
+def plugin():
+    instance = octoprint_tsd.TsdPlugin()
+    instance._logger = mock.Mock(name="_logger")
+    instance._settings = mock.Mock(name="_settings")
+    instance._printer = mock.Mock(name="_printer")
+    instance._plugin_version = "9.9.9"
+    instance._identifier = "tsd"
+    yield instance
+    instance.on_shutdown()
+
+
+def test_settings_defaults_hold_no_secret(plugin):
+    defaults = plugin.get_settings_defaults()
+    assert defaults["server_url"].startswith("https://")
+    assert defaults["allow_cleartext_lan"] is False
+    assert defaults["action"] in octoprint_tsd.ACTIONS
+    for path in octoprint_tsd.SECRET_SETTING_PATHS:
+        assert path[0] not in defaults
+
+
+def test_settings_version_and_restricted_paths(plugin):
+    assert plugin.get_settings_version() == 1
+    restricted = plugin.get_settings_restricted_paths()
+    assert ["auth_token"] in restricted["never"]
+    assert ["server_url"] in restricted["admin"]
+
+
+def test_migration_scrubs_a_secret_left_in_config(plugin):
+    plugin._settings.get.side_effect = lambda path: "leaked" if path == ["auth_token"] else None
+    plugin.on_settings_migrate(1, None)
+    plugin._settings.remove.assert_called_once_with(["auth_token"])
+    message = " ".join(str(a) for a in plugin._logger.warning.call_args[0])
+    assert "leaked" not in message  # the secret itself is never logged
+
+
+def test_migration_leaves_clean_config_alone(plugin):
+    plugin._settings.get.return_value = None
+    plugin.on_settings_migrate(1, None)
+    plugin._settings.remove.assert_not_called()
+    plugin._settings.reset_mock()
+    plugin.on_settings_migrate(1, 1)
+    plugin._settings.get.assert_not_called()
+
+
+@pytest.mark.parametrize(
+    "incoming, expected",
+    [
+        ({"action": "cancel"}, {"action": "cancel"}),
+        ({"action": "explode"}, {}),
+        ({"sensitivity": "1.5"}, {"sensitivity": 1.5}),
+        ({"sensitivity": 9}, {"sensitivity": 2.0}),
+        ({"sensitivity": 0}, {"sensitivity": 0.2}),
+        ({"sensitivity": "lots"}, {}),
+        ({"frame_interval": 0}, {"frame_interval": 1}),
+        ({"frame_interval": "30"}, {"frame_interval": 30}),
+        ({"auth_token": "abc", "server_url": "https://x.example"}, {"server_url": "https://x.example"}),
+    ],
+)
+def test_settings_save_validates(plugin, incoming, expected):
+    with mock.patch("octoprint.plugin.SettingsPlugin.on_settings_save") as base_save:
+        plugin.on_settings_save(incoming)
+    base_save.assert_called_once_with(plugin, expected)
+
+
+def test_printer_state_changes_are_recorded(plugin):
+    plugin.on_event(Events.PRINTER_STATE_CHANGED, {"state_id": "CONNECTING", "state_string": "Connecting"})
+    plugin.on_event(Events.PRINTER_STATE_CHANGED, {"state_id": "OPERATIONAL", "state_string": "Operational"})
+    plugin.on_event(Events.CONNECTED, {"port": "VIRTUAL"})
+    printer = plugin.get_status()["printer"]
+    assert printer["state"] == "OPERATIONAL"
+    assert [entry["state"] for entry in printer["history"]] == ["CONNECTING", "OPERATIONAL"]
+
+
+def test_state_history_is_bounded(plugin):
+    for i in range(octoprint_tsd.STATE_HISTORY_MAX * 3):
+        plugin.on_event(Events.PRINTER_STATE_CHANGED, {"state_id": "S{}".format(i)})
+    history = plugin.get_status()["printer"]["history"]
+    assert len(history) == octoprint_tsd.STATE_HISTORY_MAX
+    assert history[-1]["state"] == "S{}".format(octoprint_tsd.STATE_HISTORY_MAX * 3 - 1)
+
+
+def test_status_reports_native_module(plugin):
+    status = plugin.get_status()
+    assert status["plugin_version"] == "9.9.9"
+    assert status["native"]["loaded"] is True
+    assert status["native"]["version"] == bridge._tsd.__version__
+
+
+def test_initialize_logs_native_versions(plugin):
+    plugin.initialize()
+    plugin._logger.info.assert_called()
+    assert "native module loaded" in plugin._logger.info.call_args[0][0]
+    plugin._logger.error.assert_not_called()
+
+
+def test_native_import_failure_is_visible(plugin, monkeypatch):
+    monkeypatch.setattr(bridge, "_tsd", None)
+    monkeypatch.setattr(bridge, "NATIVE_IMPORT_ERROR", "ImportError: libwebsockets.so.17: cannot open")
+    plugin.initialize()
+    plugin._logger.error.assert_called_once()
+    logged = plugin._logger.error.call_args[0]
+    assert "ImportError: libwebsockets.so.17: cannot open" in logged
+    status = plugin.get_status()
+    assert status["native"] == {
+        "loaded": False,
+        "error": "ImportError: libwebsockets.so.17: cannot open",
+    }
+    # No pump starts without the native core, and nothing crashes.
+    with mock.patch("threading.Thread"):
+        plugin.on_after_startup()
+    assert plugin._pump is None
+
+
+def test_startup_starts_and_shutdown_stops_the_pump(plugin):
+    with mock.patch.object(bridge, "probe_helper", return_value={"available": True, "version": "v"}):
+        plugin.on_after_startup()
+        pump = plugin._pump
+        assert pump is not None and pump.is_running()
+        assert pump.queue.push(bridge.EVENT_LOG, b"[tunnel] hello from C")
+        assert wait_until(lambda: plugin._logger.info.call_count >= 1)
+        plugin.on_shutdown()
+        assert not pump.is_running()
+        assert pump.queue.stats()["closed"] is True
+        plugin.on_shutdown()  # idempotent
+
+
+def test_helper_probe_result_is_reported(plugin):
+    with mock.patch.object(bridge, "probe_helper", return_value={"available": False, "error": "not installed"}):
+        plugin._probe_helper()
+    assert plugin.get_status()["helper"] == {"available": False, "error": "not installed"}
+    plugin._logger.error.assert_called_once()
+
+
+def test_api_commands_and_protection(plugin):
+    assert plugin.get_api_commands() == {}
+    assert plugin.is_api_protected() is True
+    assert plugin.is_template_autoescaped() is True
+
+
+def test_update_information(plugin):
+    info = plugin.get_update_information()["tsd"]
+    assert info["current"] == "9.9.9"
+    assert "{target_version}" in info["pip"]
+
+
+def test_plugin_load_registers_implementation_and_hooks():
+    octoprint_tsd.__plugin_load__()
+    assert isinstance(octoprint_tsd.__plugin_implementation__, octoprint_tsd.TsdPlugin)
+    assert "octoprint.plugin.softwareupdate.check_config" in octoprint_tsd.__plugin_hooks__
+    assert octoprint_tsd.__plugin_pythoncompat__ == ">=3.9,<4"
+
+
+def wait_until(predicate, timeout=5.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
