@@ -5,6 +5,7 @@
 #   c          meson test: C unit tests of native/core and the helper
 #   py         pytest tests/py: the shim with mocks, the native module from Python
 #   integration pytest tests/integration: real OctoPrint + virtual printer + Chromium
+#   octoprint-1.10 the plugin loads in OctoPrint 1.10 too (its own virtualenv)
 #   demo       the demo starts, the plugin loads, it stops
 #   asan-c     the C tests again, built with AddressSanitizer + UBSan
 #   asan-py    tests/py again, with the extension and helper built with ASan + UBSan
@@ -54,7 +55,23 @@ suite_py() {
 }
 
 suite_integration() {
-    pytest -q tests/integration
+    pytest -q tests/integration --ignore=tests/integration/test_compat.py
+}
+
+# OctoPrint 1.10 (the oldest supported line) in a virtualenv of its own, with
+# this plugin installed from a wheel built from the checkout.
+COMPAT_VENV="$REPO/build/venv-octoprint-1.10"
+suite_compat() {
+    if [ ! -x "$COMPAT_VENV/bin/python" ] || ! "$COMPAT_VENV/bin/python" -c 'import octoprint' 2>/dev/null; then
+        rm -rf "$COMPAT_VENV"
+        /usr/bin/python3 -m venv "$COMPAT_VENV" &&
+            "$COMPAT_VENV/bin/python" -m pip install -q "OctoPrint>=1.10,<1.11" \
+                -c tests/integration/octoprint-1.10-constraints.txt || return 1
+    fi
+    rm -rf build/wheel &&
+        python -m pip wheel -q --no-build-isolation --no-deps -w build/wheel . &&
+        "$COMPAT_VENV/bin/python" -m pip install -q --no-deps --force-reinstall build/wheel/*.whl &&
+        TSD_COMPAT_PYTHON="$COMPAT_VENV/bin/python" pytest -q tests/integration/test_compat.py
 }
 
 suite_demo() {
@@ -86,6 +103,7 @@ suite_asan_py() {
 run_suite c suite_c
 run_suite py suite_py
 run_suite integration suite_integration
+run_suite octoprint-1.10 suite_compat
 run_suite demo suite_demo
 run_suite asan-c suite_asan_c
 run_suite asan-py suite_asan_py
