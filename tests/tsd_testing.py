@@ -29,3 +29,13 @@ def wait_for(predicate, timeout=30.0, interval=0.25):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def browser_login(page, url, user, password):
+    """Logs into OctoPrint's web UI with a Playwright page."""
+    page.goto(url + "/", wait_until="domcontentloaded")
+    page.fill("#login-user", user)
+    page.fill("#login-password", password)
+    page.click("#login-button")
+    # The main UI replaces the login page once OctoPrint has loaded everything.
+    page.wait_for_selector("#navbar_show_settings", state="visible", timeout=60000)

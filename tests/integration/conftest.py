@@ -42,3 +42,32 @@ def octoprint_server(tmp_path_factory):
         logs = os.path.join(instance.basedir, "logs")
         if os.path.isdir(logs):
             shutil.copytree(logs, output_dir("octoprint-logs"), dirs_exist_ok=True)
+
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def chromium_path():
+    for path in CHROMIUM_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail("Debian's chromium is not installed (scripts/setup.sh installs it)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -3,57 +3,16 @@
 Playwright for Python (no browser download: executable_path)."""
 
 import os
-import shutil
-
-import pytest
 
 import octoprint_tsd._tsd as native
-from tsd_testing import ADMIN, output_dir
-
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-
-
-def chromium_path():
-    for path in CHROMIUM_CANDIDATES:
-        if os.access(path, os.X_OK):
-            return path
-    found = shutil.which("chromium")
-    if not found:
-        pytest.fail("Debian's chromium is not installed (scripts/setup.sh installs it)")
-    return found
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(),
-            headless=True,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-dev-shm-usage"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def login(page, url, user, password):
-    page.goto(url + "/", wait_until="domcontentloaded")
-    page.fill("#login-user", user)
-    page.fill("#login-password", password)
-    page.click("#login-button")
-    # The main UI replaces the login page once OctoPrint has loaded everything.
-    page.wait_for_selector("#navbar_show_settings", state="visible", timeout=60000)
-
+from tsd_testing import ADMIN, browser_login, output_dir
 
 def test_settings_page_in_chromium(octoprint_server, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        login(page, octoprint_server.url, *ADMIN)
+        browser_login(page, octoprint_server.url, *ADMIN)
         page.click("#navbar_show_settings")
         page.click("#settings_plugin_tsd_link a")
         page.wait_for_selector("#tsd_settings", state="visible", timeout=30000)
