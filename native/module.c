@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "core/evq.h"
+#include "core/tunnel.h"
 #include "core/versions.h"
 
 #ifndef TSD_VERSION
@@ -30,6 +31,8 @@ struct tsd_state {
     PyObject *error;              /* _tsd.TsdError */
     PyObject *queue_closed_error; /* _tsd.QueueClosedError(TsdError) */
     PyTypeObject *event_queue_type;
+    PyObject *tunnel_error;       /* _tsd.TunnelError(TsdError) */
+    PyTypeObject *tunnel_type;
 };
 
 static inline struct tsd_state *get_state(PyObject *module)
@@ -147,19 +150,18 @@ static double monotonic_seconds(void)
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
-static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwargs)
+/* Waits for one event with the GIL released, in slices so that signals are
+ * noticed. timeout_obj: None (forever) or seconds >= 0. Returns (type, bytes),
+ * None on timeout, or NULL with an exception. */
+static PyObject *wait_for_event(struct tsd_state *state, struct evq *queue,
+                                PyObject *timeout_obj, int as_text)
 {
-    static char *keywords[] = {"timeout", NULL};
-    struct event_queue_object *obj = (struct event_queue_object *)self;
-    PyObject *timeout_obj = Py_None;
     double timeout = -1.0;
+    double deadline = 0.0;
     struct evq_event *event = NULL;
     enum evq_result result = EVQ_TIMEOUT;
-    double deadline = 0.0;
     PyObject *ret = NULL;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:pop", keywords, &timeout_obj))
-        return NULL;
     if (timeout_obj != Py_None) {
         timeout = PyFloat_AsDouble(timeout_obj);
         if (timeout == -1.0 && PyErr_Occurred())
@@ -168,10 +170,8 @@ static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwarg
             PyErr_SetString(PyExc_ValueError, "timeout must be >= 0 or None");
             return NULL;
         }
-    }
-
-    if (timeout >= 0)
         deadline = monotonic_seconds() + timeout;
+    }
     for (;;) {
         int slice_ms = TSD_WAIT_SLICE_MS;
         int last_slice = 0;
@@ -186,7 +186,7 @@ static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwarg
             }
         }
         Py_BEGIN_ALLOW_THREADS
-        result = evq_pop(obj->queue, slice_ms, &event);
+        result = evq_pop(queue, slice_ms, &event);
         Py_END_ALLOW_THREADS
         if (result != EVQ_TIMEOUT)
             break;
@@ -198,11 +198,26 @@ static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwarg
     if (result == EVQ_TIMEOUT)
         Py_RETURN_NONE;
     if (result != EVQ_OK)
-        return set_evq_error(event_queue_state(self), result);
-    ret = Py_BuildValue("(iy#)", event->type, (const char *)event->data,
-                        (Py_ssize_t)event->len);
+        return set_evq_error(state, result);
+    if (as_text)
+        ret = Py_BuildValue("(is#)", event->type, (const char *)event->data,
+                            (Py_ssize_t)event->len);
+    else
+        ret = Py_BuildValue("(iy#)", event->type, (const char *)event->data,
+                            (Py_ssize_t)event->len);
     evq_event_free(event);
     return ret;
+}
+
+static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"timeout", NULL};
+    PyObject *timeout_obj = Py_None;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:pop", keywords, &timeout_obj))
+        return NULL;
+    return wait_for_event(event_queue_state(self),
+                          ((struct event_queue_object *)self)->queue, timeout_obj, 0);
 }
 
 static PyObject *event_queue_close(PyObject *self, PyObject *Py_UNUSED(ignored))
@@ -257,6 +272,251 @@ static PyType_Spec event_queue_spec = {
     .flags = Py_TPFLAGS_DEFAULT,
 #endif
     .slots = event_queue_slots,
+};
+
+
+/* ---- Tunnel ------------------------------------------------------------ */
+
+struct tunnel_object {
+    PyObject_HEAD
+    struct evq *events;
+    struct tun *tunnel;
+};
+
+#define TUNNEL_DEFAULT_EVENTS 4096
+#define TUNNEL_DEFAULT_EVENT_BYTES (8 * 1024 * 1024)
+
+static struct tsd_state *tunnel_state(PyObject *self)
+{
+    void *state = PyType_GetModuleState(Py_TYPE(self));
+    assert(state != NULL);
+    return (struct tsd_state *)state;
+}
+
+/* The one place where a tunnel result becomes a Python exception. */
+static PyObject *set_tun_error(struct tsd_state *state, enum tun_result result,
+                               const char *reason)
+{
+    const char *text = reason && *reason ? reason : tun_result_str(result);
+
+    switch (result) {
+    case TUN_ERR_NOMEM:
+        return PyErr_NoMemory();
+    case TUN_ERR_INVALID:
+    case TUN_ERR_TOO_BIG:
+        PyErr_SetString(PyExc_ValueError, text);
+        return NULL;
+    default:
+        PyErr_SetString(state->tunnel_error, text);
+        return NULL;
+    }
+}
+
+static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"url", "token", "ca_file", "allow_cleartext_lan",
+                               "max_incoming", "backoff_first_ms", "backoff_cap_ms",
+                               "ping_after_s", "hangup_after_s", NULL};
+    const char *url = NULL;
+    const char *token = NULL;
+    const char *ca_file = NULL;
+    int allow_cleartext_lan = 0;
+    Py_ssize_t max_incoming = 0;
+    unsigned int backoff_first_ms = 0;
+    unsigned int backoff_cap_ms = 0;
+    unsigned short ping_after_s = 0;
+    unsigned short hangup_after_s = 0;
+    struct tunnel_object *self = NULL;
+    struct tsd_state *state;
+    struct tun_config config;
+    enum tun_result result;
+    char reason[512] = "";
+    PyObject *module = PyType_GetModule(type);
+
+    if (!module)
+        return NULL;
+    state = get_state(module);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|zpnIIHH:Tunnel", keywords, &url,
+                                     &token, &ca_file, &allow_cleartext_lan, &max_incoming,
+                                     &backoff_first_ms, &backoff_cap_ms, &ping_after_s,
+                                     &hangup_after_s))
+        return NULL;
+    if (max_incoming < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_incoming must be >= 0");
+        return NULL;
+    }
+    self = (struct tunnel_object *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    if (evq_new(TUNNEL_DEFAULT_EVENTS, TUNNEL_DEFAULT_EVENT_BYTES, &self->events) != EVQ_OK) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    config = (struct tun_config){
+        .url = url,
+        .token = token,
+        .ca_file = ca_file,
+        .allow_cleartext_lan = allow_cleartext_lan,
+        .max_incoming = (size_t)max_incoming,
+        .backoff_first_ms = backoff_first_ms,
+        .backoff_cap_ms = backoff_cap_ms,
+        .ping_after_s = ping_after_s,
+        .hangup_after_s = hangup_after_s,
+    };
+    result = tun_new(&config, self->events, &self->tunnel, reason, sizeof(reason));
+    if (result != TUN_OK) {
+        Py_DECREF(self);
+        return set_tun_error(state, result, reason);
+    }
+    return (PyObject *)self;
+}
+
+static void tunnel_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    struct tunnel_object *obj = (struct tunnel_object *)self;
+    struct tun *tunnel = obj->tunnel;
+
+    obj->tunnel = NULL;
+    /* Joining never needs the GIL: the service thread never calls Python. */
+    Py_BEGIN_ALLOW_THREADS
+    tun_free(tunnel);
+    Py_END_ALLOW_THREADS
+    obj->events = evq_free(obj->events);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *tunnel_start(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct tunnel_object *obj = (struct tunnel_object *)self;
+    char reason[512] = "";
+    enum tun_result result;
+
+    Py_BEGIN_ALLOW_THREADS
+    result = tun_start(obj->tunnel, reason, sizeof(reason));
+    Py_END_ALLOW_THREADS
+    if (result != TUN_OK)
+        return set_tun_error(tunnel_state(self), result, reason);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tunnel_stop(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct tunnel_object *obj = (struct tunnel_object *)self;
+
+    Py_BEGIN_ALLOW_THREADS
+    tun_stop(obj->tunnel);
+    Py_END_ALLOW_THREADS
+    /* Wake the drain thread: it sees the remaining events, then "closed". */
+    evq_close(obj->events);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tunnel_send_common(PyObject *self, PyObject *args, int status)
+{
+    struct tunnel_object *obj = (struct tunnel_object *)self;
+    const char *text;
+    Py_ssize_t len;
+    enum tun_result result;
+
+    if (!PyArg_ParseTuple(args, status ? "s#:send_status" : "s#:send", &text, &len))
+        return NULL;
+    if (status)
+        result = tun_send_status(obj->tunnel, text, (size_t)len);
+    else
+        result = tun_send_message(obj->tunnel, text, (size_t)len);
+    if (result == TUN_OK)
+        Py_RETURN_TRUE;
+    if (result == TUN_ERR_FULL)
+        Py_RETURN_FALSE; /* dropped and counted */
+    return set_tun_error(tunnel_state(self), result, NULL);
+}
+
+static PyObject *tunnel_send_status(PyObject *self, PyObject *args)
+{
+    return tunnel_send_common(self, args, 1);
+}
+
+static PyObject *tunnel_send(PyObject *self, PyObject *args)
+{
+    return tunnel_send_common(self, args, 0);
+}
+
+static PyObject *tunnel_next_event(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"timeout", NULL};
+    PyObject *timeout_obj = Py_None;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:next_event", keywords, &timeout_obj))
+        return NULL;
+    return wait_for_event(tunnel_state(self), ((struct tunnel_object *)self)->events,
+                          timeout_obj, 0);
+}
+
+static PyObject *tunnel_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct tunnel_object *obj = (struct tunnel_object *)self;
+    struct tun_stats stats = {0};
+    struct evq_stats queue = {0};
+
+    tun_get_stats(obj->tunnel, &stats);
+    evq_get_stats(obj->events, &queue);
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:O,s:O,s:I,s:n,s:K}",
+        "connects", (unsigned long long)stats.connects,
+        "disconnects", (unsigned long long)stats.disconnects,
+        "received", (unsigned long long)stats.received,
+        "malformed", (unsigned long long)stats.malformed,
+        "oversized", (unsigned long long)stats.oversized,
+        "binary_ignored", (unsigned long long)stats.binary_ignored,
+        "events_dropped", (unsigned long long)stats.events_dropped,
+        "status_sent", (unsigned long long)stats.status_sent,
+        "status_replaced", (unsigned long long)stats.status_replaced,
+        "messages_sent", (unsigned long long)stats.messages_sent,
+        "messages_dropped", (unsigned long long)stats.messages_dropped,
+        "connected", stats.connected ? Py_True : Py_False,
+        "stopped", stats.stopped ? Py_True : Py_False,
+        "next_retry_ms", (unsigned int)stats.next_retry_ms,
+        "event_queue_depth", (Py_ssize_t)queue.depth,
+        "event_queue_dropped", (unsigned long long)queue.dropped);
+}
+
+static PyMethodDef tunnel_methods[] = {
+    {"start", tunnel_start, METH_NOARGS,
+     "Start the service thread; it connects and keeps reconnecting."},
+    {"stop", tunnel_stop, METH_NOARGS,
+     "Stop and join the service thread (idempotent); no socket or thread remains."},
+    {"send_status", tunnel_send_status, METH_VARARGS,
+     "send_status(json_text) -> True\n\nReplace any unsent status with this one."},
+    {"send", tunnel_send, METH_VARARGS,
+     "send(json_text) -> bool\n\nQueue an ack or event; False when the lane is full."},
+    {"next_event", (PyCFunction)(void (*)(void))tunnel_next_event,
+     METH_VARARGS | METH_KEYWORDS,
+     "next_event(timeout=None) -> (type, bytes) or None\n\nWait with the GIL released."},
+    {"stats", tunnel_stats, METH_NOARGS, "Counters and state as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot tunnel_slots[] = {
+    {Py_tp_doc, "Tunnel(url, token, ca_file=None, allow_cleartext_lan=False, ...)\n\n"
+                "The device websocket to an Obico-compatible server."},
+    {Py_tp_new, tunnel_new},
+    {Py_tp_dealloc, tunnel_dealloc},
+    {Py_tp_methods, tunnel_methods},
+    {0, NULL},
+};
+
+static PyType_Spec tunnel_spec = {
+    .name = "octoprint_tsd._tsd.Tunnel",
+    .basicsize = sizeof(struct tunnel_object),
+    .itemsize = 0,
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+#else
+    .flags = Py_TPFLAGS_DEFAULT,
+#endif
+    .slots = tunnel_slots,
 };
 
 /* ---- module functions -------------------------------------------------- */
@@ -318,6 +578,24 @@ static int tsd_exec(PyObject *module)
     if (!state->event_queue_type ||
         add_object(module, "EventQueue", (PyObject *)state->event_queue_type) < 0)
         return -1;
+    state->tunnel_error = PyErr_NewExceptionWithDoc(
+        "octoprint_tsd._tsd.TunnelError", "The tunnel could not be configured or started.",
+        state->error, NULL);
+    if (!state->tunnel_error || add_object(module, "TunnelError", state->tunnel_error) < 0)
+        return -1;
+    state->tunnel_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &tunnel_spec, NULL);
+    if (!state->tunnel_type ||
+        add_object(module, "Tunnel", (PyObject *)state->tunnel_type) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "TUNNEL_EVENT_LOG", TUN_EVENT_LOG) < 0 ||
+        PyModule_AddIntConstant(module, "TUNNEL_EVENT_CONNECTED", TUN_EVENT_CONNECTED) < 0 ||
+        PyModule_AddIntConstant(module, "TUNNEL_EVENT_DISCONNECTED", TUN_EVENT_DISCONNECTED) < 0 ||
+        PyModule_AddIntConstant(module, "TUNNEL_EVENT_MESSAGE", TUN_EVENT_MESSAGE) < 0 ||
+        PyModule_AddIntConstant(module, "TUNNEL_EVENT_UNAUTHORIZED", TUN_EVENT_UNAUTHORIZED) < 0 ||
+        PyModule_AddIntConstant(module, "TUNNEL_EVENT_REPLACED", TUN_EVENT_REPLACED) < 0 ||
+        PyModule_AddIntConstant(module, "TUNNEL_EVENT_STOPPED", TUN_EVENT_STOPPED) < 0)
+        return -1;
     if (PyModule_AddStringConstant(module, "__version__", TSD_VERSION) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "EVQ_MAX_EVENTS_LIMIT", EVQ_MAX_EVENTS_LIMIT) < 0 ||
@@ -333,6 +611,8 @@ static int tsd_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->error);
     Py_VISIT(state->queue_closed_error);
     Py_VISIT(state->event_queue_type);
+    Py_VISIT(state->tunnel_error);
+    Py_VISIT(state->tunnel_type);
     return 0;
 }
 
@@ -343,6 +623,8 @@ static int tsd_clear(PyObject *module)
     Py_CLEAR(state->error);
     Py_CLEAR(state->queue_closed_error);
     Py_CLEAR(state->event_queue_type);
+    Py_CLEAR(state->tunnel_error);
+    Py_CLEAR(state->tunnel_type);
     return 0;
 }
 

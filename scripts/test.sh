@@ -97,7 +97,7 @@ suite_asan_py() {
         PYTHONPATH="$REPO/build/asan-site" \
         TSD_EXPECT_PACKAGE_DIR="$REPO/build/asan-site/octoprint_tsd" \
         LD_PRELOAD="$ASAN_RUNTIME" ASAN_OPTIONS="detect_leaks=0" \
-        pytest -q -p no:cacheprovider tests/py
+        pytest -q -p no:cacheprovider tests/py tests/integration/test_tunnel.py
 }
 
 run_suite c suite_c

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later
+ *
+ * tunnel: the device websocket to an Obico-compatible server (/ws/dev/).
+ *
+ * One named service thread ("tsd-tunnel") owns the libwebsockets context and
+ * is the only thread that calls lws, apart from lws_cancel_service(). Other
+ * threads hand it outgoing messages under a mutex:
+ *   - the status lane holds one message, and a newer status replaces an
+ *     unsent one (never a backlog of stale statuses);
+ *   - the message lane (acks, events) is a bounded FIFO; overflow is counted.
+ * Everything the service thread learns (connected, message, closed, refused)
+ * becomes an event in a bounded evq that the caller drains: this code never
+ * calls back into its caller.
+ *
+ * TLS is always verified: against the system CAs, or only against the CA
+ * file the caller names. ws:// (no TLS) is refused unless the server is on
+ * loopback, or the caller explicitly allows cleartext for a LAN server.
+ *
+ * Reconnects back off exponentially with jitter (capped). A refused
+ * handshake (401/403) and close code 4321 (another device uses the same
+ * token) stop the tunnel for good and are reported as events.
+ */
+#ifndef TSD_TUNNEL_H
+#define TSD_TUNNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "evq.h"
+
+enum tun_result {
+    TUN_OK = 0,
+    TUN_ERR_INVALID,   /* bad argument */
+    TUN_ERR_URL,       /* the server URL cannot be used */
+    TUN_ERR_CLEARTEXT, /* ws:// to a non-loopback server without permission */
+    TUN_ERR_CA_FILE,   /* the configured CA file is missing or unreadable */
+    TUN_ERR_NOMEM,
+    TUN_ERR_CONTEXT,   /* libwebsockets could not create its context */
+    TUN_ERR_THREAD,    /* the service thread could not start */
+    TUN_ERR_STATE,     /* wrong state for the call (already started, stopped) */
+    TUN_ERR_FULL,      /* the outgoing message lane is full; counted */
+    TUN_ERR_TOO_BIG,   /* the message is larger than the lane allows */
+    TUN_RESULT_MAX
+};
+
+/* Event types pushed into the caller's evq. Payloads are UTF-8 text. */
+enum tun_event {
+    TUN_EVENT_LOG = 1,          /* "<level letter> <text>"; E W I D */
+    TUN_EVENT_CONNECTED = 10,   /* handshake done; payload empty */
+    TUN_EVENT_DISCONNECTED,     /* lost or failed; will retry; payload: reason */
+    TUN_EVENT_MESSAGE,          /* a JSON object from the server, as received */
+    TUN_EVENT_UNAUTHORIZED,     /* the server refused the token; stopped */
+    TUN_EVENT_REPLACED,         /* close code 4321: same token elsewhere; stopped */
+    TUN_EVENT_STOPPED,          /* the service thread has ended */
+    TUN_EVENT_MAX
+};
+
+#define TUN_CLOSE_REPLACED 4321
+
+#define TUN_MAX_TOKEN 256
+#define TUN_MAX_URL 2048
+#define TUN_DEFAULT_MAX_INCOMING (1024u * 1024u)
+#define TUN_MAX_INCOMING_LIMIT (16u * 1024u * 1024u)
+#define TUN_DEFAULT_LANE_MESSAGES 256u
+#define TUN_DEFAULT_LANE_BYTES (2u * 1024u * 1024u)
+#define TUN_BACKOFF_FIRST_MS 1000u
+#define TUN_BACKOFF_CAP_MS 60000u
+
+struct tun_config {
+    const char *url;          /* wss://host[:port]/ws/dev/ (or ws:// per policy) */
+    const char *token;        /* (secret) sent as "authorization: bearer <token>" */
+    const char *ca_file;      /* NULL or "": system CAs; else only this CA bundle */
+    int allow_cleartext_lan;  /* permit ws:// to a non-loopback host */
+    size_t max_incoming;      /* largest accepted server message; 0: default */
+    size_t lane_messages;     /* message-lane depth; 0: default */
+    size_t lane_bytes;        /* message-lane bytes; 0: default */
+    uint32_t backoff_first_ms;/* 0: default */
+    uint32_t backoff_cap_ms;  /* 0: default */
+    uint16_t ping_after_s;    /* idle seconds before we ping; 0: 30 */
+    uint16_t hangup_after_s;  /* idle seconds before we drop the link; 0: 60 */
+};
+
+struct tun_stats {
+    uint64_t connects;          /* handshakes completed */
+    uint64_t disconnects;
+    uint64_t received;          /* messages delivered as events */
+    uint64_t malformed;         /* not JSON, or not an object */
+    uint64_t oversized;         /* larger than max_incoming; dropped */
+    uint64_t binary_ignored;    /* binary (BSON) frames: not supported yet */
+    uint64_t events_dropped;    /* the caller's evq was full */
+    uint64_t status_sent;
+    uint64_t status_replaced;   /* a newer status replaced an unsent one */
+    uint64_t messages_sent;
+    uint64_t messages_dropped;  /* message lane full */
+    int connected;
+    int stopped;
+    uint32_t next_retry_ms;     /* delay before the pending reconnect, or 0 */
+};
+
+struct tun;
+
+const char *tun_result_str(enum tun_result result);
+
+/* Validates the configuration and copies it (the token too). Does not
+ * connect. events must outlive the tunnel. reterr, if given, receives a
+ * reason on failure. */
+enum tun_result tun_new(const struct tun_config *config, struct evq *events,
+                        struct tun **ret_tunnel, char *reterr, size_t reterr_len);
+
+/* Starts the service thread, which connects and keeps reconnecting. */
+enum tun_result tun_start(struct tun *tunnel, char *reterr, size_t reterr_len);
+
+/* Idempotent; joins the service thread. No thread or socket remains after. */
+void tun_stop(struct tun *tunnel);
+
+/* Stops if needed, wipes the token, frees. Accepts NULL; returns NULL. */
+struct tun *tun_free(struct tun *tunnel);
+
+/* Replaces any unsent status with this one (a JSON object text). */
+enum tun_result tun_send_status(struct tun *tunnel, const char *json, size_t len);
+
+/* Queues a message (ack, event) on the bounded FIFO lane. */
+enum tun_result tun_send_message(struct tun *tunnel, const char *json, size_t len);
+
+void tun_get_stats(struct tun *tunnel, struct tun_stats *ret_stats);
+
+/* Exposed for tests: the cleartext policy. 1 if host is a loopback name or
+ * address. */
+int tun_host_is_loopback(const char *host);
+
+#endif
