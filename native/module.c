@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "core/evq.h"
+#include "core/proto.h"
 #include "core/tunnel.h"
 #include "core/versions.h"
 
@@ -33,6 +34,7 @@ struct tsd_state {
     PyTypeObject *event_queue_type;
     PyObject *tunnel_error;       /* _tsd.TunnelError(TsdError) */
     PyTypeObject *tunnel_type;
+    PyTypeObject *dispatcher_type;
 };
 
 static inline struct tsd_state *get_state(PyObject *module)
@@ -519,6 +521,124 @@ static PyType_Spec tunnel_spec = {
     .slots = tunnel_slots,
 };
 
+
+/* ---- Dispatcher ------------------------------------------------------------ */
+
+struct dispatcher_object {
+    PyObject_HEAD
+    struct proto *proto;
+};
+
+static PyObject *dispatcher_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"allow_raw_gcode", NULL};
+    int allow_raw_gcode = 0;
+    struct proto_options options;
+    struct dispatcher_object *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p:Dispatcher", keywords, &allow_raw_gcode))
+        return NULL;
+    self = (struct dispatcher_object *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    options = (struct proto_options){.allow_raw_gcode = allow_raw_gcode};
+    if (proto_new(&options, &self->proto) != PROTO_OK) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void dispatcher_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+
+    ((struct dispatcher_object *)self)->proto = proto_free(((struct dispatcher_object *)self)->proto);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *dispatcher_dispatch(PyObject *self, PyObject *args)
+{
+    struct dispatcher_object *obj = (struct dispatcher_object *)self;
+    const char *message;
+    Py_ssize_t len;
+    char *actions = NULL;
+    size_t actions_len = 0;
+    enum proto_result result;
+    PyObject *ret;
+
+    if (!PyArg_ParseTuple(args, "y#:dispatch", &message, &len))
+        return NULL;
+    result = proto_dispatch(obj->proto, message, (size_t)len, &actions, &actions_len);
+    if (result == PROTO_ERR_NOMEM)
+        return PyErr_NoMemory();
+    if (result != PROTO_OK) {
+        PyObject *module = PyType_GetModule(Py_TYPE(self));
+        if (module)
+            PyErr_Format(get_state(module)->error, "server message ignored: %s",
+                         proto_result_str(result));
+        return NULL;
+    }
+    ret = PyUnicode_DecodeUTF8(actions, (Py_ssize_t)actions_len, "strict");
+    free(actions);
+    return ret;
+}
+
+static PyObject *dispatcher_set_allow_raw_gcode(PyObject *self, PyObject *arg)
+{
+    struct proto_options options;
+    int allow = PyObject_IsTrue(arg);
+
+    if (allow < 0)
+        return NULL;
+    options = (struct proto_options){.allow_raw_gcode = allow};
+    proto_set_options(((struct dispatcher_object *)self)->proto, &options);
+    Py_RETURN_NONE;
+}
+
+static PyObject *dispatcher_gcode_line_is_safe(PyObject *self, PyObject *args)
+{
+    const char *line;
+    Py_ssize_t len;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "s#:gcode_line_is_safe", &line, &len))
+        return NULL;
+    return PyBool_FromLong(proto_gcode_line_is_safe(line, (size_t)len));
+}
+
+static PyMethodDef dispatcher_methods[] = {
+    {"dispatch", dispatcher_dispatch, METH_VARARGS,
+     "dispatch(message: bytes) -> str\n\nValidate one server message against the allow-list "
+     "and return a JSON array of normalized actions."},
+    {"set_allow_raw_gcode", dispatcher_set_allow_raw_gcode, METH_O,
+     "Allow any G-code in passthru commands (off by default)."},
+    {"gcode_line_is_safe", dispatcher_gcode_line_is_safe, METH_VARARGS,
+     "gcode_line_is_safe(line) -> bool"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot dispatcher_slots[] = {
+    {Py_tp_doc, "Dispatcher(allow_raw_gcode=False)\n\nThe allow-list for server messages."},
+    {Py_tp_new, dispatcher_new},
+    {Py_tp_dealloc, dispatcher_dealloc},
+    {Py_tp_methods, dispatcher_methods},
+    {0, NULL},
+};
+
+static PyType_Spec dispatcher_spec = {
+    .name = "octoprint_tsd._tsd.Dispatcher",
+    .basicsize = sizeof(struct dispatcher_object),
+    .itemsize = 0,
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+#else
+    .flags = Py_TPFLAGS_DEFAULT,
+#endif
+    .slots = dispatcher_slots,
+};
+
 /* ---- module functions -------------------------------------------------- */
 
 static PyObject *tsd_library_versions_py(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -588,6 +708,11 @@ static int tsd_exec(PyObject *module)
     if (!state->tunnel_type ||
         add_object(module, "Tunnel", (PyObject *)state->tunnel_type) < 0)
         return -1;
+    state->dispatcher_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &dispatcher_spec, NULL);
+    if (!state->dispatcher_type ||
+        add_object(module, "Dispatcher", (PyObject *)state->dispatcher_type) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "TUNNEL_EVENT_LOG", TUN_EVENT_LOG) < 0 ||
         PyModule_AddIntConstant(module, "TUNNEL_EVENT_CONNECTED", TUN_EVENT_CONNECTED) < 0 ||
         PyModule_AddIntConstant(module, "TUNNEL_EVENT_DISCONNECTED", TUN_EVENT_DISCONNECTED) < 0 ||
@@ -613,6 +738,7 @@ static int tsd_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->event_queue_type);
     Py_VISIT(state->tunnel_error);
     Py_VISIT(state->tunnel_type);
+    Py_VISIT(state->dispatcher_type);
     return 0;
 }
 
@@ -625,6 +751,7 @@ static int tsd_clear(PyObject *module)
     Py_CLEAR(state->event_queue_type);
     Py_CLEAR(state->tunnel_error);
     Py_CLEAR(state->tunnel_type);
+    Py_CLEAR(state->dispatcher_type);
     return 0;
 }
 

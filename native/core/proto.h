@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later
+ *
+ * proto: the allow-list for what the server may ask of the printer.
+ *
+ * Every message the server sends goes through proto_dispatch(), which turns
+ * it into a JSON array of normalized, validated actions for the shim to
+ * carry out. Nothing the server sends reaches OctoPrint in any other way:
+ * unknown keys are ignored, unknown passthru targets and functions and bad
+ * arguments become a passthru error (which the shim acks), and the numbers
+ * of a pause are range-checked here.
+ *
+ * Actions (one JSON object each):
+ *   {"action":"remote_status","viewing":bool|null,"should_watch":bool|null}
+ *   {"action":"pause","retract":mm,"lift_z":mm,"tools_off":bool,"bed_off":bool,"initiator":str}
+ *   {"action":"resume","initiator":str}   {"action":"cancel","initiator":str}
+ *   {"action":"passthru","ref":str,"call":NAME,"params":{...}}
+ *   {"action":"passthru_error","ref":str,"error":str}
+ *   {"action":"rejected","reason":str}          (nothing to ack: logged only)
+ * where NAME is one of jog, home, set_temperature, commands, select_file,
+ * connect, get_connection_options, list_files.
+ *
+ * The dispatcher remembers the last PROTO_REF_MEMORY passthru refs and drops
+ * repeats (the same call may arrive twice).
+ */
+#ifndef TSD_PROTO_H
+#define TSD_PROTO_H
+
+#include <stddef.h>
+
+enum proto_result {
+    PROTO_OK = 0,
+    PROTO_ERR_INVALID,   /* bad argument */
+    PROTO_ERR_PARSE,     /* not JSON */
+    PROTO_ERR_NOT_OBJECT,
+    PROTO_ERR_NOMEM,
+    PROTO_RESULT_MAX
+};
+
+#define PROTO_MAX_MESSAGE (1024u * 1024u)
+#define PROTO_REF_MEMORY 128
+#define PROTO_MAX_REF 128
+#define PROTO_MAX_COMMANDS 16
+#define PROTO_MAX_GCODE_LINES 64
+#define PROTO_MAX_GCODE_LINE 128
+#define PROTO_DEFAULT_RETRACT_MM 6.5
+#define PROTO_DEFAULT_LIFT_Z_MM 2.5
+#define PROTO_MAX_RETRACT_MM 20.0
+#define PROTO_MAX_LIFT_Z_MM 50.0
+#define PROTO_MAX_JOG_MM 500.0
+#define PROTO_MAX_TOOL_TEMP 320.0
+#define PROTO_MAX_BED_TEMP 150.0
+#define PROTO_MAX_CHAMBER_TEMP 90.0
+
+struct proto_options {
+    int allow_raw_gcode; /* 0: only the safe G-code set in passthru commands */
+};
+
+struct proto;
+
+const char *proto_result_str(enum proto_result result);
+
+enum proto_result proto_new(const struct proto_options *options, struct proto **ret_proto);
+
+/* Accepts NULL; returns NULL. */
+struct proto *proto_free(struct proto *proto);
+
+void proto_set_options(struct proto *proto, const struct proto_options *options);
+
+/* On PROTO_OK, *ret_actions is a (transfer full) NUL-terminated JSON array
+ * (possibly empty) to release with free(), and *ret_len its length. */
+enum proto_result proto_dispatch(struct proto *proto, const char *message, size_t len,
+                                 char **ret_actions, size_t *ret_len);
+
+/* Exposed for tests: 1 if one G-code line is in the safe set. */
+int proto_gcode_line_is_safe(const char *line, size_t len);
+
+#endif
