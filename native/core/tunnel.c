@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
 #include "tunnel.h"
+#include "errtext.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -307,9 +308,9 @@ enum tun_result tun_new(const struct tun_config *config, struct evq *events,
     if (config->ca_file && *config->ca_file) {
         FILE *ca = fopen(config->ca_file, "re");
         if (!ca) {
-            char why[128] = "";
-            (void)!strerror_r(errno, why, sizeof(why));
-            set_reason(reterr, reterr_len, "CA file %s: %s", config->ca_file, why);
+            char buf[128];
+            set_reason(reterr, reterr_len, "CA file %s: %s", config->ca_file,
+                       errno_text(errno, buf, sizeof(buf)));
             result = TUN_ERR_CA_FILE;
             goto out;
         }

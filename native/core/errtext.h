@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later
+ *
+ * errtext: the text of an errno value, thread-safe (never strerror()).
+ */
+#ifndef TSD_ERRTEXT_H
+#define TSD_ERRTEXT_H
+
+#include <stdio.h>
+#include <string.h>
+
+/* strerror_r is the GNU variant (returns a char *, may ignore buf) under
+ * _GNU_SOURCE on glibc and the XSI one (returns int, fills buf) elsewhere:
+ * pick whichever this libc has. */
+#define TSD_ERRNO_TEXT(err, buf, len)                                            \
+    _Generic(strerror_r((err), (buf), (len)),                                    \
+        char *: strerror_r((err), (buf), (len)),                                 \
+        default: ((void)strerror_r((err), (buf), (len)), (const char *)(buf)))
+
+/* (transfer none) The text for err: static storage or buf. */
+static inline const char *errno_text(int err, char *buf, size_t len)
+{
+    const char *text;
+
+    buf[0] = '\0';
+    text = TSD_ERRNO_TEXT(err, buf, len);
+    if (!text || !*text) {
+        snprintf(buf, len, "error %d", err);
+        text = buf;
+    }
+    return text;
+}
+
+#endif
