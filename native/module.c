@@ -14,6 +14,7 @@
 
 #include "core/evq.h"
 #include "core/proto.h"
+#include "core/tok.h"
 #include "core/tunnel.h"
 #include "core/versions.h"
 
@@ -35,6 +36,7 @@ struct tsd_state {
     PyObject *tunnel_error;       /* _tsd.TunnelError(TsdError) */
     PyTypeObject *tunnel_type;
     PyTypeObject *dispatcher_type;
+    PyObject *token_error;        /* _tsd.TokenError(TsdError) */
 };
 
 static inline struct tsd_state *get_state(PyObject *module)
@@ -639,6 +641,95 @@ static PyType_Spec dispatcher_spec = {
     .slots = dispatcher_slots,
 };
 
+
+/* ---- token store ------------------------------------------------------- */
+
+/* The one place where a token-store result becomes an exception. The
+ * exception carries the result name as its "code" attribute. */
+static PyObject *set_tok_error(struct tsd_state *state, enum tok_result result,
+                               const char *reason)
+{
+    PyObject *exc;
+    PyObject *code;
+
+    if (result == TOK_ERR_NOMEM)
+        return PyErr_NoMemory();
+    exc = PyObject_CallFunction(state->token_error, "s",
+                                reason && *reason ? reason : tok_result_str(result));
+    if (!exc)
+        return NULL;
+    code = PyUnicode_FromString(result == TOK_ERR_NOT_FOUND ? "not_found"
+                                : result == TOK_ERR_CORRUPT ? "corrupt"
+                                : result == TOK_ERR_PERMISSIONS ? "permissions"
+                                : result == TOK_ERR_INVALID ? "invalid"
+                                : "io");
+    if (!code || PyObject_SetAttrString(exc, "code", code) < 0) {
+        Py_XDECREF(code);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(code);
+    PyErr_SetObject(state->token_error, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+static PyObject *tsd_token_save(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"directory", "server", "token", "name", NULL};
+    const char *directory;
+    struct tok_record record = {0};
+    char reason[512] = "";
+    enum tok_result result;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sss|z:token_save", keywords, &directory,
+                                     &record.server, &record.token, &record.name))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    result = tok_save(directory, &record, reason, sizeof(reason));
+    Py_END_ALLOW_THREADS
+    if (result != TOK_OK)
+        return set_tok_error(get_state(module), result, reason);
+    Py_RETURN_NONE;
+}
+
+static PyObject *tsd_token_load(PyObject *module, PyObject *args)
+{
+    const char *directory;
+    struct tok_record *record = NULL;
+    char reason[512] = "";
+    enum tok_result result;
+    PyObject *ret;
+
+    if (!PyArg_ParseTuple(args, "s:token_load", &directory))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    result = tok_load(directory, &record, reason, sizeof(reason));
+    Py_END_ALLOW_THREADS
+    if (result != TOK_OK)
+        return set_tok_error(get_state(module), result, reason);
+    ret = Py_BuildValue("{s:s,s:s,s:z}", "server", record->server, "token", record->token,
+                        "name", record->name);
+    tok_record_free(record);
+    return ret;
+}
+
+static PyObject *tsd_token_delete(PyObject *module, PyObject *args)
+{
+    const char *directory;
+    char reason[512] = "";
+    enum tok_result result;
+
+    if (!PyArg_ParseTuple(args, "s:token_delete", &directory))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    result = tok_delete(directory, reason, sizeof(reason));
+    Py_END_ALLOW_THREADS
+    if (result != TOK_OK)
+        return set_tok_error(get_state(module), result, reason);
+    Py_RETURN_NONE;
+}
+
 /* ---- module functions -------------------------------------------------- */
 
 static PyObject *tsd_library_versions_py(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -662,6 +753,14 @@ static PyObject *tsd_library_versions_py(PyObject *module, PyObject *Py_UNUSED(i
 }
 
 static PyMethodDef tsd_methods[] = {
+    {"token_save", (PyCFunction)(void (*)(void))tsd_token_save, METH_VARARGS | METH_KEYWORDS,
+     "token_save(directory, server, token, name=None)\n\nAtomically replace the token file "
+     "(mode 0600) in directory."},
+    {"token_load", tsd_token_load, METH_VARARGS,
+     "token_load(directory) -> dict\n\nRead and verify the token file; raises TokenError "
+     "(code: not_found, corrupt, permissions, invalid, io)."},
+    {"token_delete", tsd_token_delete, METH_VARARGS,
+     "token_delete(directory)\n\nRemove the token file; a missing one is fine."},
     {"library_versions", tsd_library_versions_py, METH_NOARGS,
      "library_versions() -> dict\n\nVersions of the C libraries loaded at run time."},
     {NULL, NULL, 0, NULL},
@@ -708,6 +807,11 @@ static int tsd_exec(PyObject *module)
     if (!state->tunnel_type ||
         add_object(module, "Tunnel", (PyObject *)state->tunnel_type) < 0)
         return -1;
+    state->token_error = PyErr_NewExceptionWithDoc(
+        "octoprint_tsd._tsd.TokenError",
+        "The token file is missing, corrupt, unsafe or could not be written.", state->error, NULL);
+    if (!state->token_error || add_object(module, "TokenError", state->token_error) < 0)
+        return -1;
     state->dispatcher_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &dispatcher_spec, NULL);
     if (!state->dispatcher_type ||
@@ -739,6 +843,7 @@ static int tsd_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->tunnel_error);
     Py_VISIT(state->tunnel_type);
     Py_VISIT(state->dispatcher_type);
+    Py_VISIT(state->token_error);
     return 0;
 }
 
@@ -752,6 +857,7 @@ static int tsd_clear(PyObject *module)
     Py_CLEAR(state->tunnel_error);
     Py_CLEAR(state->tunnel_type);
     Py_CLEAR(state->dispatcher_type);
+    Py_CLEAR(state->token_error);
     return 0;
 }
 

@@ -16,6 +16,8 @@ import octoprint.plugin
 from octoprint.events import Events
 
 from . import bridge
+from .pause import PauseSequence
+from .remote import Remote
 
 PLUGIN_IDENTIFIER = "tsd"
 PLUGIN_NAME = "The Spaghetti Detective"
@@ -46,10 +48,14 @@ class TsdPlugin(
         self._state_history = collections.deque(maxlen=STATE_HISTORY_MAX)
         self._helper_status = {"available": False, "error": "not probed yet"}
         self._pump = None
+        self._pause_sequence = None
+        self._remote = None
+        self._remote_lock = threading.Lock()
 
     ##~~ life cycle
 
     def initialize(self):
+        self._pause_sequence = PauseSequence(self._logger)
         info = bridge.native_info()
         if info["loaded"]:
             self._logger.info(
@@ -73,15 +79,103 @@ class TsdPlugin(
             except Exception:
                 self._logger.exception("[bridge] could not start the event pump")
                 self._pump = None
+        if bridge.native_available():
+            self.start_remote()
         # Probing runs a subprocess: keep it off OctoPrint's start-up path.
         thread = threading.Thread(target=self._probe_helper, name="tsd-helper-probe")
         thread.daemon = True
         thread.start()
 
     def on_shutdown(self):
+        self.stop_remote()
         pump = self._pump
         if pump is not None:
             pump.stop()
+
+    ##~~ the server link
+
+    def token_folder(self):
+        return self.get_plugin_data_folder()
+
+    def start_remote(self):
+        """(Re)connects to the server with the stored token, if there is one."""
+        record, error = bridge.load_token(self.token_folder())
+        with self._remote_lock:
+            if self._remote is not None:
+                self._remote.stop()
+                self._remote = None
+            if record is None:
+                if error:
+                    self._logger.error("[token] %s; the printer is treated as unlinked", error)
+                self._remote_state = {"state": "unlinked", "detail": error or ""}
+                return False
+            remote = Remote(self, self._logger)
+            self._remote = remote
+        return remote.start(
+            record["server"],
+            record["token"],
+            ca_file=self._settings.get(["ca_file"]) or None,
+            allow_cleartext_lan=bool(self._settings.get_boolean(["allow_cleartext_lan"])),
+            allow_raw_gcode=bool(self._settings.get_boolean(["allow_raw_gcode"])),
+        )
+
+    def stop_remote(self):
+        with self._remote_lock:
+            remote, self._remote = self._remote, None
+        if remote is not None:
+            remote.stop()
+
+    def on_remote_state(self, state, detail):
+        self._remote_state = {"state": state, "detail": detail}
+        if state in ("unauthorized", "replaced"):
+            self._plugin_manager.send_plugin_message(
+                self._identifier, {"type": "remote_state", "state": state, "detail": detail}
+            )
+
+    def remote_pause(self, action):
+        """A validated pause from the server: plan the G-code, then let
+        OctoPrint pause (its state machine and the user's scripts run)."""
+        printer = self._printer
+        if not (printer.is_printing() or printer.is_pausing()):
+            self._logger.info("[proto] pause requested by the server, but nothing is printing")
+            return
+        data = printer.get_current_data() or {}
+        plan = self._pause_sequence.plan(
+            retract=action["retract"],
+            lift_z=action["lift_z"],
+            tools_off=action["tools_off"],
+            bed_off=action["bed_off"],
+            temperatures=printer.get_current_temperatures() or {},
+            current_z=data.get("currentZ"),
+            z_max=float(self.current_printer_profile().get("volume", {}).get("height") or 0),
+        )
+        for note in plan["notes"] + action.get("warnings", []):
+            self._logger.warning("[pause] %s", note)
+        self._logger.info("[pause] pausing for the server (%s): %s", action["initiator"],
+                          "; ".join(plan["pause"]) or "no extra G-code")
+        printer.pause_print()
+
+    def current_printer_profile(self):
+        try:
+            return self._printer_profile_manager.get_current_or_default() or {}
+        except Exception:
+            return {}
+
+    def agent_version(self):
+        # The server enables features by the OctoPrint-Obico protocol level it
+        # sees; we speak that level's wire format.
+        return "2.6.1"
+
+    ##~~ hooks
+
+    def script_hook(self, comm, script_type, script_name, *args, **kwargs):
+        if self._pause_sequence is None:
+            return None
+        return self._pause_sequence.script_hook(comm, script_type, script_name, *args, **kwargs)
+
+    def gcode_sent_hook(self, comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
+        if self._pause_sequence is not None:
+            self._pause_sequence.sent_hook(comm, phase, cmd, cmd_type, gcode)
 
     def _probe_helper(self):
         try:
@@ -113,6 +207,7 @@ class TsdPlugin(
             "action": "pause",
             "sensitivity": 1.0,
             "frame_interval": 10,
+            "allow_raw_gcode": False,
         }
 
     def get_settings_version(self):
@@ -134,7 +229,7 @@ class TsdPlugin(
     def get_settings_restricted_paths(self):
         return {
             "never": SECRET_SETTING_PATHS,
-            "admin": [["server_url"], ["allow_cleartext_lan"], ["ca_file"]],
+            "admin": [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["allow_raw_gcode"]],
         }
 
     def on_settings_save(self, data):
@@ -169,7 +264,17 @@ class TsdPlugin(
     ##~~ SimpleApiPlugin
 
     def get_api_commands(self):
-        return {}
+        return {"reconnect": []}
+
+    def on_api_command(self, command, data):
+        from octoprint.access.permissions import Permissions
+
+        if not Permissions.ADMIN.can():
+            flask.abort(403)
+        if command == "reconnect":
+            self.start_remote()
+            return flask.make_response("", 204)
+        flask.abort(400)
 
     def is_api_protected(self):
         return True
@@ -193,11 +298,21 @@ class TsdPlugin(
             "helper": helper,
             "event_queue": pump.queue.stats() if pump is not None else None,
             "printer": {"state": printer_state, "history": history},
+            "remote": self._remote.info() if self._remote is not None else getattr(
+                self, "_remote_state", {"state": "unlinked", "detail": ""}),
         }
 
     ##~~ EventHandlerPlugin
 
     def on_event(self, event, payload):
+        remote = self._remote
+        if remote is not None:
+            remote.on_print_event(event, payload)
+            if event == Events.SETTINGS_UPDATED:
+                remote.set_allow_raw_gcode(self._settings.get_boolean(["allow_raw_gcode"]))
+        if event in (Events.PRINT_DONE, Events.PRINT_FAILED, Events.PRINT_CANCELLED):
+            if self._pause_sequence is not None:
+                self._pause_sequence.clear()
         if event != Events.PRINTER_STATE_CHANGED:
             return
         payload = payload or {}
@@ -241,4 +356,6 @@ def __plugin_load__():
     global __plugin_hooks__
     __plugin_hooks__ = {
         "octoprint.plugin.softwareupdate.check_config": __plugin_implementation__.get_update_information,
+        "octoprint.comm.protocol.scripts": __plugin_implementation__.script_hook,
+        "octoprint.comm.protocol.gcode.sent": __plugin_implementation__.gcode_sent_hook,
     }

@@ -20,6 +20,23 @@ except Exception as exc:  # ImportError, or OSError from a missing .so
 else:
     NATIVE_IMPORT_ERROR = None
 
+
+class _Unavailable(Exception):
+    """Stands in for the native exception types when _tsd is missing."""
+
+
+TsdError = _tsd.TsdError if _tsd else _Unavailable
+TunnelError = _tsd.TunnelError if _tsd else _Unavailable
+QueueClosedError = _tsd.QueueClosedError if _tsd else _Unavailable
+TokenError = _tsd.TokenError if _tsd else _Unavailable
+TUNNEL_EVENT_LOG = _tsd.TUNNEL_EVENT_LOG if _tsd else -1
+TUNNEL_EVENT_CONNECTED = _tsd.TUNNEL_EVENT_CONNECTED if _tsd else -1
+TUNNEL_EVENT_DISCONNECTED = _tsd.TUNNEL_EVENT_DISCONNECTED if _tsd else -1
+TUNNEL_EVENT_MESSAGE = _tsd.TUNNEL_EVENT_MESSAGE if _tsd else -1
+TUNNEL_EVENT_UNAUTHORIZED = _tsd.TUNNEL_EVENT_UNAUTHORIZED if _tsd else -1
+TUNNEL_EVENT_REPLACED = _tsd.TUNNEL_EVENT_REPLACED if _tsd else -1
+TUNNEL_EVENT_STOPPED = _tsd.TUNNEL_EVENT_STOPPED if _tsd else -1
+
 HELPER_NAME = "tsd-helper"
 
 # Event types carried by the native event queue. The C producers (tunnel,
@@ -151,3 +168,46 @@ class EventPump:
 
 def new_event_queue(max_events=1024, max_bytes=1024 * 1024):
     return _tsd.EventQueue(max_events=max_events, max_bytes=max_bytes)
+
+
+def new_tunnel(url, token, **options):
+    """(raises TunnelError, ValueError) A native tunnel, not yet started."""
+    return _tsd.Tunnel(url, token, **options)
+
+
+def new_dispatcher(allow_raw_gcode=False):
+    return _tsd.Dispatcher(allow_raw_gcode=allow_raw_gcode)
+
+
+def load_token(folder):
+    """(record, error): the stored link, or (None, None) when unlinked, or
+    (None, reason) when the file is unusable. Never raises, never logs the
+    token."""
+    if _tsd is None:
+        return None, "the native module is not loaded"
+    try:
+        return _tsd.token_load(folder), None
+    except _tsd.TokenError as exc:
+        if getattr(exc, "code", "") == "not_found":
+            return None, None
+        return None, "the stored token cannot be used ({}): {}".format(
+            getattr(exc, "code", "error"), exc)
+    except OSError as exc:
+        return None, "the token folder cannot be read: {}".format(exc)
+
+
+def save_token(folder, server, token, name=None):
+    """None on success, else the reason."""
+    try:
+        _tsd.token_save(folder, server, token, name)
+    except (_tsd.TokenError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def delete_token(folder):
+    try:
+        _tsd.token_delete(folder)
+    except _tsd.TokenError as exc:
+        return str(exc)
+    return None

@@ -12,8 +12,9 @@ from octoprint_tsd import bridge
 
 
 @pytest.fixture
-def plugin():
+def plugin(tmp_path):
     instance = octoprint_tsd.TsdPlugin()
+    instance._data_folder = str(tmp_path)
     instance._logger = mock.Mock(name="_logger")
     instance._settings = mock.Mock(name="_settings")
     instance._printer = mock.Mock(name="_printer")
@@ -146,7 +147,7 @@ def test_helper_probe_result_is_reported(plugin):
 
 
 def test_api_commands_and_protection(plugin):
-    assert plugin.get_api_commands() == {}
+    assert plugin.get_api_commands() == {"reconnect": []}
     assert plugin.is_api_protected() is True
     assert plugin.is_template_autoescaped() is True
 
@@ -173,3 +174,36 @@ def wait_until(predicate, timeout=5.0):
             return True
         time.sleep(0.01)
     return predicate()
+
+
+def test_unlinked_without_a_token_file(plugin):
+    assert plugin.start_remote() is False
+    assert plugin.get_status()["remote"] == {"state": "unlinked", "detail": ""}
+    plugin._logger.error.assert_not_called()
+
+
+def test_a_corrupt_token_file_means_unlinked_with_a_clear_error(plugin, tmp_path):
+    token_file = tmp_path / "tsd-token"
+    token_file.write_text("tsd-token v1\nserver https://x\ntoken abc\nsha256 00\n")
+    token_file.chmod(0o600)
+    assert plugin.start_remote() is False
+    remote_state = plugin.get_status()["remote"]
+    assert remote_state["state"] == "unlinked"
+    assert "corrupt" in remote_state["detail"]
+    message = " ".join(str(a) for a in plugin._logger.error.call_args[0])
+    assert "corrupt" in message and "abc" not in message
+
+
+def test_token_round_trip_through_the_bridge(tmp_path):
+    from octoprint_tsd import bridge
+
+    assert bridge.load_token(str(tmp_path)) == (None, None)
+    assert bridge.save_token(str(tmp_path), "https://app.obico.io", "0123456789abcdef0123", "Prusa") is None
+    assert (tmp_path / "tsd-token").stat().st_mode & 0o777 == 0o600
+    record, error = bridge.load_token(str(tmp_path))
+    assert error is None
+    assert record == {"server": "https://app.obico.io", "token": "0123456789abcdef0123", "name": "Prusa"}
+    assert bridge.save_token(str(tmp_path), "ftp://bad", "x") is not None
+    assert bridge.save_token(str(tmp_path), "https://x", "has space") is not None
+    assert bridge.delete_token(str(tmp_path)) is None
+    assert bridge.load_token(str(tmp_path)) == (None, None)

@@ -14,6 +14,7 @@ $(function () {
         self.nativeSummary = ko.observable("");
         self.helperSummary = ko.observable("");
         self.printerState = ko.observable("");
+        self.remoteSummary = ko.observable("");
         self.notice = undefined;
 
         self.applyStatus = function (status) {
@@ -30,6 +31,21 @@ $(function () {
             var helper = status.helper || {};
             self.helperSummary(helper.available ? helper.version : (gettext("not available") + ": " + (helper.error || "")));
             self.printerState((status.printer && status.printer.state) || gettext("unknown"));
+            var remote = status.remote || {};
+            var remoteTexts = {
+                unlinked: gettext("not linked"),
+                connecting: gettext("connecting"),
+                connected: gettext("connected"),
+                disconnected: gettext("disconnected, retrying"),
+                unauthorized: gettext("the server no longer accepts this printer: link it again"),
+                replaced: gettext("stopped: another device uses this printer's token"),
+                error: gettext("cannot connect")
+            };
+            var text = remoteTexts[remote.state] || remote.state || "";
+            if (remote.detail && remote.state !== "connected") {
+                text += " (" + remote.detail + ")";
+            }
+            self.remoteSummary(text);
         };
 
         // A native module that failed to load is never silent: a sticky
@@ -51,6 +67,24 @@ $(function () {
                 return;
             }
             OctoPrint.simpleApiGet("tsd").done(self.applyStatus);
+        };
+
+        // The server link stopped for a reason the user must act on.
+        self.onDataUpdaterPluginMessage = function (plugin, data) {
+            if (plugin !== "tsd" || !data || data.type !== "remote_state") {
+                return;
+            }
+            var texts = {
+                unauthorized: gettext("The server refused this printer's token: the printer was unlinked or deleted there. Link it again in the plugin's settings."),
+                replaced: gettext("Another device connected to the server with this printer's token, so this one stopped. If you copied this OctoPrint's data to another machine, unlink one of them.")
+            };
+            new PNotify({
+                title: gettext("The Spaghetti Detective: server link stopped"),
+                text: texts[data.state] || _.escape(data.detail || ""),
+                type: "error",
+                hide: false
+            });
+            self.refresh();
         };
 
         self.onBeforeBinding = function () {

@@ -1,0 +1,353 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The server link as the shim sees it: start the native tunnel, report the
+printer's status at the server's cadence, and carry out the actions that the
+native allow-list (``_tsd.Dispatcher``) produced from server messages.
+
+Only validated, normalized actions arrive here; this module maps each one to
+an OctoPrint call. It never evaluates anything the server names.
+"""
+
+import json
+import platform
+import re
+import threading
+import time
+
+from . import bridge
+
+STATUS_INTERVAL = 50.0       # seconds, idle
+STATUS_INTERVAL_BOOSTED = 10.0
+BOOST_SECONDS = 120.0        # after a passthru call
+SETTINGS_INTERVAL = 30 * 60.0
+TEMPERATURE_KEY = re.compile(r"^(tool\d+|bed|chamber)$")
+AGENT_NAME = "octoprint_obico"  # the server checks agent names/versions it knows
+PRINT_EVENTS = {
+    "PrintStarted", "PrintDone", "PrintFailed", "PrintCancelling", "PrintCancelled",
+    "PrintPaused", "PrintResumed", "FilamentChange",
+}
+
+STATE_UNLINKED = "unlinked"
+STATE_CONNECTING = "connecting"
+STATE_CONNECTED = "connected"
+STATE_DISCONNECTED = "disconnected"
+STATE_UNAUTHORIZED = "unauthorized"
+STATE_REPLACED = "replaced"
+STATE_ERROR = "error"
+
+
+def ws_url(server_url):
+    """The device websocket of a server: https://host -> wss://host/ws/dev/."""
+    server_url = (server_url or "").strip().rstrip("/")
+    if server_url.startswith("https://"):
+        return "wss://" + server_url[len("https://"):] + "/ws/dev/"
+    if server_url.startswith("http://"):
+        return "ws://" + server_url[len("http://"):] + "/ws/dev/"
+    raise ValueError("the server URL must start with https:// (or http:// for a LAN server)")
+
+
+class Remote:
+    def __init__(self, plugin, logger, clock=time.time):
+        self._plugin = plugin
+        self._logger = logger
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tunnel = None
+        self._dispatcher = None
+        self._threads = []
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.state = STATE_UNLINKED
+        self.state_detail = ""
+        self.viewing = False
+        self.should_watch = False
+        self.current_print_ts = -1
+        self._boost_until = 0.0
+        self._last_status = 0.0
+        self._last_settings = 0.0
+        self._send_settings = True
+        self._pending_event = None
+        self.actions_done = 0
+        self.actions_refused = 0
+
+    # ---- life cycle --------------------------------------------------------
+
+    def start(self, server_url, token, ca_file=None, allow_cleartext_lan=False,
+              allow_raw_gcode=False, **tunnel_options):
+        self.stop()
+        self._stop.clear()
+        try:
+            url = ws_url(server_url)
+            tunnel = bridge.new_tunnel(url, token, ca_file=ca_file or None,
+                                       allow_cleartext_lan=allow_cleartext_lan, **tunnel_options)
+            self._dispatcher = bridge.new_dispatcher(allow_raw_gcode=allow_raw_gcode)
+            tunnel.start()
+        except (ValueError, bridge.TunnelError) as exc:
+            self._set_state(STATE_ERROR, str(exc))
+            self._logger.error("[tunnel] cannot connect to %s: %s", server_url, exc)
+            return False
+        with self._lock:
+            self._tunnel = tunnel
+            self._send_settings = True
+        self._set_state(STATE_CONNECTING, url)
+        for target, name in ((self._drain_events, "tsd-tunnel-events"),
+                             (self._status_loop, "tsd-status")):
+            thread = threading.Thread(target=target, name=name)
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+        return True
+
+    def stop(self):
+        with self._lock:
+            tunnel = self._tunnel
+            self._tunnel = None
+        self._stop.set()
+        self._wake.set()
+        if tunnel is not None:
+            tunnel.stop()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(5)
+        self._threads = []
+        if self.state in (STATE_CONNECTING, STATE_CONNECTED, STATE_DISCONNECTED):
+            self._set_state(STATE_UNLINKED, "")
+
+    def set_allow_raw_gcode(self, allow):
+        if self._dispatcher is not None:
+            self._dispatcher.set_allow_raw_gcode(bool(allow))
+
+    def info(self):
+        tunnel = self._tunnel
+        return {
+            "state": self.state,
+            "detail": self.state_detail,
+            "viewing": self.viewing,
+            "actions_done": self.actions_done,
+            "actions_refused": self.actions_refused,
+            "tunnel": tunnel.stats() if tunnel is not None else None,
+        }
+
+    def _set_state(self, state, detail):
+        self.state = state
+        self.state_detail = detail
+        self._plugin.on_remote_state(state, detail)
+
+    # ---- events from the native tunnel --------------------------------------
+
+    def _drain_events(self):
+        tunnel = self._tunnel
+        while tunnel is not None:
+            try:
+                event = tunnel.next_event(timeout=1.0)
+            except bridge.QueueClosedError:
+                return
+            if event is None:
+                continue
+            kind, payload = event
+            text = payload.decode("utf-8", "replace")
+            try:
+                self._on_event(tunnel, kind, text, payload)
+            except Exception:
+                self._logger.exception("[tunnel] handling event %d failed, ignoring", kind)
+
+    def _on_event(self, tunnel, kind, text, payload):
+        if kind == bridge.TUNNEL_EVENT_LOG:
+            level, _, message = text.partition(" ")
+            log = {"E": self._logger.error, "W": self._logger.warning,
+                   "I": self._logger.info}.get(level, self._logger.debug)
+            log("%s", message)
+        elif kind == bridge.TUNNEL_EVENT_CONNECTED:
+            with self._lock:
+                self._send_settings = True
+            self._set_state(STATE_CONNECTED, "")
+            self.send_status()
+        elif kind == bridge.TUNNEL_EVENT_DISCONNECTED:
+            self._set_state(STATE_DISCONNECTED, text)
+        elif kind == bridge.TUNNEL_EVENT_UNAUTHORIZED:
+            self._set_state(STATE_UNAUTHORIZED, text)
+        elif kind == bridge.TUNNEL_EVENT_REPLACED:
+            self._set_state(STATE_REPLACED, text)
+        elif kind == bridge.TUNNEL_EVENT_MESSAGE:
+            self._on_message(payload)
+
+    def _on_message(self, payload):
+        try:
+            actions = json.loads(self._dispatcher.dispatch(payload))
+        except bridge.TsdError as exc:
+            self._logger.warning("[proto] %s", exc)
+            return
+        for action in actions:
+            self._perform(action)
+
+    # ---- actions -------------------------------------------------------------
+
+    def _perform(self, action):
+        kind = action["action"]
+        printer = self._plugin._printer
+        if kind == "remote_status":
+            if action.get("viewing") is not None:
+                self.viewing = action["viewing"]
+                if self.viewing:
+                    self.boost()
+            if action.get("should_watch") is not None:
+                self.should_watch = action["should_watch"]
+        elif kind == "pause":
+            self.actions_done += 1
+            self._plugin.remote_pause(action)
+        elif kind == "resume":
+            self.actions_done += 1
+            self._logger.info("[proto] resume requested by the server (%s)", action["initiator"])
+            printer.resume_print()
+        elif kind == "cancel":
+            self.actions_done += 1
+            self._logger.info("[proto] cancel requested by the server (%s)", action["initiator"])
+            printer.cancel_print()
+        elif kind == "passthru":
+            self._passthru(action)
+        elif kind == "passthru_error":
+            self.actions_refused += 1
+            self._logger.warning("[proto] refused a server call: %s", action["error"])
+            self._ack(action["ref"], error=action["error"])
+        elif kind == "rejected":
+            self.actions_refused += 1
+            self._logger.warning("[proto] ignored a server message: %s", action["reason"])
+
+    def _ack(self, ref, ret=None, error=None):
+        body = {"ref": ref}
+        if error is not None:
+            body["error"] = error
+        else:
+            body["ret"] = ret
+        tunnel = self._tunnel
+        if tunnel is not None and not tunnel.send(json.dumps({"passthru": body}, default=str)):
+            self._logger.warning("[tunnel] outgoing lane full, an ack was dropped")
+
+    def _passthru(self, action):
+        call = action["call"]
+        params = action["params"]
+        printer = self._plugin._printer
+        try:
+            if call == "jog":
+                axes = dict(params["axes"])
+                profile = self._plugin.current_printer_profile()
+                for axis in list(axes):
+                    if (profile.get("axes", {}).get(axis) or {}).get("inverted"):
+                        axes[axis] = -axes[axis]
+                ret = printer.jog(axes, relative=True, speed=params.get("speed") or None)
+            elif call == "home":
+                ret = printer.home(params["axes"])
+            elif call == "set_temperature":
+                ret = printer.set_temperature(params["heater"], params["value"])
+            elif call == "commands":
+                ret = printer.commands(params["lines"])
+            elif call == "select_file":
+                if not self._plugin._file_manager.file_exists("local", params["path"]):
+                    raise ValueError("no such file: %s" % params["path"])
+                ret = printer.select_file(params["path"], False, printAfterSelect=params["print"])
+            elif call == "connect":
+                ret = printer.connect(port=params["port"], baudrate=params["baudrate"])
+            elif call == "get_connection_options":
+                ret = printer.get_connection_options()
+            elif call == "list_files":
+                ret = self._list_files(params)
+            else:  # the native allow-list and this table disagree: refuse
+                raise ValueError("not allowed")
+        except Exception as exc:
+            self.actions_refused += 1
+            self._logger.warning("[proto] server call %s failed: %s", call, exc)
+            self._ack(action["ref"], error=str(exc))
+            return
+        self.actions_done += 1
+        self._ack(action["ref"], ret=ret)
+        self.boost()
+
+    def _list_files(self, params):
+        name_filter = None
+        if params.get("filter"):
+            needle = params["filter"].lower()
+
+            def name_filter(node):
+                return node.get("type") == "folder" or needle in node.get("name", "").lower()
+
+        return self._plugin._file_manager.list_files(
+            "local", path=params["path"] or None, filter=name_filter,
+            recursive=params["recursive"], level=params["level"],
+        )
+
+    # ---- status -----------------------------------------------------------------
+
+    def boost(self, seconds=BOOST_SECONDS):
+        self._boost_until = max(self._boost_until, time.monotonic() + seconds)
+        self._wake.set()
+
+    def on_print_event(self, event, payload):
+        if event not in PRINT_EVENTS:
+            return
+        if event == "PrintStarted":
+            self.current_print_ts = int(self._clock())
+        self._pending_event = {"event_type": event, "data": payload or {}}
+        self.send_status()
+        if event in ("PrintDone", "PrintFailed", "PrintCancelled"):
+            # Reset only after the status that reports the end was built.
+            self.current_print_ts = -1
+
+    def _status_loop(self):
+        while not self._stop.is_set():
+            boosted = self.viewing or time.monotonic() < self._boost_until
+            interval = STATUS_INTERVAL_BOOSTED if boosted else STATUS_INTERVAL
+            due = self._last_status + interval - time.monotonic()
+            if due <= 0:
+                self.send_status()
+                continue
+            self._wake.wait(min(due, 1.0))
+            self._wake.clear()
+
+    def send_status(self):
+        tunnel = self._tunnel
+        if tunnel is None:
+            return False
+        try:
+            message = self.build_status()
+        except Exception:
+            self._logger.exception("[status] building the status failed")
+            return False
+        self._last_status = time.monotonic()
+        return tunnel.send_status(json.dumps(message, default=str))
+
+    def build_status(self):
+        printer = self._plugin._printer
+        data = dict(printer.get_current_data() or {})
+        temperatures = printer.get_current_temperatures() or {}
+        status = {
+            "state": data.get("state"),
+            "job": data.get("job"),
+            "progress": data.get("progress"),
+            "currentZ": data.get("currentZ"),
+            "offsets": data.get("offsets") or {},
+            "resends": data.get("resends"),
+            "temperatures": {k: v for k, v in temperatures.items() if TEMPERATURE_KEY.match(k)},
+            "_ts": int(self._clock()),
+        }
+        message = {"current_print_ts": self.current_print_ts, "status": status}
+        now = time.monotonic()
+        with self._lock:
+            send_settings = self._send_settings or now - self._last_settings > SETTINGS_INTERVAL
+            self._send_settings = False
+        if send_settings:
+            self._last_settings = now
+            message["settings"] = self._settings_block()
+        event, self._pending_event = self._pending_event, None
+        if event is not None:
+            message["event"] = event
+        return message
+
+    def _settings_block(self):
+        import octoprint
+
+        return {
+            "agent": {"name": AGENT_NAME, "version": self._plugin.agent_version()},
+            "octoprint_version": getattr(octoprint, "__version__", "unknown"),
+            "platform_uname": list(platform.uname()),
+            "installed_plugins": [],
+            "webcams": [],
+        }

@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Remote control end to end: a real OctoPrint with its virtual printer and
+this plugin, linked to the reference server over TLS on loopback.
+
+The G-code the virtual printer received is read from OctoPrint's serial.log.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+
+import pytest
+import requests
+
+from octoprint_tsd import bridge
+from obico_refserver import ReferenceServer, make_pki
+from octoprint_instance import OctoPrintInstance
+from tsd_testing import ADMIN, output_dir, wait_for
+
+TOKEN = "a1b2c3d4e5f6a7b8c9d0"
+
+
+def gcode_file(lines=400):
+    out = ["M104 S210", "M140 S60", "M109 S210", "M190 S60", "G28", "G90", "M82",
+           "G1 Z0.3 F600", "G92 E0"]
+    for i in range(lines):
+        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
+        out.append("G4 P150")  # the virtual printer sleeps: the print lasts a while
+    out.append("M104 S0")
+    return "\n".join(out) + "\n"
+
+
+class Linked:
+    def __init__(self, instance, server, api_key):
+        self.instance = instance
+        self.server = server
+        self.api_key = api_key
+
+    @property
+    def headers(self):
+        return {"X-Api-Key": self.api_key}
+
+    def api(self, method, path, **kwargs):
+        return requests.request(method, self.instance.url + path, headers=self.headers,
+                                timeout=30, **kwargs)
+
+    def status(self):
+        return self.api("GET", "/api/plugin/tsd").json()
+
+    def printer_state(self):
+        return self.api("GET", "/api/printer").json().get("state", {}).get("text")
+
+    def serial_log(self):
+        path = os.path.join(self.instance.basedir, "logs", "serial.log")
+        if not os.path.exists(path):
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def sent_since(self, mark):
+        """G-code lines sent after mark, without line numbers and checksums."""
+        lines = []
+        for line in self.serial_log()[mark:].splitlines():
+            if "Send: " in line:
+                code = line.split("Send: ", 1)[1].strip()
+                code = re.sub(r"^N\d+\s+", "", code)
+                lines.append(re.sub(r"\*\d+$", "", code))
+        return lines
+
+    def send(self, message):
+        return self.server.send(TOKEN, message)
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory):
+    pki = make_pki(str(tmp_path_factory.mktemp("pki-remote")))
+    server = ReferenceServer([TOKEN], pki=pki).start()
+    basedir = str(tmp_path_factory.mktemp("octoprint-remote"))
+    data = os.path.join(basedir, "data", "tsd")
+    os.makedirs(data)
+    record = bridge.save_token(data, "https://localhost:{}".format(server.port), TOKEN, "Test printer")
+    assert record is None, record  # no error
+    instance = OctoPrintInstance(basedir, python=sys.executable)
+    instance.prepare(users=[ADMIN + (True,)],
+                     extra_plugin_settings={"tsd": {"ca_file": pki["ca"]}})
+    # serial.log: the G-code the printer received, for the assertions below.
+    import yaml
+    config_path = os.path.join(basedir, "config.yaml")
+    with open(config_path) as f:
+        config = yaml.safe_load(f)
+    config.setdefault("serial", {})["log"] = True
+    with open(config_path, "w") as f:
+        yaml.safe_dump(config, f)
+    instance.start()
+    try:
+        linked = Linked(instance, server, instance.create_api_key(*ADMIN))
+        response = linked.api("POST", "/api/connection",
+                              json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
+        assert response.status_code == 204
+        assert wait_for(lambda: linked.printer_state() == "Operational", 60)
+        files = {"file": ("remote-test.gcode", gcode_file())}
+        assert linked.api("POST", "/api/files/local", files=files).status_code == 201
+        yield linked
+    finally:
+        instance.stop()
+        server.stop()
+        logs = os.path.join(basedir, "logs")
+        if os.path.isdir(logs):
+            import shutil
+            shutil.copytree(logs, output_dir("octoprint-remote-logs"), dirs_exist_ok=True)
+
+
+def start_print(linked):
+    response = linked.api("POST", "/api/files/local/remote-test.gcode",
+                          json={"command": "select", "print": True})
+    assert response.status_code == 204
+    assert wait_for(lambda: linked.printer_state() == "Printing", 60)
+    # Past the heat-up and the first Z move: the hotend must be hot for the
+    # retraction, and the current Z known for the lift.
+    assert wait_for(lambda: (linked.api("GET", "/api/job").json()["progress"]["filepos"] or 0) > 400, 120)
+
+
+def test_links_up_and_reports_status(linked):
+    assert wait_for(lambda: linked.server.live(TOKEN) == 1, 30)
+    assert wait_for(lambda: linked.status()["remote"]["state"] == "connected", 30)
+    statuses = wait_for(lambda: linked.server.statuses(TOKEN), 30)
+    first = statuses[0].json
+    assert first["settings"]["agent"]["name"] == "octoprint_obico"
+    assert isinstance(first["status"]["_ts"], int)
+    assert first["current_print_ts"] == -1
+    assert set(first["status"]["temperatures"]) <= {"tool0", "bed", "chamber"}
+    for key in ("janus", "passthru", "http.tunnelv2", "ws.tunnel"):
+        assert key not in first
+
+
+def test_pause_resume_cancel_from_the_server(linked):
+    start_print(linked)
+    started = wait_for(lambda: [s.json for s in linked.server.statuses(TOKEN)
+                                if (s.json.get("event") or {}).get("event_type") == "PrintStarted"], 30)
+    assert started and started[-1]["current_print_ts"] > 0
+
+    mark = len(linked.serial_log())
+    linked.send({"commands": [{"cmd": "pause", "initiator": "system",
+                               "args": {"retract": 6.5, "lift_z": 2.5, "tools_off": True}}]})
+    assert wait_for(lambda: linked.printer_state() == "Paused", 60)
+    assert wait_for(lambda: "M104 S0" in linked.sent_since(mark), 30)
+    sent = linked.sent_since(mark)
+    pause_block = sent[sent.index("G91"):]
+    assert pause_block[:5] == ["G91", "M83", "G1 E-6.5 F1800", "G1 Z2.5 F600", "G90"]
+    assert "M82" in pause_block  # the file's absolute extrusion is restored
+    assert wait_for(lambda: [s for s in linked.server.statuses(TOKEN)
+                             if (s.json.get("event") or {}).get("event_type") == "PrintPaused"], 30)
+
+    mark = len(linked.serial_log())
+    linked.send({"commands": [{"cmd": "resume", "initiator": "user"}]})
+    assert wait_for(lambda: linked.printer_state() == "Printing", 90)
+    sent = linked.sent_since(mark)
+    assert "M109 S210" in sent  # reheat and wait before moving
+    heat = sent.index("M109 S210")
+    assert sent[heat + 1:heat + 6] == ["G91", "M83", "G1 Z-2.5 F600", "G1 E6.5 F1800", "G90"]
+
+    linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
+    assert wait_for(lambda: linked.printer_state() in ("Operational", "Cancelling"), 60)
+    assert wait_for(lambda: linked.printer_state() == "Operational", 60)
+
+
+def test_passthru_allow_list(linked):
+    acks = {}
+
+    def ack(ref):
+        for message in linked.server.messages(TOKEN):
+            body = (message.json or {}).get("passthru")
+            if body and body.get("ref") == ref:
+                return body
+        return None
+
+    mark = len(linked.serial_log())
+    linked.send({"passthru": {"ref": "home-1", "target": "_printer", "func": "home", "args": [["x", "y"]]}})
+    acks["home"] = wait_for(lambda: ack("home-1"), 30)
+    assert acks["home"] == {"ref": "home-1", "ret": None}
+    assert wait_for(lambda: any(line.startswith("G28") for line in linked.sent_since(mark)), 30)
+
+    linked.send({"passthru": {"ref": "evil-1", "target": "_settings", "func": "set", "args": [["api", "key"], "x"]}})
+    assert wait_for(lambda: ack("evil-1"), 30) == {"ref": "evil-1", "error": "not allowed"}
+
+    mark = len(linked.serial_log())
+    linked.send({"passthru": {"ref": "raw-1", "target": "_printer", "func": "commands", "args": ["M500"]}})
+    assert "raw G-code" in wait_for(lambda: ack("raw-1"), 30)["error"]
+    linked.send({"passthru": {"ref": "fan-1", "target": "_printer", "func": "commands", "args": ["M106 S128"]}})
+    assert wait_for(lambda: ack("fan-1"), 30) == {"ref": "fan-1", "ret": None}
+    assert wait_for(lambda: "M106 S128" in linked.sent_since(mark), 30)
+    assert "M500" not in linked.sent_since(mark)
+
+    linked.send({"passthru": {"ref": "files-1", "target": "_file_manager", "func": "list_files",
+                              "kwargs": {"path": "", "recursive": False}}})
+    listing = wait_for(lambda: ack("files-1"), 30)
+    assert "remote-test.gcode" in json.dumps(listing["ret"])
+
+    # The same ref again (websocket and data channel): answered once.
+    count = len([m for m in linked.server.messages(TOKEN) if "home-1" in m.text])
+    linked.send({"passthru": {"ref": "home-1", "target": "_printer", "func": "home", "args": [["x"]]}})
+    time.sleep(1.5)
+    assert len([m for m in linked.server.messages(TOKEN) if "home-1" in m.text]) == count
+
+
+def test_close_4321_is_reported(linked):
+    linked.server.close(TOKEN, 4321, "another device")
+    assert wait_for(lambda: linked.status()["remote"]["state"] == "replaced", 10)
+    connects = linked.server.connect_count
+    time.sleep(2)
+    assert linked.server.connect_count == connects  # it stays off
+
+
+def test_revoked_token_goes_unlinked_within_5_s(linked):
+    # Re-link (a restart of the remote link reads the stored token again).
+    response = linked.api("POST", "/api/plugin/tsd", json={"command": "reconnect"})
+    assert response.status_code == 204
+    assert wait_for(lambda: linked.status()["remote"]["state"] == "connected", 30)
+    linked.server.tokens.discard(TOKEN)     # the user deleted the printer
+    linked.server.close(TOKEN, 1011, "printer deleted")
+    start = time.monotonic()
+    assert wait_for(lambda: linked.status()["remote"]["state"] == "unauthorized", 10)
+    assert time.monotonic() - start < 5
+    linked.server.tokens.add(TOKEN)
