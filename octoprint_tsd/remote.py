@@ -8,6 +8,7 @@ an OctoPrint call. It never evaluates anything the server names.
 """
 
 import json
+import os
 import platform
 import re
 import threading
@@ -25,6 +26,17 @@ PRINT_EVENTS = {
     "PrintStarted", "PrintDone", "PrintFailed", "PrintCancelling", "PrintCancelled",
     "PrintPaused", "PrintResumed", "FilamentChange",
 }
+
+
+
+def _time_scale():
+    """Tests shorten the server's cadence with TSD_TIME_SCALE (0.001 to 1)."""
+    try:
+        scale = float(os.environ.get("TSD_TIME_SCALE", "1"))
+    except ValueError:
+        return 1.0
+    return min(1.0, max(0.001, scale))
+
 
 STATE_UNLINKED = "unlinked"
 STATE_CONNECTING = "connecting"
@@ -68,6 +80,7 @@ class Remote:
         self._pending_event = None
         self.actions_done = 0
         self.actions_refused = 0
+        self._time_scale = _time_scale()
 
     # ---- life cycle --------------------------------------------------------
 
@@ -277,7 +290,7 @@ class Remote:
     # ---- status -----------------------------------------------------------------
 
     def boost(self, seconds=BOOST_SECONDS):
-        self._boost_until = max(self._boost_until, time.monotonic() + seconds)
+        self._boost_until = max(self._boost_until, time.monotonic() + seconds * self._time_scale)
         self._wake.set()
 
     def on_print_event(self, event, payload):
@@ -294,7 +307,7 @@ class Remote:
     def _status_loop(self):
         while not self._stop.is_set():
             boosted = self.viewing or time.monotonic() < self._boost_until
-            interval = STATUS_INTERVAL_BOOSTED if boosted else STATUS_INTERVAL
+            interval = (STATUS_INTERVAL_BOOSTED if boosted else STATUS_INTERVAL) * self._time_scale
             due = self._last_status + interval - time.monotonic()
             if due <= 0:
                 self.send_status()
@@ -331,7 +344,8 @@ class Remote:
         message = {"current_print_ts": self.current_print_ts, "status": status}
         now = time.monotonic()
         with self._lock:
-            send_settings = self._send_settings or now - self._last_settings > SETTINGS_INTERVAL
+            send_settings = (self._send_settings or
+                             now - self._last_settings > SETTINGS_INTERVAL * self._time_scale)
             self._send_settings = False
         if send_settings:
             self._last_settings = now

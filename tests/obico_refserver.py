@@ -154,6 +154,11 @@ class ReferenceServer:
             message = json.dumps(message)
         return self._call(self._send(token, message))
 
+    def go_silent(self, token):
+        """Stops reading the token's connections: no messages, no pongs, as a
+        server that hangs or a network that drops packets."""
+        return self._call(self._silence(token))
+
     def close(self, token, code=1000, reason=""):
         return self._call(self._close(token, code, reason))
 
@@ -226,6 +231,13 @@ class ReferenceServer:
             targets = list(self.connections.get(token, []))
         for connection in targets:
             await connection.send(message)
+        return len(targets)
+
+    async def _silence(self, token):
+        with self._lock:
+            targets = list(self.connections.get(token, []))
+        for connection in targets:
+            connection.transport.pause_reading()
         return len(targets)
 
     async def _close(self, token, code, reason):

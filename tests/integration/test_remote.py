@@ -20,6 +20,7 @@ from octoprint_instance import OctoPrintInstance
 from tsd_testing import ADMIN, output_dir, wait_for
 
 TOKEN = "a1b2c3d4e5f6a7b8c9d0"
+TIME_SCALE = 0.05
 
 
 def gcode_file(lines=400):
@@ -82,7 +83,9 @@ def linked(tmp_path_factory):
     os.makedirs(data)
     record = bridge.save_token(data, "https://localhost:{}".format(server.port), TOKEN, "Test printer")
     assert record is None, record  # no error
-    instance = OctoPrintInstance(basedir, python=sys.executable)
+    env = dict(os.environ)
+    env["TSD_TIME_SCALE"] = str(TIME_SCALE)  # 50 s -> 2.5 s, 10 s -> 0.5 s
+    instance = OctoPrintInstance(basedir, python=sys.executable, env=env)
     instance.prepare(users=[ADMIN + (True,)],
                      extra_plugin_settings={"tsd": {"ca_file": pki["ca"]}})
     # serial.log: the G-code the printer received, for the assertions below.
@@ -133,6 +136,51 @@ def test_links_up_and_reports_status(linked):
     assert set(first["status"]["temperatures"]) <= {"tool0", "bed", "chamber"}
     for key in ("janus", "passthru", "http.tunnelv2", "ws.tunnel"):
         assert key not in first
+
+
+def status_gaps(linked, since):
+    times = [s.time for s in linked.server.statuses(TOKEN) if s.time >= since]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def test_status_cadence_idle_and_boosted(linked):
+    # Idle: every 50 s (scaled: 2.5 s).
+    start = time.monotonic()
+    time.sleep(9)
+    idle = sorted(status_gaps(linked, start))
+    assert len(idle) >= 2
+    assert 50 * TIME_SCALE * 0.8 <= idle[len(idle) // 2] <= 50 * TIME_SCALE * 1.3, idle
+    # A remote action boosts it to every 10 s (scaled: 0.5 s).
+    linked.send({"passthru": {"ref": "boost-1", "target": "_printer", "func": "get_connection_options"}})
+    start = time.monotonic()
+    time.sleep(3)
+    boosted = sorted(status_gaps(linked, start + 0.6))
+    assert len(boosted) >= 3
+    assert 10 * TIME_SCALE * 0.6 <= boosted[len(boosted) // 2] <= 10 * TIME_SCALE * 1.6, boosted
+
+
+def octoprint_rss_mb(linked):
+    with open("/proc/{}/status".format(linked.instance.process.pid)) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024.0
+
+
+def test_bad_input_keeps_octoprint_and_the_link_working(linked):
+    before = octoprint_rss_mb(linked)
+    connects = linked.server.connect_count
+    linked.send("{not json")
+    linked.send('{"commands": "pause"}')
+    linked.send('{"passthru": [1, 2]}')
+    linked.send('{"commands": [{"cmd": "pause", "args": {"retract": "lots"}}], "x": ' + "1" * 100 + "}")
+    linked.send("[" + '"x",' * (16 * 1024 * 1024 // 4) + '"x"]')  # a 16 MiB frame
+    for i in range(10000):
+        linked.send({"unknown_%d" % (i % 13): {"nested": [i]}})
+    # Still connected, still answering, not paused by the malformed pause.
+    linked.send({"passthru": {"ref": "after-flood", "target": "_printer", "func": "get_connection_options"}})
+    assert wait_for(lambda: any("after-flood" in m.text for m in linked.server.messages(TOKEN)), 60)
+    assert linked.server.connect_count == connects
+    assert linked.status()["remote"]["state"] == "connected"
+    assert linked.printer_state() == "Operational"
+    assert octoprint_rss_mb(linked) - before < 40
 
 
 def test_pause_resume_cancel_from_the_server(linked):

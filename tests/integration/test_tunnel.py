@@ -338,3 +338,21 @@ def test_stop_leaves_no_thread_or_fd(pki):
                 t.stop()
     finally:
         srv.stop()
+
+
+# Script: the server stops answering (no data, no pongs). Expect: the tunnel
+# pings, gives up after the hang-up time, and connects again.
+def test_silent_server_is_detected_and_reconnected(server, pki):
+    tunnel = make_tunnel(server.url, pki, ping_after_s=1, hangup_after_s=3)
+    events = Events(tunnel)
+    tunnel.start()
+    try:
+        events.wait("connected")
+        start = time.monotonic()
+        assert server.go_silent(TOKEN) == 1
+        events.wait("disconnected", timeout=15)
+        assert time.monotonic() - start < 12
+        events.wait("connected", count=2, timeout=15)
+        assert tunnel.stats()["connects"] == 2
+    finally:
+        tunnel.stop()
