@@ -5,6 +5,7 @@
 #ifndef TSD_ERRTEXT_H
 #define TSD_ERRTEXT_H
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,21 @@ static inline const char *errno_text(int err, char *buf, size_t len)
         text = buf;
     }
     return text;
+}
+
+/* Writes a reason into an optional reterr buffer (NULL or 0 length: no-op). */
+static inline void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static inline void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
+{
+    va_list args;
+
+    if (!reterr || reterr_len == 0)
+        return;
+    va_start(args, fmt);
+    vsnprintf(reterr, reterr_len, fmt, args);
+    va_end(args);
 }
 
 #endif

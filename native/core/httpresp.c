@@ -52,14 +52,15 @@ const char *httpresp_result_str(enum httpresp_result result)
 }
 
 /* RFC 9110 tchar. */
-static bool is_tchar(unsigned char c)
+bool httpresp_is_tchar(unsigned char c)
 {
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
         return true;
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static bool is_ows(unsigned char c)
+/* RFC 9110 optional white space. */
+bool httpresp_is_ows(unsigned char c)
 {
     return c == ' ' || c == '\t';
 }
@@ -156,12 +157,12 @@ static enum httpresp_result parse_field_line(struct httpresp *parser, size_t sta
     size_t value_end;
     size_t i;
 
-    if (is_ows(head[start]))
+    if (httpresp_is_ows(head[start]))
         return HTTPRESP_ERR_OBS_FOLD;
     if (parser->field_count >= HTTPRESP_MAX_HEADERS)
         return HTTPRESP_ERR_TOO_MANY_HEADERS;
     for (colon = start; colon < end && head[colon] != ':'; colon++)
-        if (!is_tchar(head[colon]))
+        if (!httpresp_is_tchar(head[colon]))
             return HTTPRESP_ERR_HEADER; /* includes whitespace before the colon */
     if (colon == end || colon == start)
         return HTTPRESP_ERR_HEADER;
@@ -169,10 +170,10 @@ static enum httpresp_result parse_field_line(struct httpresp *parser, size_t sta
         if (!is_field_char(head[i]))
             return HTTPRESP_ERR_HEADER;
     value = colon + 1;
-    while (value < end && is_ows(head[value]))
+    while (value < end && httpresp_is_ows(head[value]))
         value++;
     value_end = end;
-    while (value_end > value && is_ows(head[value_end - 1]))
+    while (value_end > value && httpresp_is_ows(head[value_end - 1]))
         value_end--;
     head[colon] = '\0';
     head[value_end] = '\0';
@@ -217,7 +218,7 @@ static enum httpresp_result finish_head(struct httpresp *parser)
         const char *coding = strrchr(transfer_encoding, ',');
 
         coding = coding ? coding + 1 : transfer_encoding;
-        while (is_ows((unsigned char)*coding))
+        while (httpresp_is_ows((unsigned char)*coding))
             coding++;
         /* Values are stored without trailing whitespace. */
         info->chunked = strcasecmp(coding, "chunked") == 0;
@@ -364,9 +365,9 @@ enum httpresp_result httpresp_parse_content_length(const char *value, size_t len
 
     if (!value || !ret_length)
         return HTTPRESP_ERR_INVALID;
-    while (start < end && is_ows((unsigned char)value[start]))
+    while (start < end && httpresp_is_ows((unsigned char)value[start]))
         start++;
-    while (end > start && is_ows((unsigned char)value[end - 1]))
+    while (end > start && httpresp_is_ows((unsigned char)value[end - 1]))
         end--;
     /* 19 digits cannot overflow 64 bits. */
     if (end == start || end - start > 19)
@@ -386,7 +387,7 @@ static size_t take_token(const char *value, size_t *pos, char *out, size_t size)
 {
     size_t len = 0;
 
-    while (is_tchar((unsigned char)value[*pos])) {
+    while (httpresp_is_tchar((unsigned char)value[*pos])) {
         char c = value[*pos];
         if (len + 1 >= size)
             return 0;
@@ -399,7 +400,7 @@ static size_t take_token(const char *value, size_t *pos, char *out, size_t size)
 
 static void skip_ows(const char *value, size_t *pos)
 {
-    while (is_ows((unsigned char)value[*pos]))
+    while (httpresp_is_ows((unsigned char)value[*pos]))
         (*pos)++;
 }
 

@@ -147,4 +147,8 @@ enum httpresp_result httpresp_content_type(const char *value, char *ret_media_ty
 enum httpresp_result httpresp_parse_content_length(const char *value, size_t len,
                                                    uint64_t *ret_length);
 
+/* Character classes of RFC 9110, shared with the multipart parser. */
+bool httpresp_is_tchar(unsigned char c);
+bool httpresp_is_ows(unsigned char c);
+
 #endif

@@ -97,17 +97,6 @@ static void note_error(struct mjpeg *parser, enum mjpeg_result error)
         parser->call_result = error;
 }
 
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static bool is_ows(unsigned char c)
-{
-    return c == ' ' || c == '\t';
-}
 
 enum mjpeg_result mjpeg_new(const char *content_type, size_t max_frame,
                             struct mjpeg **ret_parser)
@@ -129,7 +118,7 @@ enum mjpeg_result mjpeg_new(const char *content_type, size_t max_frame,
     if (httpresp_content_type(content_type, media_type, sizeof(media_type), boundary,
                               sizeof(boundary)) != HTTPRESP_OK) {
         /* Tell "not multipart at all" from "multipart with a bad boundary". */
-        while (is_ows((unsigned char)*content_type))
+        while (httpresp_is_ows((unsigned char)*content_type))
             content_type++;
         result = strncasecmp(content_type, "multipart/", 10) == 0 ? MJPEG_ERR_BOUNDARY
                                                                    : MJPEG_ERR_NOT_MULTIPART;
@@ -348,7 +337,7 @@ static bool is_delimiter_line(const struct mjpeg *parser, const char *line, size
     *ret_close = len - at >= 2 && line[at] == '-' && line[at + 1] == '-';
     if (*ret_close)
         at += 2;
-    while (at < len && is_ows((unsigned char)line[at]))
+    while (at < len && httpresp_is_ows((unsigned char)line[at]))
         at++;
     return at == len;
 }
@@ -361,18 +350,18 @@ static enum mjpeg_result part_header_line(struct mjpeg *parser, char *line, size
     size_t value_len;
 
     for (colon = 0; colon < len && line[colon] != ':'; colon++)
-        if (!is_tchar((unsigned char)line[colon]))
+        if (!httpresp_is_tchar((unsigned char)line[colon]))
             return MJPEG_ERR_PART_HEADER;
     if (colon == 0 || colon == len)
         return MJPEG_ERR_PART_HEADER;
     line[colon] = '\0';
     value = line + colon + 1;
     value_len = len - colon - 1;
-    while (value_len > 0 && is_ows((unsigned char)value[0])) {
+    while (value_len > 0 && httpresp_is_ows((unsigned char)value[0])) {
         value++;
         value_len--;
     }
-    while (value_len > 0 && is_ows((unsigned char)value[value_len - 1]))
+    while (value_len > 0 && httpresp_is_ows((unsigned char)value[value_len - 1]))
         value_len--;
     value[value_len] = '\0';
 
@@ -517,7 +506,7 @@ static size_t feed_delimiter_tail(struct mjpeg *parser, unsigned char c)
         }
         /* fall through */
     case ST_PADDING:
-        if (is_ows(c)) {
+        if (httpresp_is_ows(c)) {
             parser->state = ST_PADDING;
             return 1;
         }

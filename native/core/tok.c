@@ -54,19 +54,6 @@ const char *tok_result_str(enum tok_result result)
     return "unknown result";
 }
 
-static void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
-{
-    va_list args;
-
-    if (!reterr || reterr_len == 0)
-        return;
-    va_start(args, fmt);
-    vsnprintf(reterr, reterr_len, fmt, args);
-    va_end(args);
-}
 
 
 /* Sets "<what>: <text of err>" and returns result. */

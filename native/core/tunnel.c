@@ -74,19 +74,6 @@ struct tun {
     size_t tx_cap;
 };
 
-static void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
-{
-    va_list args;
-
-    if (!reterr || reterr_len == 0)
-        return;
-    va_start(args, fmt);
-    vsnprintf(reterr, reterr_len, fmt, args);
-    va_end(args);
-}
 
 static void wipe(void *data, size_t len)
 {

@@ -356,3 +356,22 @@ def test_silent_server_is_detected_and_reconnected(server, pki):
         assert tunnel.stats()["connects"] == 2
     finally:
         tunnel.stop()
+
+
+# Script: a burst of 1,000 commands as fast as the server can send them.
+# Expect: every one arrives, in order, as an event.
+def test_burst_of_1000_commands(server, pki):
+    tunnel = make_tunnel(server.url, pki)
+    events = Events(tunnel)
+    tunnel.start()
+    try:
+        events.wait("connected")
+        events.wait("message")
+        for i in range(1000):
+            server.send(TOKEN, {"commands": [{"cmd": "resume", "initiator": "burst-%d" % i}]})
+        messages = events.wait("message", count=1001, timeout=30)
+        burst = [json.loads(m)["commands"][0]["initiator"] for m in messages[1:]]
+        assert burst == ["burst-%d" % i for i in range(1000)]
+        assert tunnel.stats()["events_dropped"] == 0
+    finally:
+        tunnel.stop()
