@@ -291,6 +291,11 @@ class TsdPlugin(
             helper = dict(self._helper_status)
             printer_state = self._printer_state
             history = list(self._state_history)
+        if printer_state is None and self._printer is not None:
+            try:  # before the first state change event
+                printer_state = self._printer.get_state_id()
+            except Exception:
+                printer_state = None
         pump = self._pump
         return {
             "plugin_version": self._plugin_version,

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh >&2
 export PATH="$PWD/.venv/bin:$PATH"
 if [ -f build/bench/build.ninja ]; then
-    meson setup --reconfigure build/bench -Dbuildtype=release -Dtests=false -Dbench=true >/dev/null
+    meson setup --reconfigure build/bench -Dbuildtype=release -Dtests=false -Dfuzz=false -Dbench=true >/dev/null
 else
-    meson setup build/bench -Dbuildtype=release -Dtests=false -Dbench=true >/dev/null
+    meson setup build/bench -Dbuildtype=release -Dtests=false -Dfuzz=false -Dbench=true >/dev/null
 fi
 meson compile -C build/bench >&2
 for exe in build/bench/bench/bench_*; do

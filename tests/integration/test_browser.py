@@ -29,6 +29,9 @@ def test_settings_page_in_chromium(octoprint_server, browser):
         )
         # No native-module error banner when the module is loaded.
         assert not page.locator("#tsd_settings .alert-error").is_visible()
+        # Let the settings dialog finish fading in before the picture.
+        page.wait_for_selector("#settings_dialog.in", timeout=10000)
+        page.wait_for_timeout(600)
         path = os.path.join(output_dir("screenshots"), "tsd-settings.png")
         page.screenshot(path=path)
         assert os.path.getsize(path) > 10000
