@@ -8,6 +8,7 @@ threads.
 """
 
 import collections
+import os
 import threading
 import time
 
@@ -16,6 +17,7 @@ import octoprint.plugin
 from octoprint.events import Events
 
 from . import bridge
+from .link import LinkError, verify_code
 from .pause import PauseSequence
 from .remote import Remote
 
@@ -25,6 +27,7 @@ SETTINGS_VERSION = 1
 DEFAULT_SERVER_URL = "https://app.obico.io"
 ACTIONS = ("notify", "pause", "pause_heaters_off", "cancel")
 STATE_HISTORY_MAX = 50
+TOKEN_WATCH_SECONDS = 3.0
 
 # Secret settings: never readable through the settings API. The token itself
 # lives in a 0600 file in the plugin's data folder, not in config.yaml; this
@@ -51,6 +54,8 @@ class TsdPlugin(
         self._pause_sequence = None
         self._remote = None
         self._remote_lock = threading.Lock()
+        self._shutting_down = threading.Event()
+        self._token_signature = None
 
     ##~~ life cycle
 
@@ -80,13 +85,18 @@ class TsdPlugin(
                 self._logger.exception("[bridge] could not start the event pump")
                 self._pump = None
         if bridge.native_available():
+            self._remember_token_file()
             self.start_remote()
+            watcher = threading.Thread(target=self._watch_token_file, name="tsd-token-watch")
+            watcher.daemon = True
+            watcher.start()
         # Probing runs a subprocess: keep it off OctoPrint's start-up path.
         thread = threading.Thread(target=self._probe_helper, name="tsd-helper-probe")
         thread.daemon = True
         thread.start()
 
     def on_shutdown(self):
+        self._shutting_down.set()
         self.stop_remote()
         pump = self._pump
         if pump is not None:
@@ -264,17 +274,88 @@ class TsdPlugin(
     ##~~ SimpleApiPlugin
 
     def get_api_commands(self):
-        return {"reconnect": []}
+        return {"reconnect": [], "link": ["code"], "unlink": []}
 
     def on_api_command(self, command, data):
         from octoprint.access.permissions import Permissions
 
+        # Linking, unlinking and reconnecting are for OctoPrint admins only:
+        # typing a code here is the proof of presence.
         if not Permissions.ADMIN.can():
             flask.abort(403)
         if command == "reconnect":
             self.start_remote()
             return flask.make_response("", 204)
+        if command == "link":
+            try:
+                result = self.link_with_code(data.get("code"), data.get("server_url"))
+            except LinkError as exc:
+                return flask.make_response(flask.jsonify(error=exc.kind, message=str(exc)), 400)
+            return flask.jsonify(linked=True, printer_name=result["name"], server=result["server"])
+        if command == "unlink":
+            error = self.unlink()
+            if error:
+                return flask.make_response(flask.jsonify(error="io", message=error), 500)
+            return flask.make_response("", 204)
         flask.abort(400)
+
+    ##~~ linking
+
+    def link_with_code(self, code, server_url=None, reconnect=True):
+        """Verifies a code with the server, stores the token, reconnects
+        (the CLI does not: the running OctoPrint notices the new token)."""
+        server_url = server_url or self._settings.get(["server_url"])
+        result = verify_code(
+            server_url,
+            code,
+            ca_file=self._settings.get(["ca_file"]) or None,
+            allow_cleartext_lan=bool(self._settings.get_boolean(["allow_cleartext_lan"])),
+        )
+        error = bridge.save_token(self.token_folder(), result["server"], result["token"], result["name"])
+        if error:
+            raise LinkError("storage", "The token could not be stored: {}".format(error))
+        # The endpoint is saved only after a successful verification.
+        self._settings.set(["server_url"], result["server"])
+        self._settings.save()
+        self._logger.info("[link] linked to %s as %r", result["server"], result["name"])
+        if reconnect:
+            self.start_remote()
+            self._remember_token_file()
+        return result
+
+    def unlink(self):
+        self.stop_remote()
+        error = bridge.delete_token(self.token_folder())
+        self._remote_state = {"state": "unlinked", "detail": ""}
+        self._remember_token_file()
+        if error:
+            self._logger.error("[link] could not delete the token: %s", error)
+        else:
+            self._logger.info("[link] unlinked")
+        return error
+
+    def _token_file_signature(self):
+        try:
+            info = os.stat(os.path.join(self.token_folder(), "tsd-token"))
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def _remember_token_file(self):
+        self._token_signature = self._token_file_signature()
+
+    def _watch_token_file(self):
+        """Picks up a link or unlink made by the CLI while OctoPrint runs."""
+        while not self._shutting_down.wait(TOKEN_WATCH_SECONDS):
+            signature = self._token_file_signature()
+            if signature != self._token_signature:
+                self._token_signature = signature
+                self._logger.info("[link] the stored token changed, reconnecting")
+                if signature is None:
+                    self.stop_remote()
+                    self._remote_state = {"state": "unlinked", "detail": ""}
+                else:
+                    self.start_remote()
 
     def is_api_protected(self):
         return True
@@ -344,6 +425,60 @@ class TsdPlugin(
         }
 
 
+def cli_commands(cli_group, pass_octoprint_ctx, *args, **kwargs):
+    """octoprint plugins tsd:link / tsd:unlink / tsd:status"""
+    import click
+
+    import logging
+
+    from octoprint.plugin import PluginSettings
+
+    # Outside the server OctoPrint injects nothing: give the plugin what the
+    # link needs (its settings and data folder) and no more.
+    plugin = TsdPlugin()
+    plugin._identifier = PLUGIN_IDENTIFIER
+    plugin._logger = logging.getLogger("octoprint.plugins." + PLUGIN_IDENTIFIER)
+    plugin._settings = PluginSettings(cli_group.settings, PLUGIN_IDENTIFIER,
+                                      defaults=plugin.get_settings_defaults())
+    plugin._data_folder = os.path.join(cli_group.settings.getBaseFolder("data"), PLUGIN_IDENTIFIER)
+    os.makedirs(plugin._data_folder, exist_ok=True)
+
+    @click.command("link")
+    @click.option("--code", required=True, help="The 6-digit code from the server's app")
+    @click.option("--server", "server_url", default=None, help="Server URL (default: the configured one)")
+    def link_command(code, server_url):
+        """Link this printer to your account with a code from the app."""
+        try:
+            result = plugin.link_with_code(code, server_url, reconnect=False)
+        except LinkError as exc:
+            click.echo("Not linked: {}".format(exc), err=True)
+            raise SystemExit(1)
+        click.echo("Linked to {} as \"{}\".".format(result["server"], result["name"] or "printer"))
+
+    @click.command("unlink")
+    def unlink_command():
+        """Forget this printer's link (deletes its token)."""
+        error = plugin.unlink()
+        if error:
+            click.echo("Could not unlink: {}".format(error), err=True)
+            raise SystemExit(1)
+        click.echo("Unlinked.")
+
+    @click.command("status")
+    def status_command():
+        """Show whether this printer is linked (never shows the token)."""
+        record, error = bridge.load_token(plugin.token_folder())
+        if error:
+            click.echo("Not linked: {}".format(error))
+            raise SystemExit(1)
+        if record is None:
+            click.echo("Not linked.")
+            return
+        click.echo("Linked to {} as \"{}\".".format(record["server"], record["name"] or "printer"))
+
+    return [link_command, unlink_command, status_command]
+
+
 __plugin_name__ = PLUGIN_NAME
 __plugin_identifier__ = PLUGIN_IDENTIFIER
 __plugin_description__ = (
@@ -363,4 +498,5 @@ def __plugin_load__():
         "octoprint.plugin.softwareupdate.check_config": __plugin_implementation__.get_update_information,
         "octoprint.comm.protocol.scripts": __plugin_implementation__.script_hook,
         "octoprint.comm.protocol.gcode.sent": __plugin_implementation__.gcode_sent_hook,
+        "octoprint.cli.commands": cli_commands,
     }

@@ -2,11 +2,13 @@
 """The plugin inside a real OctoPrint with its virtual printer."""
 
 import os
+import subprocess
 
 import requests
 import yaml
 
 import octoprint_tsd._tsd as native
+from octoprint_tsd import bridge
 
 from tsd_testing import ADMIN, PLANTED_SECRET, VIEWER, wait_for
 
@@ -149,3 +151,36 @@ def test_software_update_hook_is_registered(octoprint_server):
     assert "tsd" in information
     assert information["tsd"]["displayName"] == "The Spaghetti Detective"
     assert information["tsd"]["displayVersion"] == native.__version__
+
+
+def run_cli(server, *args):
+    done = subprocess.run(
+        [server.instance.python, "-m", "octoprint", "--basedir", server.instance.basedir,
+         "plugins"] + list(args),
+        cwd=server.instance.basedir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+    )
+    return done.returncode, done.stdout.decode("utf-8", "replace")
+
+
+def test_cli_link_status_unlink_and_the_running_server_follows(octoprint_server):
+    token_dir = os.path.join(octoprint_server.instance.basedir, "data", "tsd")
+    code, out = run_cli(octoprint_server, "tsd:status")
+    assert code == 0 and "Not linked." in out
+    code, out = run_cli(octoprint_server, "tsd:link", "--code", "12")
+    assert code == 1 and "6 digits" in out
+    code, out = run_cli(octoprint_server, "tsd:link", "--code", "123456", "--server", "https://127.0.0.1:9")
+    assert code == 1 and "could not be reached" in out
+    assert not os.path.exists(os.path.join(token_dir, "tsd-token"))
+
+    # A token put in place while OctoPrint runs is picked up without a restart.
+    os.makedirs(token_dir, exist_ok=True)
+    assert bridge.save_token(token_dir, "https://127.0.0.1:9", "0123456789abcdef0123", "Bench") is None
+    code, out = run_cli(octoprint_server, "tsd:status")
+    assert code == 0 and 'Linked to https://127.0.0.1:9 as "Bench"' in out
+    assert "0123456789abcdef0123" not in out
+    assert wait_for(lambda: status(octoprint_server)["remote"]["state"] in ("connecting", "disconnected"), 20)
+    code, out = run_cli(octoprint_server, "tsd:unlink")
+    assert code == 0 and "Unlinked." in out
+    assert wait_for(lambda: status(octoprint_server)["remote"]["state"] == "unlinked", 20)
+    with open(octoprint_server.instance.octoprint_log, encoding="utf-8") as f:
+        assert "0123456789abcdef0123" not in f.read()

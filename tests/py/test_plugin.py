@@ -147,7 +147,7 @@ def test_helper_probe_result_is_reported(plugin):
 
 
 def test_api_commands_and_protection(plugin):
-    assert plugin.get_api_commands() == {"reconnect": []}
+    assert plugin.get_api_commands() == {"reconnect": [], "link": ["code"], "unlink": []}
     assert plugin.is_api_protected() is True
     assert plugin.is_template_autoescaped() is True
 
