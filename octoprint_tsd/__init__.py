@@ -56,6 +56,7 @@ class TsdPlugin(
         self._remote_lock = threading.Lock()
         self._shutting_down = threading.Event()
         self._token_signature = None
+        self._link_info = {"linked": False}
 
     ##~~ life cycle
 
@@ -110,6 +111,11 @@ class TsdPlugin(
     def start_remote(self):
         """(Re)connects to the server with the stored token, if there is one."""
         record, error = bridge.load_token(self.token_folder())
+        # What the UI may show of the link: never the token itself.
+        self._link_info = (
+            {"linked": True, "server": record["server"], "printer_name": record["name"]}
+            if record else {"linked": False, "error": error}
+        )
         with self._remote_lock:
             if self._remote is not None:
                 self._remote.stop()
@@ -327,6 +333,7 @@ class TsdPlugin(
         self.stop_remote()
         error = bridge.delete_token(self.token_folder())
         self._remote_state = {"state": "unlinked", "detail": ""}
+        self._link_info = {"linked": False}
         self._remember_token_file()
         if error:
             self._logger.error("[link] could not delete the token: %s", error)
@@ -384,6 +391,7 @@ class TsdPlugin(
             "helper": helper,
             "event_queue": pump.queue.stats() if pump is not None else None,
             "printer": {"state": printer_state, "history": history},
+            "link": dict(self._link_info),
             "remote": self._remote.info() if self._remote is not None else getattr(
                 self, "_remote_state", {"state": "unlinked", "detail": ""}),
         }

@@ -15,6 +15,13 @@ $(function () {
         self.helperSummary = ko.observable("");
         self.printerState = ko.observable("");
         self.remoteSummary = ko.observable("");
+        self.linked = ko.observable(false);
+        self.linkServer = ko.observable("");
+        self.linkPrinterName = ko.observable("");
+        self.linkCode = ko.observable("");
+        self.linking = ko.observable(false);
+        self.linkMessage = ko.observable("");
+        self.linkFailed = ko.observable(false);
         self.notice = undefined;
 
         self.applyStatus = function (status) {
@@ -31,6 +38,10 @@ $(function () {
             var helper = status.helper || {};
             self.helperSummary(helper.available ? helper.version : (gettext("not available") + ": " + (helper.error || "")));
             self.printerState((status.printer && status.printer.state) || gettext("unknown"));
+            var link = status.link || {};
+            self.linked(!!link.linked);
+            self.linkServer(link.server || "");
+            self.linkPrinterName(link.printer_name || gettext("(unnamed printer)"));
             var remote = status.remote || {};
             var remoteTexts = {
                 unlinked: gettext("not linked"),
@@ -60,6 +71,38 @@ $(function () {
                 type: "error",
                 hide: false
             });
+        };
+
+        self.link = function () {
+            var serverUrl = self.settings && self.settings.plugins.tsd.server_url();
+            self.linking(true);
+            self.linkMessage("");
+            OctoPrint.simpleApiCommand("tsd", "link", {code: self.linkCode(), server_url: serverUrl})
+                .done(function (response) {
+                    self.linkFailed(false);
+                    self.linkMessage(_.sprintf(gettext("Linked as \"%(name)s\"."),
+                                               {name: response.printer_name || gettext("printer")}));
+                    self.linkCode("");
+                })
+                .fail(function (xhr) {
+                    var message = (xhr.responseJSON && xhr.responseJSON.message) ||
+                        gettext("Linking failed; see octoprint.log.");
+                    self.linkFailed(true);
+                    self.linkMessage(message);
+                })
+                .always(function () {
+                    self.linking(false);
+                    self.refresh();
+                });
+        };
+
+        self.unlink = function () {
+            OctoPrint.simpleApiCommand("tsd", "unlink", {})
+                .done(function () {
+                    self.linkFailed(false);
+                    self.linkMessage(gettext("Unlinked. The printer's token was deleted."));
+                })
+                .always(self.refresh);
         };
 
         self.refresh = function () {
