@@ -28,6 +28,93 @@ enum infer_result {
 
 struct infer_net;
 
+/* ---- detection -------------------------------------------------------------
+ *
+ * A detector is a loaded YOLO-style model plus its pre- and post-processing:
+ *
+ *   1. the caller's 8-bit BGR image (any size; the helper decodes JPEGs at
+ *      the smallest DCT scale that is still >= the input size) is resized to
+ *      input_width x input_height without letterboxing, and turned into an
+ *      NCHW float blob by cv::dnn::blobFromImage: (pixel - mean) * scale,
+ *      R and B swapped first when swap_rb is set;
+ *   2. the net is run forward to every unconnected output layer;
+ *   3. every output is read as rows of (cx, cy, w, h, objectness,
+ *      class_0 .. class_{n-1}) -- what OpenCV's Region layer gives for
+ *      Darknet [yolo] and [region] layers, and what YOLOv5-style ONNX exports
+ *      give as [1, N, 5 + n]. A row's class is its best class column, and its
+ *      confidence
+ *        INFER_SCORE_CLASS:              that class column as it is. OpenCV's
+ *                                        Region layer has already multiplied
+ *                                        the objectness into it (and zeroed it
+ *                                        below the cfg layer's thresh=, 0.2 by
+ *                                        default for [yolo]: set thresh= in
+ *                                        the .cfg to at most box_threshold);
+ *        INFER_SCORE_OBJECTNESS_X_CLASS: objectness * that class column;
+ *   4. rows with confidence > box_threshold are kept, and per class
+ *      cv::dnn::NMSBoxes drops boxes whose IoU with a stronger one exceeds
+ *      nms_threshold;
+ *   5. at most max_detections remain, strongest first.
+ *
+ * The model is checked at load time with one forward pass on a blank image,
+ * so a model whose outputs do not have 5 + num_classes columns is refused by
+ * infer_detector_new() rather than by every frame.
+ *
+ * Boxes come back normalized to the image (0..1, clipped): multiply by the
+ * width and height of any image the frame was scaled from.
+ */
+
+#define INFER_MAX_CLASSES 256
+#define INFER_MAX_CLASS_NAME 63
+#define INFER_MAX_DETECTIONS 4096
+#define INFER_MAX_THREADS 64
+#define INFER_MAX_INPUT_SIDE 4096
+#define INFER_MAX_IMAGE_SIDE 16384
+
+enum infer_model_type {
+    INFER_MODEL_DARKNET = 0, /* cfg_path + weights_path */
+    INFER_MODEL_ONNX,        /* onnx_path */
+    INFER_MODEL_TYPE_MAX
+};
+
+enum infer_score {
+    INFER_SCORE_CLASS = 0,
+    INFER_SCORE_OBJECTNESS_X_CLASS,
+    INFER_SCORE_MAX
+};
+
+enum infer_box_units {
+    INFER_BOXES_NORMALIZED = 0, /* cx, cy, w, h relative to the input: 0..1 */
+    INFER_BOXES_INPUT_PIXELS,   /* in pixels of the input_width x input_height blob */
+    INFER_BOX_UNITS_MAX
+};
+
+struct infer_detector_params {
+    enum infer_model_type model_type;
+    const char *cfg_path;     /* darknet */
+    const char *weights_path; /* darknet */
+    const char *onnx_path;    /* onnx */
+    int input_width;          /* 1..INFER_MAX_INPUT_SIDE */
+    int input_height;
+    int num_classes;          /* 1..INFER_MAX_CLASSES */
+    float mean[3];
+    float scale;
+    int swap_rb;              /* nonzero: swap R and B (Darknet models take RGB) */
+    float box_threshold;      /* [0, 1] */
+    float nms_threshold;      /* [0, 1] */
+    int max_detections;       /* 1..INFER_MAX_DETECTIONS */
+    int threads;              /* 1..INFER_MAX_THREADS (cv::setNumThreads: process-wide) */
+    enum infer_score score;
+    enum infer_box_units box_units;
+};
+
+struct infer_detection {
+    int class_id;     /* 0..num_classes-1 */
+    float confidence; /* (box_threshold, 1] */
+    float x, y, w, h; /* top-left corner and size, normalized to the image */
+};
+
+struct infer_detector;
+
 const char *infer_result_str(enum infer_result result);
 
 /* (transfer none) The OpenCV version the helper runs with. */
@@ -49,6 +136,26 @@ enum infer_result infer_net_forward(struct infer_net *net, const float *input,
 
 /* Accepts NULL; returns NULL. */
 struct infer_net *infer_net_free(struct infer_net *net);
+
+/* Loads the model and checks it (see above). On INFER_OK, *ret_detector is
+ * (transfer full) and must be released with infer_detector_free(). */
+enum infer_result infer_detector_new(const struct infer_detector_params *params,
+                                     struct infer_detector **ret_detector,
+                                     char *reterr, size_t reterr_len);
+
+/* Runs the detector on one 8-bit BGR image of width x height pixels whose
+ * rows are stride bytes apart (stride >= width * 3). Writes at most
+ * out_cap detections (out_cap >= max_detections never truncates) and, on
+ * INFER_OK, their number to *ret_count. Buffers are reused between calls. */
+enum infer_result infer_detector_run(struct infer_detector *detector,
+                                     const unsigned char *bgr, int width, int height,
+                                     size_t stride,
+                                     struct infer_detection *out, size_t out_cap,
+                                     size_t *ret_count,
+                                     char *reterr, size_t reterr_len);
+
+/* Accepts NULL; returns NULL. */
+struct infer_detector *infer_detector_free(struct infer_detector *detector);
 
 #ifdef __cplusplus
 }

@@ -3,18 +3,52 @@
  * tsd-helper: the inference process, kept apart from OctoPrint so that a
  * crash or an out-of-memory in OpenCV can never take OctoPrint down.
  *
- * Modes so far:
- *   tsd-helper --version     print the helper and OpenCV versions
- *   tsd-helper --self-check  build a tiny network in memory, run it once and
- *                            compare the output with values computed by hand
- * The frame protocol used by the plugin comes with the detection work.
+ * Modes:
+ *   tsd-helper --version        print the helper and OpenCV versions
+ *   tsd-helper --self-check     build a tiny network in memory, run it once and
+ *                               compare the output with values computed by hand
+ *   tsd-helper --config FILE    load the model FILE describes (config.h) and
+ *                               serve detection requests on stdin/stdout
+ *
+ * Serving: requests and responses are the frames of frame.h, with the JSON
+ * payloads of reply.h. One response per request, in order:
+ *   JPEG frame (type 1) -> detections (type 1), or error (type 3) when the
+ *                          JPEG cannot be decoded or the model fails;
+ *   ping (type 2)       -> pong (type 2), same id, empty payload;
+ *   unknown type        -> error, same id;
+ *   payload larger than max_frame_bytes -> error, same id; the payload is
+ *                          read and discarded, the stream stays usable.
+ * Framing that cannot be trusted (bad magic, version or reserved field, or
+ * EOF in the middle of a frame) gets an error with id 0 and exit status 3.
+ * EOF between frames: exit status 0.
+ *
+ * stdout carries nothing but frames: the helper moves its protocol output to
+ * a private descriptor and points descriptor 1 at stderr, so that anything a
+ * library prints lands in the log instead of corrupting the stream.
+ *
+ * Exit status: 0 clean EOF (and --version, --self-check success); 1 I/O error
+ * on the pipes, out of memory, or a failed self-check; 2 usage, configuration
+ * or model error (the reason on stderr); 3 bad framing.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "config.h"
+#include "errtext.h"
+#include "frame.h"
 #include "infer.h"
+#include "jpeg.h"
+#include "reply.h"
 
 #ifndef TSD_VERSION
 #error "meson passes TSD_VERSION"
@@ -22,9 +56,44 @@
 
 enum helper_result {
     HELPER_OK = 0,
-    HELPER_ERR_USAGE = 2,
-    HELPER_ERR_CHECK = 3,
+    HELPER_ERR_FAILED = 1,   /* I/O on the pipes, out of memory, failed self-check */
+    HELPER_ERR_USAGE = 2,    /* usage, configuration or model */
+    HELPER_ERR_PROTOCOL = 3, /* bad framing on stdin */
+    HELPER_RESULT_MAX
 };
+
+/* stdin is read in chunks of this size. */
+#define HELPER_READ_CHUNK (64u * 1024u)
+/* The largest decoded (already DCT-scaled) image accepted, in bytes. */
+#define HELPER_MAX_DECODED_BYTES (64u * 1024u * 1024u)
+#define HELPER_MAX_MESSAGE 1024u
+
+struct server {
+    const struct helper_config *cfg;
+    struct infer_detector *detector;
+    struct jpg_decoder *decoder;
+    struct frame_parser *parser;
+    const char *class_names[CONFIG_MAX_CLASSES];
+    unsigned char *pixels; /* decoded frame, reused */
+    size_t pixels_cap;
+    struct infer_detection *detections; /* cfg->max_detections */
+    unsigned char *reply;  /* FRAME_HEADER_LEN + reply_cap */
+    size_t reply_cap;
+    unsigned char *input;  /* HELPER_READ_CHUNK */
+    int out_fd;            /* the protocol's stdout */
+};
+
+static const char *helper_result_str(enum helper_result result)
+{
+    switch (result) {
+    case HELPER_OK: return "ok";
+    case HELPER_ERR_FAILED: return "failed";
+    case HELPER_ERR_USAGE: return "usage, configuration or model error";
+    case HELPER_ERR_PROTOCOL: return "bad framing";
+    case HELPER_RESULT_MAX: break;
+    }
+    return "unknown result";
+}
 
 /* One 1x1 convolution, 3 input channels -> 2 outputs, linear activation. */
 static const char self_check_cfg[] =
@@ -81,7 +150,7 @@ static enum helper_result self_check(void)
                                 &net, err, sizeof(err));
     if (rc != INFER_OK) {
         fprintf(stderr, "tsd-helper: self-check: %s (%s)\n", infer_result_str(rc), err);
-        result = HELPER_ERR_CHECK;
+        result = HELPER_ERR_FAILED;
         goto out;
     }
     rc = infer_net_forward(net, input, SELF_CHECK_CHANNELS, SELF_CHECK_SIDE, SELF_CHECK_SIDE,
@@ -89,13 +158,13 @@ static enum helper_result self_check(void)
                            err, sizeof(err));
     if (rc != INFER_OK) {
         fprintf(stderr, "tsd-helper: self-check: %s (%s)\n", infer_result_str(rc), err);
-        result = HELPER_ERR_CHECK;
+        result = HELPER_ERR_FAILED;
         goto out;
     }
     if (output_len != sizeof(output) / sizeof(output[0])) {
         fprintf(stderr, "tsd-helper: self-check: %zu outputs, expected %zu\n", output_len,
                 sizeof(output) / sizeof(output[0]));
-        result = HELPER_ERR_CHECK;
+        result = HELPER_ERR_FAILED;
         goto out;
     }
     for (int f = 0; f < SELF_CHECK_FILTERS; f++) {
@@ -106,7 +175,7 @@ static enum helper_result self_check(void)
             if (got < expected - 1e-5f || got > expected + 1e-5f) {
                 fprintf(stderr, "tsd-helper: self-check: output %d/%d is %g, expected %g\n",
                         f, i, (double)got, (double)expected);
-                result = HELPER_ERR_CHECK;
+                result = HELPER_ERR_FAILED;
                 goto out;
             }
         }
@@ -118,9 +187,329 @@ out:
     return result;
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Writes all of len bytes; false (with errno) on failure. */
+static bool write_all(int fd, const unsigned char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        data += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Sends the response whose payload (len bytes) is already in place after
+ * the header room of srv->reply. */
+static enum helper_result send_reply(struct server *srv, uint8_t type, uint32_t id, size_t len)
+{
+    char errbuf[128];
+
+    frame_header_encode(srv->reply, FRAME_RESPONSE_MAGIC, type, id, (uint32_t)len);
+    if (!write_all(srv->out_fd, srv->reply, FRAME_HEADER_LEN + len)) {
+        fprintf(stderr, "tsd-helper: cannot write a response: %s\n",
+                errno_text(errno, errbuf, sizeof(errbuf)));
+        return HELPER_ERR_FAILED;
+    }
+    return HELPER_OK;
+}
+
+__attribute__((format(printf, 3, 4)))
+static enum helper_result send_error(struct server *srv, uint32_t id, const char *fmt, ...)
+{
+    char message[HELPER_MAX_MESSAGE];
+    size_t len = 0;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    if (reply_error((char *)srv->reply + FRAME_HEADER_LEN, srv->reply_cap, id, message, &len) !=
+        REPLY_OK) {
+        /* Cannot happen: reply_cap >= REPLY_ERROR_BYTES. */
+        fprintf(stderr, "tsd-helper: error reply does not fit: %s\n", message);
+        return HELPER_ERR_FAILED;
+    }
+    return send_reply(srv, FRAME_RESPONSE_ERROR, id, len);
+}
+
+static enum helper_result handle_jpeg(struct server *srv, uint32_t id,
+                                      const unsigned char *payload, size_t len)
+{
+    const struct helper_config *cfg = srv->cfg;
+    struct jpg_output plan;
+    struct jpg_output decoded;
+    enum jpg_result jr;
+    enum infer_result ir;
+    char err[HELPER_MAX_MESSAGE] = "";
+    size_t count = 0;
+    size_t reply_len = 0;
+    double started = now_ms();
+
+    jr = jpg_plan(srv->decoder, payload, len, cfg->input_width, cfg->input_height, &plan);
+    if (jr != JPG_OK)
+        return send_error(srv, id, "%s", jpg_result_str(jr));
+    if (plan.bytes > HELPER_MAX_DECODED_BYTES)
+        return send_error(srv, id, "decoded image of %dx%d is too large", plan.width,
+                          plan.height);
+    if (plan.bytes > srv->pixels_cap) {
+        /* Grows to the largest frame seen and stays there: a steady stream
+         * of frames allocates nothing. */
+        unsigned char *grown = realloc(srv->pixels, plan.bytes);
+        if (!grown)
+            return send_error(srv, id, "out of memory for a %dx%d image", plan.width,
+                              plan.height);
+        srv->pixels = grown;
+        srv->pixels_cap = plan.bytes;
+    }
+    jr = jpg_decode_into(srv->decoder, payload, len, cfg->input_width, cfg->input_height,
+                         JPG_FORMAT_BGR, srv->pixels, srv->pixels_cap, &decoded);
+    if (jr != JPG_OK)
+        return send_error(srv, id, "%s", jpg_result_str(jr));
+    ir = infer_detector_run(srv->detector, srv->pixels, decoded.width, decoded.height,
+                            decoded.stride, srv->detections, cfg->max_detections, &count,
+                            err, sizeof(err));
+    if (ir != INFER_OK)
+        return send_error(srv, id, "%s: %s", infer_result_str(ir), err);
+    if (reply_detections((char *)srv->reply + FRAME_HEADER_LEN, srv->reply_cap, id,
+                         now_ms() - started, decoded.info.width, decoded.info.height,
+                         srv->detections, count, srv->class_names, cfg->num_classes,
+                         &reply_len) != REPLY_OK)
+        return send_error(srv, id, "detections do not fit in the reply");
+    return send_reply(srv, FRAME_RESPONSE_DETECTIONS, id, reply_len);
+}
+
+static enum helper_result handle_event(struct server *srv, const struct frame_event *event)
+{
+    const struct frame_header *h = &event->header;
+
+    if (event->kind == FRAME_EVENT_OVERSIZED)
+        return send_error(srv, h->id, "frame of %lu bytes is larger than max_frame_bytes (%zu)",
+                          (unsigned long)h->length, srv->cfg->max_frame_bytes);
+    if (event->kind != FRAME_EVENT_FRAME)
+        return HELPER_OK;
+    switch (h->type) {
+    case FRAME_REQUEST_JPEG:
+        return handle_jpeg(srv, h->id, event->payload, h->length);
+    case FRAME_REQUEST_PING:
+        return send_reply(srv, FRAME_RESPONSE_PONG, h->id, 0);
+    default:
+        return send_error(srv, h->id, "unknown request type %u", (unsigned)h->type);
+    }
+}
+
+/* Reads stdin until EOF or a framing error. */
+static enum helper_result serve_loop(struct server *srv)
+{
+    enum helper_result result = HELPER_OK;
+    char errbuf[128];
+
+    for (;;) {
+        ssize_t n = read(STDIN_FILENO, srv->input, HELPER_READ_CHUNK);
+        size_t off = 0;
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(stderr, "tsd-helper: cannot read stdin: %s\n",
+                    errno_text(errno, errbuf, sizeof(errbuf)));
+            result = HELPER_ERR_FAILED;
+            goto out;
+        }
+        if (n == 0) {
+            if (frame_parser_idle(srv->parser))
+                goto out;
+            fprintf(stderr, "tsd-helper: stdin ended in the middle of a frame\n");
+            send_error(srv, 0, "truncated frame at end of input");
+            result = HELPER_ERR_PROTOCOL;
+            goto out;
+        }
+        while (off < (size_t)n) {
+            struct frame_event event;
+            size_t used = 0;
+            enum frame_result fr = frame_parser_feed(srv->parser, srv->input + off,
+                                                     (size_t)n - off, &used, &event);
+            if (fr == FRAME_ERR_NOMEM) {
+                fprintf(stderr, "tsd-helper: out of memory for a frame\n");
+                send_error(srv, 0, "out of memory for a frame");
+                result = HELPER_ERR_FAILED;
+                goto out;
+            }
+            if (fr != FRAME_OK) {
+                fprintf(stderr, "tsd-helper: bad framing on stdin: %s\n", frame_result_str(fr));
+                send_error(srv, 0, "bad framing: %s", frame_result_str(fr));
+                result = HELPER_ERR_PROTOCOL;
+                goto out;
+            }
+            off += used;
+            result = handle_event(srv, &event);
+            if (result != HELPER_OK)
+                goto out;
+        }
+    }
+
+out:
+    return result;
+}
+
+/* A model file must exist and be a readable regular file; OpenCV's own
+ * messages for a missing file are less clear. */
+static bool check_model_file(const char *field, const char *path)
+{
+    char errbuf[128];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        fprintf(stderr, "tsd-helper: %s: cannot open %s: %s\n", field, path,
+                errno_text(errno, errbuf, sizeof(errbuf)));
+        return false;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+        fprintf(stderr, "tsd-helper: %s: %s is not a non-empty regular file\n", field, path);
+        close(fd);
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+/* Keeps the protocol's stdout for frames and points descriptor 1 at stderr. */
+static bool take_stdout(int *ret_fd)
+{
+    char errbuf[128];
+    int fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+
+    if (fd < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+        fprintf(stderr, "tsd-helper: cannot set up stdout: %s\n",
+                errno_text(errno, errbuf, sizeof(errbuf)));
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    *ret_fd = fd;
+    return true;
+}
+
+static enum helper_result serve(const char *config_path)
+{
+    enum helper_result result = HELPER_OK;
+    struct helper_config *cfg = NULL;
+    struct server srv = {.out_fd = -1};
+    struct infer_detector_params params;
+    struct sigaction ignore;
+    char err[HELPER_MAX_MESSAGE] = "";
+    enum config_result cr;
+    enum infer_result ir;
+
+    /* A write to a closed pipe must fail with EPIPE, not kill the helper. */
+    memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    if (sigaction(SIGPIPE, &ignore, NULL) != 0 || !take_stdout(&srv.out_fd)) {
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    cfg = malloc(sizeof(*cfg));
+    if (!cfg) {
+        fprintf(stderr, "tsd-helper: out of memory\n");
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
+    cr = config_load(config_path, cfg, err, sizeof(err));
+    if (cr != CONFIG_OK) {
+        fprintf(stderr, "tsd-helper: configuration %s: %s\n", config_path, err);
+        result = cr == CONFIG_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
+        goto out;
+    }
+    srv.cfg = cfg;
+    for (size_t i = 0; i < cfg->num_classes; i++)
+        srv.class_names[i] = cfg->classes[i];
+
+    if (cfg->model_type == INFER_MODEL_DARKNET
+            ? !check_model_file("model_cfg", cfg->model_cfg) ||
+                  !check_model_file("model_weights", cfg->model_weights)
+            : !check_model_file("model_onnx", cfg->model_onnx)) {
+        result = HELPER_ERR_USAGE;
+        goto out;
+    }
+    memset(&params, 0, sizeof(params));
+    params.model_type = cfg->model_type;
+    params.cfg_path = cfg->model_cfg;
+    params.weights_path = cfg->model_weights;
+    params.onnx_path = cfg->model_onnx;
+    params.input_width = cfg->input_width;
+    params.input_height = cfg->input_height;
+    params.num_classes = (int)cfg->num_classes;
+    memcpy(params.mean, cfg->mean, sizeof(params.mean));
+    params.scale = cfg->scale;
+    params.swap_rb = cfg->swap_rb;
+    params.box_threshold = cfg->box_threshold;
+    params.nms_threshold = cfg->nms_threshold;
+    params.max_detections = (int)cfg->max_detections;
+    params.threads = cfg->threads;
+    params.score = cfg->score;
+    params.box_units = cfg->box_units;
+    ir = infer_detector_new(&params, &srv.detector, err, sizeof(err));
+    if (ir != INFER_OK) {
+        fprintf(stderr, "tsd-helper: model: %s: %s\n", infer_result_str(ir), err);
+        result = ir == INFER_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
+        goto out;
+    }
+
+    srv.reply_cap = REPLY_DETECTIONS_BYTES(cfg->max_detections);
+    if (srv.reply_cap < REPLY_ERROR_BYTES)
+        srv.reply_cap = REPLY_ERROR_BYTES;
+    srv.reply = malloc(FRAME_HEADER_LEN + srv.reply_cap);
+    srv.detections = calloc(cfg->max_detections, sizeof(*srv.detections));
+    srv.input = malloc(HELPER_READ_CHUNK);
+    if (!srv.reply || !srv.detections || !srv.input ||
+        jpg_decoder_new(&srv.decoder) != JPG_OK ||
+        frame_parser_new(cfg->max_frame_bytes, &srv.parser) != FRAME_OK) {
+        fprintf(stderr, "tsd-helper: out of memory\n");
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
+    fprintf(stderr,
+            "tsd-helper %s: ready (opencv %s, %s model, input %dx%d, %zu classes, "
+            "%d threads, max frame %zu bytes)\n",
+            TSD_VERSION, infer_opencv_version(),
+            cfg->model_type == INFER_MODEL_DARKNET ? "darknet" : "onnx", cfg->input_width,
+            cfg->input_height, cfg->num_classes, cfg->threads, cfg->max_frame_bytes);
+    result = serve_loop(&srv);
+
+out:
+    srv.parser = frame_parser_free(srv.parser);
+    srv.decoder = jpg_decoder_free(srv.decoder);
+    srv.detector = infer_detector_free(srv.detector);
+    free(srv.pixels);
+    free(srv.detections);
+    free(srv.reply);
+    free(srv.input);
+    if (srv.out_fd >= 0)
+        close(srv.out_fd);
+    free(cfg);
+    if (result != HELPER_OK)
+        fprintf(stderr, "tsd-helper: exiting: %s\n", helper_result_str(result));
+    return result;
+}
+
 static void usage(FILE *stream)
 {
-    fprintf(stream, "usage: tsd-helper --version | --self-check\n");
+    fprintf(stream, "usage: tsd-helper --version | --self-check | --config FILE\n");
 }
 
 int main(int argc, char **argv)
@@ -135,6 +524,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return HELPER_OK;
     }
+    if (argc == 3 && strcmp(argv[1], "--config") == 0)
+        return serve(argv[2]);
     usage(stderr);
     return HELPER_ERR_USAGE;
 }

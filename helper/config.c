@@ -1,0 +1,668 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "errtext.h"
+
+enum config_key {
+    KEY_MODEL_TYPE = 0,
+    KEY_MODEL_CFG,
+    KEY_MODEL_WEIGHTS,
+    KEY_MODEL_ONNX,
+    KEY_INPUT_WIDTH,
+    KEY_INPUT_HEIGHT,
+    KEY_CLASSES,
+    KEY_MEAN,
+    KEY_SCALE,
+    KEY_SWAP_RB,
+    KEY_BOX_THRESHOLD,
+    KEY_NMS_THRESHOLD,
+    KEY_MAX_DETECTIONS,
+    KEY_MAX_FRAME_BYTES,
+    KEY_THREADS,
+    KEY_SCORE,
+    KEY_BOX_UNITS,
+    KEY_MAX
+};
+
+static const char *const key_names[KEY_MAX] = {
+    [KEY_MODEL_TYPE] = "model_type",
+    [KEY_MODEL_CFG] = "model_cfg",
+    [KEY_MODEL_WEIGHTS] = "model_weights",
+    [KEY_MODEL_ONNX] = "model_onnx",
+    [KEY_INPUT_WIDTH] = "input_width",
+    [KEY_INPUT_HEIGHT] = "input_height",
+    [KEY_CLASSES] = "classes",
+    [KEY_MEAN] = "mean",
+    [KEY_SCALE] = "scale",
+    [KEY_SWAP_RB] = "swap_rb",
+    [KEY_BOX_THRESHOLD] = "box_threshold",
+    [KEY_NMS_THRESHOLD] = "nms_threshold",
+    [KEY_MAX_DETECTIONS] = "max_detections",
+    [KEY_MAX_FRAME_BYTES] = "max_frame_bytes",
+    [KEY_THREADS] = "threads",
+    [KEY_SCORE] = "score",
+    [KEY_BOX_UNITS] = "box_units",
+};
+
+#define CONFIG_MIN_INPUT_SIDE 8
+#define CONFIG_MIN_FRAME_BYTES 1024u
+/* How much of an offending value an error message quotes. */
+#define CONFIG_QUOTE_MAX 64u
+
+/* What a field handler needs. */
+struct parse_ctx {
+    yaml_document_t *doc;
+    const char *base_dir;
+    struct helper_config *cfg;
+    char *reterr;
+    size_t reterr_len;
+};
+
+const char *config_result_str(enum config_result result)
+{
+    switch (result) {
+    case CONFIG_OK: return "ok";
+    case CONFIG_ERR_INVALID: return "invalid argument";
+    case CONFIG_ERR_IO: return "configuration file could not be read";
+    case CONFIG_ERR_SYNTAX: return "configuration is not valid YAML";
+    case CONFIG_ERR_FIELD: return "invalid configuration field";
+    case CONFIG_ERR_NOMEM: return "out of memory";
+    case CONFIG_RESULT_MAX: break;
+    }
+    return "unknown result";
+}
+
+/* A printable copy of at most CONFIG_QUOTE_MAX bytes of value, for messages. */
+static const char *quote(const char *value, char *buf, size_t len)
+{
+    size_t i;
+
+    for (i = 0; value[i] != '\0' && i < CONFIG_QUOTE_MAX && i + 1 < len; i++)
+        buf[i] = (value[i] >= 0x20 && value[i] < 0x7f) ? value[i] : '?';
+    buf[i] = '\0';
+    return buf;
+}
+
+/* "field 'name' (line N): what" */
+__attribute__((format(printf, 4, 5)))
+static enum config_result field_error(const struct parse_ctx *ctx, const char *name,
+                                      const yaml_node_t *node, const char *fmt, ...)
+{
+    char what[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (ctx->reterr && ctx->reterr_len > 0) {
+        if (node)
+            snprintf(ctx->reterr, ctx->reterr_len, "field '%s' (line %lu): %s", name,
+                     (unsigned long)node->start_mark.line + 1, what);
+        else
+            snprintf(ctx->reterr, ctx->reterr_len, "field '%s': %s", name, what);
+    }
+    return CONFIG_ERR_FIELD;
+}
+
+/* The text of a scalar node, or NULL with an error for anything else
+ * (sequences, mappings, scalars with NUL bytes). */
+static const char *scalar_text(const struct parse_ctx *ctx, const char *name,
+                               const yaml_node_t *node, enum config_result *ret_result)
+{
+    const char *text;
+
+    if (!node || node->type != YAML_SCALAR_NODE) {
+        *ret_result = field_error(ctx, name, node, "must be a single value");
+        return NULL;
+    }
+    text = (const char *)node->data.scalar.value;
+    if (strlen(text) != node->data.scalar.length) {
+        *ret_result = field_error(ctx, name, node, "contains a NUL byte");
+        return NULL;
+    }
+    return text;
+}
+
+static enum config_result get_long(const struct parse_ctx *ctx, const char *name,
+                                   const yaml_node_t *node, long min, long max, long *ret_value)
+{
+    enum config_result result = CONFIG_OK;
+    const char *text = scalar_text(ctx, name, node, &result);
+    char quoted[CONFIG_QUOTE_MAX + 1];
+    char *end = NULL;
+    long value;
+
+    if (!text)
+        goto out;
+    errno = 0;
+    value = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || errno != 0 || value < min || value > max) {
+        result = field_error(ctx, name, node, "must be an integer from %ld to %ld (got '%s')",
+                             min, max, quote(text, quoted, sizeof(quoted)));
+        goto out;
+    }
+    *ret_value = value;
+
+out:
+    return result;
+}
+
+static enum config_result get_float(const struct parse_ctx *ctx, const char *name,
+                                    const yaml_node_t *node, double min, double max,
+                                    float *ret_value)
+{
+    enum config_result result = CONFIG_OK;
+    const char *text = scalar_text(ctx, name, node, &result);
+    char quoted[CONFIG_QUOTE_MAX + 1];
+    char *end = NULL;
+    double value;
+
+    if (!text)
+        goto out;
+    errno = 0;
+    value = strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !isfinite(value) || value < min ||
+        value > max) {
+        result = field_error(ctx, name, node, "must be a number from %g to %g (got '%s')",
+                             min, max, quote(text, quoted, sizeof(quoted)));
+        goto out;
+    }
+    *ret_value = (float)value;
+
+out:
+    return result;
+}
+
+static enum config_result get_bool(const struct parse_ctx *ctx, const char *name,
+                                   const yaml_node_t *node, bool *ret_value)
+{
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "on", "On", "1"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "off", "Off", "0"};
+    enum config_result result = CONFIG_OK;
+    const char *text = scalar_text(ctx, name, node, &result);
+    char quoted[CONFIG_QUOTE_MAX + 1];
+
+    if (!text)
+        goto out;
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcmp(text, yes[i]) == 0) {
+            *ret_value = true;
+            goto out;
+        }
+        if (strcmp(text, no[i]) == 0) {
+            *ret_value = false;
+            goto out;
+        }
+    }
+    result = field_error(ctx, name, node, "must be true or false (got '%s')",
+                         quote(text, quoted, sizeof(quoted)));
+
+out:
+    return result;
+}
+
+/* One of choices (count of them); *ret_index on success. */
+static enum config_result get_choice(const struct parse_ctx *ctx, const char *name,
+                                     const yaml_node_t *node, const char *const *choices,
+                                     size_t count, size_t *ret_index)
+{
+    enum config_result result = CONFIG_OK;
+    const char *text = scalar_text(ctx, name, node, &result);
+    char quoted[CONFIG_QUOTE_MAX + 1];
+
+    if (!text)
+        goto out;
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(text, choices[i]) == 0) {
+            *ret_index = i;
+            goto out;
+        }
+    }
+    result = field_error(ctx, name, node, "must be %s or %s (got '%s')", choices[0],
+                         count > 1 ? choices[1] : choices[0],
+                         quote(text, quoted, sizeof(quoted)));
+
+out:
+    return result;
+}
+
+/* A model path, resolved against base_dir when relative, into out. */
+static enum config_result get_path(const struct parse_ctx *ctx, const char *name,
+                                   const yaml_node_t *node, char out[CONFIG_MAX_PATH])
+{
+    enum config_result result = CONFIG_OK;
+    const char *text = scalar_text(ctx, name, node, &result);
+    const char *base = ctx->base_dir && *ctx->base_dir ? ctx->base_dir : NULL;
+    int n;
+
+    if (!text)
+        goto out;
+    if (*text == '\0') {
+        result = field_error(ctx, name, node, "must not be empty");
+        goto out;
+    }
+    if (text[0] == '/' || !base)
+        n = snprintf(out, CONFIG_MAX_PATH, "%s", text);
+    else
+        n = snprintf(out, CONFIG_MAX_PATH, "%s/%s", base, text);
+    if (n < 0 || (size_t)n >= CONFIG_MAX_PATH) {
+        out[0] = '\0';
+        result = field_error(ctx, name, node, "path longer than %u bytes", CONFIG_MAX_PATH - 1);
+        goto out;
+    }
+
+out:
+    return result;
+}
+
+static enum config_result get_classes(const struct parse_ctx *ctx, const char *name,
+                                      const yaml_node_t *node)
+{
+    enum config_result result = CONFIG_OK;
+    struct helper_config *cfg = ctx->cfg;
+    size_t count;
+
+    if (!node || node->type != YAML_SEQUENCE_NODE) {
+        result = field_error(ctx, name, node, "must be a list of class names");
+        goto out;
+    }
+    count = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+    if (count < 1 || count > CONFIG_MAX_CLASSES) {
+        result = field_error(ctx, name, node, "must list 1 to %d class names (got %zu)",
+                             CONFIG_MAX_CLASSES, count);
+        goto out;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const yaml_node_t *item =
+            yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+        const char *text = scalar_text(ctx, name, item, &result);
+        size_t len;
+
+        if (!text)
+            goto out;
+        len = strlen(text);
+        if (len < 1 || len > CONFIG_MAX_CLASS_NAME) {
+            result = field_error(ctx, name, item, "class name %zu must be 1 to %d bytes", i + 1,
+                                 CONFIG_MAX_CLASS_NAME);
+            goto out;
+        }
+        for (size_t k = 0; k < len; k++) {
+            if (text[k] < 0x20 || text[k] > 0x7e) {
+                result = field_error(ctx, name, item,
+                                     "class name %zu must be printable ASCII", i + 1);
+                goto out;
+            }
+        }
+        memcpy(cfg->classes[i], text, len + 1);
+    }
+    cfg->num_classes = count;
+
+out:
+    return result;
+}
+
+static enum config_result get_mean(const struct parse_ctx *ctx, const char *name,
+                                   const yaml_node_t *node)
+{
+    enum config_result result = CONFIG_OK;
+    float mean[3];
+
+    if (!node || node->type != YAML_SEQUENCE_NODE ||
+        node->data.sequence.items.top - node->data.sequence.items.start != 3) {
+        result = field_error(ctx, name, node, "must be a list of 3 numbers");
+        goto out;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        const yaml_node_t *item =
+            yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+        result = get_float(ctx, name, item, -1e6, 1e6, &mean[i]);
+        if (result != CONFIG_OK)
+            goto out;
+    }
+    memcpy(ctx->cfg->mean, mean, sizeof(mean));
+
+out:
+    return result;
+}
+
+static enum config_result set_field(const struct parse_ctx *ctx, enum config_key key,
+                                    const yaml_node_t *node)
+{
+    static const char *const model_types[] = {"darknet", "onnx"};
+    static const char *const scores[] = {"class", "objectness_x_class"};
+    static const char *const units[] = {"normalized", "input_pixels"};
+    struct helper_config *cfg = ctx->cfg;
+    const char *name = key_names[key];
+    enum config_result result = CONFIG_OK;
+    size_t index = 0;
+    long value = 0;
+
+    switch (key) {
+    case KEY_MODEL_TYPE:
+        result = get_choice(ctx, name, node, model_types, 2, &index);
+        if (result == CONFIG_OK)
+            cfg->model_type = index == 0 ? INFER_MODEL_DARKNET : INFER_MODEL_ONNX;
+        break;
+    case KEY_MODEL_CFG:
+        result = get_path(ctx, name, node, cfg->model_cfg);
+        break;
+    case KEY_MODEL_WEIGHTS:
+        result = get_path(ctx, name, node, cfg->model_weights);
+        break;
+    case KEY_MODEL_ONNX:
+        result = get_path(ctx, name, node, cfg->model_onnx);
+        break;
+    case KEY_INPUT_WIDTH:
+    case KEY_INPUT_HEIGHT:
+        result = get_long(ctx, name, node, CONFIG_MIN_INPUT_SIDE, CONFIG_MAX_INPUT_SIDE, &value);
+        if (result == CONFIG_OK && key == KEY_INPUT_WIDTH)
+            cfg->input_width = (int)value;
+        else if (result == CONFIG_OK)
+            cfg->input_height = (int)value;
+        break;
+    case KEY_CLASSES:
+        result = get_classes(ctx, name, node);
+        break;
+    case KEY_MEAN:
+        result = get_mean(ctx, name, node);
+        break;
+    case KEY_SCALE:
+        result = get_float(ctx, name, node, 1e-9, 1e6, &cfg->scale);
+        break;
+    case KEY_SWAP_RB:
+        result = get_bool(ctx, name, node, &cfg->swap_rb);
+        break;
+    case KEY_BOX_THRESHOLD:
+        result = get_float(ctx, name, node, 0.0, 1.0, &cfg->box_threshold);
+        break;
+    case KEY_NMS_THRESHOLD:
+        result = get_float(ctx, name, node, 0.0, 1.0, &cfg->nms_threshold);
+        break;
+    case KEY_MAX_DETECTIONS:
+        result = get_long(ctx, name, node, 1, CONFIG_MAX_DETECTIONS, &value);
+        if (result == CONFIG_OK)
+            cfg->max_detections = (size_t)value;
+        break;
+    case KEY_MAX_FRAME_BYTES:
+        result = get_long(ctx, name, node, CONFIG_MIN_FRAME_BYTES, CONFIG_MAX_FRAME_BYTES,
+                          &value);
+        if (result == CONFIG_OK)
+            cfg->max_frame_bytes = (size_t)value;
+        break;
+    case KEY_THREADS:
+        result = get_long(ctx, name, node, 1, CONFIG_MAX_THREADS, &value);
+        if (result == CONFIG_OK)
+            cfg->threads = (int)value;
+        break;
+    case KEY_SCORE:
+        result = get_choice(ctx, name, node, scores, 2, &index);
+        if (result == CONFIG_OK)
+            cfg->score = index == 0 ? INFER_SCORE_CLASS : INFER_SCORE_OBJECTNESS_X_CLASS;
+        break;
+    case KEY_BOX_UNITS:
+        result = get_choice(ctx, name, node, units, 2, &index);
+        if (result == CONFIG_OK)
+            cfg->box_units = index == 0 ? INFER_BOXES_NORMALIZED : INFER_BOXES_INPUT_PIXELS;
+        break;
+    case KEY_MAX:
+        result = CONFIG_ERR_INVALID;
+        break;
+    }
+    return result;
+}
+
+static void set_defaults(struct helper_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->model_type = INFER_MODEL_TYPE_MAX; /* required */
+    cfg->scale = 1.0f / 255.0f;
+    cfg->swap_rb = true;
+    cfg->box_threshold = 0.08f;
+    cfg->nms_threshold = 0.45f;
+    cfg->max_detections = 100;
+    cfg->max_frame_bytes = CONFIG_DEFAULT_FRAME_BYTES;
+    cfg->threads = 1;
+}
+
+/* Checks that the fields fit together, and fills in the per-model defaults. */
+static enum config_result finish(const struct parse_ctx *ctx, const bool seen[KEY_MAX])
+{
+    static const enum config_key required[] = {KEY_MODEL_TYPE, KEY_INPUT_WIDTH,
+                                               KEY_INPUT_HEIGHT, KEY_CLASSES};
+    struct helper_config *cfg = ctx->cfg;
+    enum config_result result = CONFIG_OK;
+
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (!seen[required[i]]) {
+            result = field_error(ctx, key_names[required[i]], NULL, "is required");
+            goto out;
+        }
+    }
+    if (cfg->model_type == INFER_MODEL_DARKNET) {
+        if (!seen[KEY_MODEL_CFG]) {
+            result = field_error(ctx, "model_cfg", NULL, "is required for model_type darknet");
+            goto out;
+        }
+        if (!seen[KEY_MODEL_WEIGHTS]) {
+            result = field_error(ctx, "model_weights", NULL,
+                                 "is required for model_type darknet");
+            goto out;
+        }
+        if (seen[KEY_MODEL_ONNX]) {
+            result = field_error(ctx, "model_onnx", NULL, "is only for model_type onnx");
+            goto out;
+        }
+    } else {
+        if (!seen[KEY_MODEL_ONNX]) {
+            result = field_error(ctx, "model_onnx", NULL, "is required for model_type onnx");
+            goto out;
+        }
+        if (seen[KEY_MODEL_CFG] || seen[KEY_MODEL_WEIGHTS]) {
+            result = field_error(ctx, seen[KEY_MODEL_CFG] ? "model_cfg" : "model_weights",
+                                 NULL, "is only for model_type darknet");
+            goto out;
+        }
+    }
+    if (!seen[KEY_SCORE])
+        cfg->score = cfg->model_type == INFER_MODEL_DARKNET ? INFER_SCORE_CLASS
+                                                             : INFER_SCORE_OBJECTNESS_X_CLASS;
+    if (!seen[KEY_BOX_UNITS])
+        cfg->box_units = cfg->model_type == INFER_MODEL_DARKNET ? INFER_BOXES_NORMALIZED
+                                                                 : INFER_BOXES_INPUT_PIXELS;
+
+out:
+    return result;
+}
+
+enum config_result config_parse(const char *text, size_t len, const char *base_dir,
+                                struct helper_config *ret_config,
+                                char *reterr, size_t reterr_len)
+{
+    enum config_result result = CONFIG_OK;
+    struct helper_config *cfg = NULL;
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    bool parser_ready = false;
+    bool doc_ready = false;
+    bool seen[KEY_MAX] = {false};
+    struct parse_ctx ctx = {.base_dir = base_dir, .reterr = reterr, .reterr_len = reterr_len};
+    const yaml_node_t *root;
+
+    if (!text || !ret_config || len > CONFIG_MAX_FILE_BYTES) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "configuration missing or larger than %u bytes",
+                     CONFIG_MAX_FILE_BYTES);
+        result = CONFIG_ERR_INVALID;
+        goto out;
+    }
+    cfg = malloc(sizeof(*cfg));
+    if (!cfg || !yaml_parser_initialize(&parser)) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "out of memory");
+        result = CONFIG_ERR_NOMEM;
+        goto out;
+    }
+    parser_ready = true;
+    set_defaults(cfg);
+    ctx.cfg = cfg;
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "YAML error at line %lu column %lu: %s%s%s",
+                     (unsigned long)parser.problem_mark.line + 1,
+                     (unsigned long)parser.problem_mark.column + 1,
+                     parser.problem ? parser.problem : "syntax error",
+                     parser.context ? " " : "", parser.context ? parser.context : "");
+        result = CONFIG_ERR_SYNTAX;
+        goto out;
+    }
+    doc_ready = true;
+    ctx.doc = &doc;
+    root = yaml_document_get_root_node(&doc);
+    if (!root || root->type != YAML_MAPPING_NODE) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "the configuration must be a YAML mapping of fields");
+        result = CONFIG_ERR_SYNTAX;
+        goto out;
+    }
+    for (const yaml_node_pair_t *pair = root->data.mapping.pairs.start;
+         pair < root->data.mapping.pairs.top; pair++) {
+        const yaml_node_t *key_node = yaml_document_get_node(&doc, pair->key);
+        const yaml_node_t *value_node = yaml_document_get_node(&doc, pair->value);
+        const char *key_text = scalar_text(&ctx, "(key)", key_node, &result);
+        char quoted[CONFIG_QUOTE_MAX + 1];
+        enum config_key key = KEY_MAX;
+
+        if (!key_text)
+            goto out;
+        for (int k = 0; k < KEY_MAX; k++) {
+            if (strcmp(key_text, key_names[k]) == 0) {
+                key = (enum config_key)k;
+                break;
+            }
+        }
+        if (key == KEY_MAX) {
+            result = field_error(&ctx, quote(key_text, quoted, sizeof(quoted)), key_node,
+                                 "unknown field");
+            goto out;
+        }
+        if (seen[key]) {
+            result = field_error(&ctx, key_names[key], key_node, "given twice");
+            goto out;
+        }
+        seen[key] = true;
+        result = set_field(&ctx, key, value_node);
+        if (result != CONFIG_OK)
+            goto out;
+    }
+    result = finish(&ctx, seen);
+    if (result != CONFIG_OK)
+        goto out;
+    memcpy(ret_config, cfg, sizeof(*cfg));
+
+out:
+    if (doc_ready)
+        yaml_document_delete(&doc);
+    if (parser_ready)
+        yaml_parser_delete(&parser);
+    free(cfg);
+    return result;
+}
+
+enum config_result config_load(const char *path, struct helper_config *ret_config,
+                               char *reterr, size_t reterr_len)
+{
+    enum config_result result = CONFIG_OK;
+    char base_dir[CONFIG_MAX_PATH];
+    char errbuf[128];
+    char *text = NULL;
+    const char *slash;
+    struct stat st;
+    size_t have = 0;
+    int fd = -1;
+
+    if (!path || !*path || !ret_config) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "no configuration file given");
+        result = CONFIG_ERR_INVALID;
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "cannot read %s: %s", path,
+                     errno_text(errno, errbuf, sizeof(errbuf)));
+        result = CONFIG_ERR_IO;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
+        (unsigned long long)st.st_size > CONFIG_MAX_FILE_BYTES) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "%s is not a regular file of at most %u bytes", path,
+                     CONFIG_MAX_FILE_BYTES);
+        result = CONFIG_ERR_IO;
+        goto out;
+    }
+    text = malloc(CONFIG_MAX_FILE_BYTES + 1);
+    if (!text) {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "out of memory");
+        result = CONFIG_ERR_NOMEM;
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, text + have, CONFIG_MAX_FILE_BYTES + 1 - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            if (reterr && reterr_len > 0)
+                snprintf(reterr, reterr_len, "cannot read %s: %s", path,
+                         errno_text(errno, errbuf, sizeof(errbuf)));
+            result = CONFIG_ERR_IO;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        have += (size_t)n;
+        if (have > CONFIG_MAX_FILE_BYTES) {
+            if (reterr && reterr_len > 0)
+                snprintf(reterr, reterr_len, "%s is larger than %u bytes", path,
+                         CONFIG_MAX_FILE_BYTES);
+            result = CONFIG_ERR_IO;
+            goto out;
+        }
+    }
+    slash = strrchr(path, '/');
+    if (!slash) {
+        base_dir[0] = '\0';
+    } else if (slash == path) {
+        snprintf(base_dir, sizeof(base_dir), "/");
+    } else if ((size_t)(slash - path) < sizeof(base_dir)) {
+        memcpy(base_dir, path, (size_t)(slash - path));
+        base_dir[slash - path] = '\0';
+    } else {
+        if (reterr && reterr_len > 0)
+            snprintf(reterr, reterr_len, "configuration path too long");
+        result = CONFIG_ERR_INVALID;
+        goto out;
+    }
+    result = config_parse(text, have, base_dir, ret_config, reterr, reterr_len);
+
+out:
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    return result;
+}
