@@ -3,6 +3,7 @@
 #
 # `make test`: install what is missing, then run every suite:
 #   c          meson test: C unit tests of native/core and the helper
+#   release    the same, built optimized as pip builds it (-O3 warnings differ)
 #   py         pytest tests/py: the shim with mocks, the native module from Python
 #   integration pytest tests/integration: real OctoPrint + virtual printer + Chromium
 #   octoprint-1.10 the plugin loads in OctoPrint 1.10 too (its own virtualenv)
@@ -48,6 +49,12 @@ meson_build() {
 suite_c() {
     meson_build build/test -Dtests=true -Dbench=true &&
         meson test -C build/test --print-errorlogs
+}
+
+suite_release() {
+    # What pip builds (-O3) warns differently from a debug build: keep it clean.
+    meson_build build/release -Dbuildtype=release -Dtests=true -Dbench=true &&
+        meson test -C build/release --print-errorlogs
 }
 
 suite_py() {
@@ -101,6 +108,7 @@ suite_asan_py() {
 }
 
 run_suite c suite_c
+run_suite release suite_release
 run_suite py suite_py
 run_suite integration suite_integration
 run_suite octoprint-1.10 suite_compat

@@ -51,12 +51,12 @@ static void run(const uint8_t *data, size_t size, size_t max_payload, uint32_t s
         }
         size_t done = 0;
         while (done < piece) {
-            struct frame_event event;
+            struct frame_event event = {0};
             size_t used = 0;
             enum frame_result r =
                 frame_parser_feed(parser, data + off + done, piece - done, &used, &event);
             if (r != FRAME_OK) {
-                struct frame_event again;
+                struct frame_event again = {0};
                 /* Sticky. */
                 if (frame_parser_feed(parser, data, size, &used, &again) != r)
                     abort();
