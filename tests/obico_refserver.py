@@ -9,24 +9,61 @@ connection with the same token closes the older one with code 4321; on
 connect the server sends `remote_status`; every server message carries
 `"type": "printer.message"`.
 
+On the same port it serves the part of the REST API a device uses (sections
+2.2 and 3): `/api/v1/octo/verify/` (6-digit codes that the test issues with
+`issue_code()`), `/api/v1/octo/printer/`, `/api/v1/octo/unlinked/`
+(auto-discovery, keyed by the address the server sees), `/api/v1/octo/pic/`
+and `/api/v1/octo/printer_events/`. What arrives is recorded for assertions.
+
 It runs on loopback, on an ephemeral port, over TLS with a CA made for the
-test session, in a thread of its own, and it can misbehave on request: refuse
-every token, close with 4321, go silent, send malformed or oversized frames,
-unknown keys, bursts.
+test session (plain when pki is None), in a thread of its own, and it can
+misbehave on request: refuse every token, close with 4321, go silent, send
+malformed or oversized frames, unknown keys, bursts, throttle /verify/.
 """
 
 import asyncio
+import datetime
 import http
+import itertools
 import json
 import os
+import re
+import secrets
 import ssl
 import subprocess
 import threading
 import time
+import traceback
 
-from websockets.asyncio.server import serve
+from aiohttp import WSMsgType, web
 
 LOOPBACK = "127.0.0.1"
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+INVALID_TOKEN = {"detail": {"error": "Invalid or Inactive Token", "is_authenticated": False}}
+# The columns of obico-server's PrinterSerializer, with a new printer's defaults.
+PRINTER_DEFAULTS = {
+    "action_on_failure": "PAUSE",
+    "watching_enabled": True,
+    "not_watching_reason": None,
+    "tools_off_on_pause": True,
+    "bed_off_on_pause": False,
+    "retract_on_pause": 6.5,
+    "lift_z_on_pause": 2.5,
+    "detective_sensitivity": 1.0,
+    "min_timelapse_secs_on_finish": 600,
+    "min_timelapse_secs_on_cancel": 300,
+    "archived_at": None,
+    "agent_name": None,
+    "agent_version": None,
+    "pic": None,
+    "status": None,
+    "settings": {},
+    "current_print": None,
+    "normalized_p": None,
+}
+DEFAULT_PRINTER_NAME = "My Awesome Cloud Printer"
+DISCOVERY_MESSAGE_TTL = 60.0     # seconds a queued discovery message waits
+DISCOVERY_MESSAGES_PER_POLL = 3
 
 
 def make_pki(directory, hostname="localhost"):
@@ -69,6 +106,21 @@ def parse_bearer(header):
     return None
 
 
+def parse_token_header(header):
+    """The token from a REST `Authorization: Token <t>` header, as DRF's
+    TokenAuthentication reads it (the keyword is case-insensitive)."""
+    if not header:
+        return None
+    words = header.split()
+    if len(words) == 2 and words[0].lower() == "token":
+        return words[1]
+    return None
+
+
+def _now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class Received:
     def __init__(self, token, text):
         self.token = token
@@ -78,6 +130,77 @@ class Received:
             self.json = json.loads(text) if isinstance(text, str) else None
         except ValueError:
             self.json = None
+
+
+class HttpRequest:
+    """One REST request: what came in and what was answered."""
+
+    def __init__(self, method, path, query, remote, headers, token):
+        self.method = method
+        self.path = path
+        self.query = query        # dict
+        self.remote = remote      # the peer address the server saw
+        self.headers = headers    # dict
+        self.token = token        # from `Authorization: Token`, or None
+        self.status = None
+        self.time = time.monotonic()
+
+    def __repr__(self):
+        return "<HttpRequest {} {} -> {}>".format(self.method, self.path, self.status)
+
+
+class Pic:
+    """One POST /api/v1/octo/pic/."""
+
+    def __init__(self, token, jpeg, fields):
+        self.token = token
+        self.time = time.monotonic()
+        self.jpeg = jpeg          # the bytes of the `pic` file
+        self.fields = fields      # the other form fields, as str
+        self.viewing_boost = fields.get("viewing_boost", "").lower() == "true"
+
+
+class PrinterEvent:
+    """One POST /api/v1/octo/printer_events/."""
+
+    def __init__(self, token, fields, snapshot):
+        self.token = token
+        self.time = time.monotonic()
+        self.fields = fields      # all form fields, as str
+        self.snapshot = snapshot  # bytes of the `snapshot` file, or None
+        self.event_title = fields.get("event_title")
+        self.event_text = fields.get("event_text")
+        self.event_class = fields.get("event_class")
+        self.event_type = fields.get("event_type")
+        self.info_url = fields.get("info_url")
+        self.notify = fields.get("notify") == "true"
+
+
+class Discovered:
+    """A device that polled /api/v1/octo/unlinked/, seen from one address."""
+
+    def __init__(self, ip, device_id, info):
+        self.ip = ip
+        self.device_id = device_id
+        self.info = info
+        self.first_seen = self.last_seen = time.monotonic()
+        self.polls = 1
+
+    def __repr__(self):
+        return "<Discovered {} from {} ({} polls)>".format(self.device_id, self.ip, self.polls)
+
+
+class _Connection:
+    """One device websocket."""
+
+    def __init__(self, token, ws, request):
+        self.token = token
+        self.ws = ws
+        self.request = request
+        self.silenced = False
+        loop = asyncio.get_running_loop()
+        self.close_requested = loop.create_future()  # result: (code, reason, timeout)
+        self.closed = loop.create_future()           # done when the handler is done
 
 
 class ReferenceServer:
@@ -93,27 +216,48 @@ class ReferenceServer:
         self.connect_count = 0
         self.refused_count = 0
         self.received = []
+        # REST
+        self.throttle_verify = False   # /verify/ answers 429
+        self.trust_forwarded_for = False  # /unlinked/ keys on X-Forwarded-For
+        self.http_requests = []        # HttpRequest, every REST request
+        self.pics = []                 # Pic
+        self.printer_events = []       # PrinterEvent
+        self.printer_patches = []      # (token, body) of PATCH /printer/
+        self.unlinked_posts = []       # (ip, body, time) of POST /unlinked/
+        self.discovery_delivered = []  # (ip, message) handed to a poller
+        self._codes = {}               # code -> dict
+        self._printers = {}            # printer id -> dict (a PrinterSerializer row + "user")
+        self._discovery = {}           # ip -> {device_id: Discovered}
+        self._discovery_queue = []     # dicts: ip, device_id, expires, message
+        self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._loop = None
         self._thread = None
-        self._server = None
+        self._runner = None
         self._ready = threading.Event()
         self._stop = None
+        self._error = None
+        for token in sorted(self.tokens):
+            self._new_printer(None, DEFAULT_PRINTER_NAME, token)
 
     # ---- lifecycle (called from the test thread) ----
 
     def start(self):
+        self._error = None
         self._thread = threading.Thread(target=self._run, name="refserver", daemon=True)
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("reference server did not start")
+        if not self._ready.wait(10) or self._error is not None:
+            raise RuntimeError("reference server did not start: {!r}".format(self._error))
         return self
 
     def stop(self):
         if self._loop and self._stop:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop is already closed
+                pass
         if self._thread:
-            self._thread.join(10)
+            self._thread.join(15)
         self._ready.clear()
 
     def restart(self):
@@ -131,7 +275,14 @@ class ReferenceServer:
         scheme = "wss" if self.pki else "ws"
         return "{}://{}:{}/ws/dev/".format(scheme, host, self.port)
 
-    # ---- scripting (called from the test thread) ----
+    @property
+    def endpoint_prefix(self):
+        """The server's base URL, as the plugin's `endpoint_prefix`."""
+        scheme = "https" if self.pki else "http"
+        host = "localhost" if self.pki else self.host
+        return "{}://{}:{}".format(scheme, host, self.port)
+
+    # ---- scripting the websocket (called from the test thread) ----
 
     def messages(self, token=None):
         with self._lock:
@@ -147,7 +298,8 @@ class ReferenceServer:
 
     def send(self, token, message, as_text=None):
         """Sends to every live connection of token: a dict becomes JSON with the
-        routing key obico-server adds; str/bytes go out as they are."""
+        routing key obico-server adds; str/bytes go out as they are. Returns
+        the number of connections it was sent to."""
         if isinstance(message, dict):
             message = dict(message)
             message.setdefault("type", "printer.message")
@@ -165,14 +317,95 @@ class ReferenceServer:
     def _call(self, coroutine, timeout=30):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
+    # ---- scripting the REST API (called from the test thread) ----
+
+    def issue_code(self, user="alice", printer_name=DEFAULT_PRINTER_NAME, ttl=600, printer_id=None):
+        """A one-time verification code, as the app makes for a logged-in user
+        (section 3.1): 6 digits, valid for `ttl` seconds, good once. With
+        `printer_id` it is a re-link code: verifying it rotates that printer's
+        token instead of making a new printer."""
+        with self._lock:
+            while True:
+                code = "{:06d}".format(secrets.randbelow(10 ** 6))
+                if code not in self._codes:
+                    break
+            self._codes[code] = {
+                "id": next(self._ids), "code": code, "user": user,
+                "printer_name": printer_name, "printer_id": printer_id,
+                "expires": time.monotonic() + ttl, "used": False,
+            }
+        return code
+
+    def owner_of(self, token):
+        """The user who owns the printer with this token, or None."""
+        with self._lock:
+            printer = self._printer_by_token(token)
+            return printer["user"] if printer else None
+
+    def printers_of(self, user):
+        """Copies of the printers (PrinterSerializer rows plus "user") of a user."""
+        with self._lock:
+            return [dict(p) for p in self._printers.values() if p["user"] == user]
+
+    def printer(self, token):
+        """A copy of the printer with this token, or None."""
+        with self._lock:
+            printer = self._printer_by_token(token)
+            return dict(printer) if printer else None
+
+    def discovered(self, ip=None):
+        """The devices that polled /unlinked/ from address `ip` (all addresses
+        when None), as the app's discovery list would group them."""
+        with self._lock:
+            return [d for addr, devices in self._discovery.items()
+                    if ip is None or addr == ip for d in devices.values()]
+
+    def queue_discovery_message(self, device_id, code, secret=None, ip=None,
+                                type="verify_code", ttl=DISCOVERY_MESSAGE_TTL):
+        """What the server queues when a user clicks "Link" on a discovered
+        device (section 3.3): `{device_id, type: "verify_code", data: {code,
+        secret}}`, handed to the next poll with that device_id (from `ip` only,
+        when given). With secret None the data carries no secret, as the
+        original secretless flow. Returns the message."""
+        data = {"code": code}
+        if secret is not None:
+            data["secret"] = secret
+        message = {"device_id": device_id, "type": type, "data": data}
+        with self._lock:
+            self._discovery_queue.append({"ip": ip, "device_id": device_id,
+                                          "expires": time.monotonic() + ttl,
+                                          "message": message})
+        return message
+
+    def requests_to(self, path):
+        """The REST requests made to `path`."""
+        with self._lock:
+            return [r for r in self.http_requests if r.path == path]
+
     # ---- the asyncio side ----
 
     def _run(self):
         self._loop = asyncio.new_event_loop()
         try:
             self._loop.run_until_complete(self._main())
+        except BaseException as e:  # noqa: B902 - reported through start()
+            self._error = e
+            self._ready.set()
         finally:
             self._loop.close()
+
+    def _app(self):
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self._log_request])
+        app.router.add_get("/ws/dev/", self._ws_handler)
+        app.router.add_route("POST", "/api/v1/octo/verify/", self._verify)
+        app.router.add_route("GET", "/api/v1/octo/verify/", self._verify)
+        app.router.add_route("GET", "/api/v1/octo/printer/", self._get_printer)
+        app.router.add_route("GET", "/api/v1/octo/ping/", self._get_printer)
+        app.router.add_route("PATCH", "/api/v1/octo/printer/", self._patch_printer)
+        app.router.add_route("POST", "/api/v1/octo/unlinked/", self._unlinked)
+        app.router.add_route("POST", "/api/v1/octo/pic/", self._pic)
+        app.router.add_route("POST", "/api/v1/octo/printer_events/", self._printer_event)
+        return app
 
     async def _main(self):
         self._stop = asyncio.Event()
@@ -180,44 +413,54 @@ class ReferenceServer:
         if self.pki:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.pki["cert"], self.pki["key"])
-        async with serve(self._handler, self.host, self.port, ssl=context,
-                         process_request=self._process_request,
-                         max_size=None, ping_interval=20, ping_timeout=30,
-                         compression=None) as server:
-            self.port = server.sockets[0].getsockname()[1]
-            self._server = server
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=2)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=context)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._runner = runner
             self._ready.set()
             await self._stop.wait()
-            for connections in list(self.connections.values()):
-                for connection in list(connections):
-                    await connection.close(1001, "server going away")
-        self.connections = {}
+            with self._lock:
+                connections = [c for live in self.connections.values() for c in live]
+            await asyncio.gather(*(self._close_connection(c, 1001, "server going away", 5)
+                                   for c in connections), return_exceptions=True)
+        finally:
+            await runner.cleanup()
+            self._runner = None
+            self.connections = {}
 
-    def _process_request(self, connection, request):
-        if request.path != "/ws/dev/":
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+    # -- the device websocket --
+
+    async def _ws_handler(self, request):
         token = parse_bearer(request.headers.get("Authorization"))
         if self.refuse_all or token not in self.tokens:
             self.refused_count += 1
-            return connection.respond(self.refuse_status, "unknown token\n")
-        return None
-
-    async def _handler(self, connection):
-        token = parse_bearer(connection.request.headers.get("Authorization"))
+            response = web.Response(status=int(self.refuse_status), text="unknown token\n")
+            response.force_close()
+            return response
+        ws = web.WebSocketResponse(autoping=True, heartbeat=20, compress=False,
+                                   max_msg_size=0, protocols=())
+        if not ws.can_prepare(request).ok:
+            response = web.Response(status=426, text="websocket upgrade required\n",
+                                    headers={"Upgrade": "websocket"})
+            response.force_close()
+            return response
+        await ws.prepare(request)
+        connection = _Connection(token, ws, request)
         with self._lock:
             older = list(self.connections.get(token, []))
             self.connections.setdefault(token, []).append(connection)
             self.connect_count += 1
-        for old in older:
-            await old.close(4321, "another device connected with the same token")
-        await connection.send(json.dumps({"remote_status": {"viewing": False, "should_watch": False},
-                                          "type": "printer.message"}))
         try:
-            async for message in connection:
-                if self.silent:
-                    continue
-                with self._lock:
-                    self.received.append(Received(token, message))
+            for old in older:
+                await self._close_connection(old, 4321, "another device connected with the same token")
+            await ws.send_str(json.dumps({"remote_status": {"viewing": False, "should_watch": False},
+                                          "type": "printer.message"}))
+            await self._read(connection)
+            if connection.close_requested.done():
+                await self._do_close(connection, *connection.close_requested.result())
         except Exception:
             pass
         finally:
@@ -225,24 +468,285 @@ class ReferenceServer:
                 live = self.connections.get(token, [])
                 if connection in live:
                     live.remove(connection)
+            if not connection.closed.done():
+                connection.closed.set_result(None)
+        return ws
+
+    async def _read(self, connection):
+        """Records what the device sends until it closes, or until the server
+        is asked to close the connection (closing is done by this task, not
+        from another one while a receive() is pending: aiohttp would then drop
+        the transport without waiting for the peer's close frame)."""
+        ws, close_requested = connection.ws, connection.close_requested
+        while not close_requested.done():
+            receiving = asyncio.ensure_future(ws.receive())
+            await asyncio.wait({receiving, close_requested}, return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():
+                receiving.cancel()
+                try:
+                    await receiving
+                except asyncio.CancelledError:
+                    pass
+                return
+            message = receiving.result()
+            if connection.silenced:
+                await self._stay_silent(connection)
+                return
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if not self.silent:
+                    with self._lock:
+                        self.received.append(Received(connection.token, message.data))
+            else:  # CLOSE, CLOSING, CLOSED, ERROR
+                return
+
+    async def _stay_silent(self, connection):
+        """A silenced connection reads nothing more (so the transport stays
+        paused) until the server closes it or the peer is gone."""
+        while not connection.close_requested.done():
+            transport = connection.request.transport
+            if transport is None or transport.is_closing():
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(connection.close_requested), 0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _do_close(self, connection, code, reason, timeout):
+        try:
+            # A silenced connection cannot hear the peer's close frame.
+            wait = 0.2 if connection.silenced else timeout
+            await asyncio.wait_for(connection.ws.close(code=code, message=reason.encode("utf-8")), wait)
+        except Exception:
+            pass
+        finally:
+            if connection.silenced:
+                transport = connection.request.transport
+                if transport is not None:
+                    transport.abort()
+
+    async def _close_connection(self, connection, code, reason, timeout=12):
+        """Asks the connection's handler to close it; returns once it is closed."""
+        if not connection.close_requested.done():
+            connection.close_requested.set_result((code, reason, timeout))
+        await asyncio.shield(connection.closed)
+
+    def _targets(self, token):
+        with self._lock:
+            return list(self.connections.get(token, []))
 
     async def _send(self, token, message):
-        with self._lock:
-            targets = list(self.connections.get(token, []))
-        for connection in targets:
-            await connection.send(message)
-        return len(targets)
+        sent = 0
+        for connection in self._targets(token):
+            try:
+                if isinstance(message, (bytes, bytearray, memoryview)):
+                    await connection.ws.send_bytes(bytes(message))
+                else:
+                    await connection.ws.send_str(message)
+                sent += 1
+            except Exception:
+                pass  # it closed meanwhile
+        return sent
 
     async def _silence(self, token):
-        with self._lock:
-            targets = list(self.connections.get(token, []))
+        targets = self._targets(token)
         for connection in targets:
-            connection.transport.pause_reading()
+            connection.silenced = True
+            transport = connection.request.transport
+            if transport is not None:
+                transport.pause_reading()
         return len(targets)
 
     async def _close(self, token, code, reason):
-        with self._lock:
-            targets = list(self.connections.get(token, []))
+        targets = self._targets(token)
         for connection in targets:
-            await connection.close(code, reason)
+            await self._close_connection(connection, code, reason)
         return len(targets)
+
+    # -- the REST API --
+
+    @web.middleware
+    async def _log_request(self, request, handler):
+        if request.path == "/ws/dev/":
+            return await handler(request)
+        record = HttpRequest(request.method, request.path, dict(request.query), request.remote,
+                             dict(request.headers),
+                             parse_token_header(request.headers.get("Authorization")))
+        with self._lock:
+            self.http_requests.append(record)
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            record.status = e.status
+            raise
+        except Exception:
+            traceback.print_exc()  # a bug in this server: show it in the test's output
+            record.status = 500
+            return web.json_response({"detail": "server error"}, status=500)
+        record.status = response.status
+        return response
+
+    def _printer_by_token(self, token):
+        if not token:
+            return None
+        for printer in self._printers.values():
+            if printer["auth_token"] == token:
+                return printer
+        return None
+
+    def _new_printer(self, user, name, token):
+        printer = dict(PRINTER_DEFAULTS)
+        printer.update({"id": next(self._ids), "name": name, "auth_token": token,
+                        "created_at": _now_iso(), "user": user})
+        printer["settings"] = {}
+        self._printers[printer["id"]] = printer
+        return printer
+
+    def _authenticated_printer(self, request):
+        """The printer of the request's `Authorization: Token`, or None (401).
+        A token the test added to `tokens` at run time gets a printer."""
+        token = parse_token_header(request.headers.get("Authorization"))
+        if not token or token not in self.tokens:
+            return None, None
+        with self._lock:
+            printer = self._printer_by_token(token)
+            if printer is None:
+                printer = self._new_printer(None, DEFAULT_PRINTER_NAME, token)
+        return token, printer
+
+    @staticmethod
+    def _public_printer(printer):
+        return {k: v for k, v in printer.items() if k != "user"}
+
+    async def _verify(self, request):
+        if self.throttle_verify:
+            return web.json_response(
+                {"detail": "Request was throttled. Expected available in 3600 seconds."},
+                status=429, headers={"Retry-After": "3600"})
+        code = request.query.get("code", "")
+        if not re.fullmatch(r"[0-9]{6}", code):
+            return web.json_response({"detail": "Invalid code."}, status=400)
+        with self._lock:
+            entry = self._codes.get(code)
+            if entry is None or entry["used"] or time.monotonic() >= entry["expires"]:
+                return web.json_response({"detail": "Not found."}, status=404)
+            entry["used"] = True
+            token = secrets.token_hex(10)
+            printer = self._printers.get(entry["printer_id"]) if entry["printer_id"] else None
+            if printer is not None:       # re-link: rotate the token
+                self.tokens.discard(printer["auth_token"])
+                printer["auth_token"] = token
+            else:
+                printer = self._new_printer(entry["user"], entry["printer_name"], token)
+            self.tokens.add(token)
+            now = _now_iso()
+            body = {"id": entry["id"], "code": code, "expired_at": now, "verified_at": now,
+                    "printer": self._public_printer(printer)}
+        return web.json_response(body)
+
+    def _printer_body(self, printer):
+        return {"user": {"is_pro": False},
+                "printer": {"is_pro": False, "id": printer["id"], "name": printer["name"],
+                            "retract_on_pause": printer["retract_on_pause"]}}
+
+    async def _get_printer(self, request):
+        token, printer = self._authenticated_printer(request)
+        if printer is None:
+            return web.json_response(INVALID_TOKEN, status=401)
+        with self._lock:
+            return web.json_response(self._printer_body(printer))
+
+    async def _patch_printer(self, request):
+        token, printer = self._authenticated_printer(request)
+        if printer is None:
+            return web.json_response(INVALID_TOKEN, status=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"detail": "JSON parse error"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"detail": "JSON object expected"}, status=400)
+        with self._lock:
+            self.printer_patches.append((token, body))
+            # The server runs .update(**request.data): any column, unknown ones 500.
+            if any(key not in printer or key in ("id", "user") for key in body):
+                return web.json_response({"detail": "server error"}, status=500)
+            if "auth_token" in body and body["auth_token"] != token:
+                self.tokens.discard(token)
+                self.tokens.add(body["auth_token"])
+            printer.update(body)
+            return web.json_response(self._printer_body(printer))
+
+    def _client_ip(self, request):
+        if self.trust_forwarded_for:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            first = forwarded.split(",")[0].strip()
+            if first:
+                return first
+        return request.remote
+
+    async def _unlinked(self, request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"detail": "JSON parse error"}, status=400)
+        if not isinstance(body, dict):
+            return web.json_response({"detail": "JSON object expected"}, status=400)
+        ip = self._client_ip(request)
+        device_id = body.get("device_id")
+        now = time.monotonic()
+        messages = []
+        with self._lock:
+            self.unlinked_posts.append((ip, body, now))
+            devices = self._discovery.setdefault(ip, {})
+            seen = devices.get(device_id)
+            if seen is None:
+                devices[device_id] = Discovered(ip, device_id, dict(body))
+            else:
+                seen.info = dict(body)
+                seen.last_seen = now
+                seen.polls += 1
+            self._discovery_queue = [q for q in self._discovery_queue if q["expires"] > now]
+            for queued in list(self._discovery_queue):
+                if len(messages) >= DISCOVERY_MESSAGES_PER_POLL:
+                    break
+                if queued["device_id"] == device_id and queued["ip"] in (None, ip):
+                    self._discovery_queue.remove(queued)
+                    messages.append(queued["message"])
+                    self.discovery_delivered.append((ip, queued["message"]))
+        return web.json_response({"messages": messages})
+
+    @staticmethod
+    def _form_fields(form):
+        fields, files = {}, {}
+        for name, value in form.items():
+            if isinstance(value, web.FileField):
+                files[name] = value.file.read()
+            else:
+                fields[name] = value
+        return fields, files
+
+    async def _pic(self, request):
+        token, printer = self._authenticated_printer(request)
+        if printer is None:
+            return web.json_response(INVALID_TOKEN, status=401)
+        fields, files = self._form_fields(await request.post())
+        pic = files.get("pic")
+        if pic is None:
+            return web.json_response({"detail": "pic is required"}, status=400)
+        if not (pic.startswith(b"\xff\xd8\xff") or pic.startswith(b"\x89PNG\r\n\x1a\n")):
+            return web.json_response({"detail": "corrupt image"}, status=400)
+        with self._lock:
+            self.pics.append(Pic(token, pic, fields))
+        return web.json_response({"result": "ok"})
+
+    async def _printer_event(self, request):
+        token, printer = self._authenticated_printer(request)
+        if printer is None:
+            return web.json_response(INVALID_TOKEN, status=401)
+        fields, files = self._form_fields(await request.post())
+        if fields.get("event_text") is None:
+            # The server calls event_text.replace(...): a 500 without it.
+            return web.json_response({"detail": "server error"}, status=500)
+        with self._lock:
+            self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot")))
+        return web.json_response({"result": "ok"})
