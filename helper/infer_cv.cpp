@@ -270,6 +270,26 @@ void set_cv_error(char *reterr, size_t reterr_len, const char *what, const cv::E
                   e.func.empty() ? "" : " (in ", e.func.c_str(), e.func.empty() ? "" : ")");
 }
 
+// Only inside a catch (...) block: classifies the exception in flight, writes
+// its reason, and returns INFER_ERR_NOMEM for bad_alloc, else `otherwise`.
+enum infer_result current_exception_result(char *reterr, size_t reterr_len, const char *what,
+                                           enum infer_result otherwise)
+{
+    try {
+        throw;
+    } catch (const std::bad_alloc &) {
+        set_error(reterr, reterr_len, what, "out of memory");
+        return INFER_ERR_NOMEM;
+    } catch (const cv::Exception &e) {
+        set_cv_error(reterr, reterr_len, what, e);
+    } catch (const std::exception &e) {
+        set_error(reterr, reterr_len, what, e.what());
+    } catch (...) {
+        set_error(reterr, reterr_len, what, "unknown C++ exception");
+    }
+    return otherwise;
+}
+
 } // namespace
 
 extern "C" const char *infer_result_str(enum infer_result result)
@@ -317,21 +337,8 @@ extern "C" enum infer_result infer_net_load_darknet(const char *cfg, size_t cfg_
         }
         net->net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
         net->net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-    } catch (const std::bad_alloc &) {
-        set_error(reterr, reterr_len, "load", "out of memory");
-        result = INFER_ERR_NOMEM;
-        goto out;
-    } catch (const cv::Exception &e) {
-        set_cv_error(reterr, reterr_len, "load", e);
-        result = INFER_ERR_MODEL;
-        goto out;
-    } catch (const std::exception &e) {
-        set_error(reterr, reterr_len, "load", e.what());
-        result = INFER_ERR_MODEL;
-        goto out;
     } catch (...) {
-        set_error(reterr, reterr_len, "load", "unknown C++ exception");
-        result = INFER_ERR_MODEL;
+        result = current_exception_result(reterr, reterr_len, "load", INFER_ERR_MODEL);
         goto out;
     }
     *ret_net = net;
@@ -367,18 +374,8 @@ extern "C" enum infer_result infer_net_forward(struct infer_net *net, const floa
         cv::Mat flat = output.isContinuous() ? output : output.clone();
         std::memcpy(out, flat.ptr<float>(), total * sizeof(float));
         *ret_out_len = total;
-    } catch (const std::bad_alloc &) {
-        set_error(reterr, reterr_len, "forward", "out of memory");
-        return INFER_ERR_NOMEM;
-    } catch (const cv::Exception &e) {
-        set_cv_error(reterr, reterr_len, "forward", e);
-        return INFER_ERR_RUNTIME;
-    } catch (const std::exception &e) {
-        set_error(reterr, reterr_len, "forward", e.what());
-        return INFER_ERR_RUNTIME;
     } catch (...) {
-        set_error(reterr, reterr_len, "forward", "unknown C++ exception");
-        return INFER_ERR_RUNTIME;
+        return current_exception_result(reterr, reterr_len, "forward", INFER_ERR_RUNTIME);
     }
     return INFER_OK;
 }
@@ -435,21 +432,8 @@ extern "C" enum infer_result infer_detector_new(const struct infer_detector_para
             result = INFER_ERR_MODEL;
             goto out;
         }
-    } catch (const std::bad_alloc &) {
-        set_error(reterr, reterr_len, "load", "out of memory");
-        result = INFER_ERR_NOMEM;
-        goto out;
-    } catch (const cv::Exception &e) {
-        set_cv_error(reterr, reterr_len, "load", e);
-        result = INFER_ERR_MODEL;
-        goto out;
-    } catch (const std::exception &e) {
-        set_error(reterr, reterr_len, "load", e.what());
-        result = INFER_ERR_MODEL;
-        goto out;
     } catch (...) {
-        set_error(reterr, reterr_len, "load", "unknown C++ exception");
-        result = INFER_ERR_MODEL;
+        result = current_exception_result(reterr, reterr_len, "load", INFER_ERR_MODEL);
         goto out;
     }
     // One pass over a blank image: checks that the net runs at this input
@@ -458,21 +442,8 @@ extern "C" enum infer_result infer_detector_new(const struct infer_detector_para
         const cv::Mat blank(params->input_height, params->input_width, CV_8UC3,
                             cv::Scalar::all(0));
         detect(det, blank);
-    } catch (const std::bad_alloc &) {
-        set_error(reterr, reterr_len, "model check", "out of memory");
-        result = INFER_ERR_NOMEM;
-        goto out;
-    } catch (const cv::Exception &e) {
-        set_cv_error(reterr, reterr_len, "model check", e);
-        result = INFER_ERR_MODEL;
-        goto out;
-    } catch (const std::exception &e) {
-        set_error(reterr, reterr_len, "model check", e.what());
-        result = INFER_ERR_MODEL;
-        goto out;
     } catch (...) {
-        set_error(reterr, reterr_len, "model check", "unknown C++ exception");
-        result = INFER_ERR_MODEL;
+        result = current_exception_result(reterr, reterr_len, "model check", INFER_ERR_MODEL);
         goto out;
     }
     *ret_detector = det;
@@ -504,18 +475,8 @@ extern "C" enum infer_result infer_detector_run(struct infer_detector *detector,
         if (count > 0)
             std::memcpy(out, detector->found.data(), count * sizeof(*out));
         *ret_count = count;
-    } catch (const std::bad_alloc &) {
-        set_error(reterr, reterr_len, "detect", "out of memory");
-        return INFER_ERR_NOMEM;
-    } catch (const cv::Exception &e) {
-        set_cv_error(reterr, reterr_len, "detect", e);
-        return INFER_ERR_RUNTIME;
-    } catch (const std::exception &e) {
-        set_error(reterr, reterr_len, "detect", e.what());
-        return INFER_ERR_RUNTIME;
     } catch (...) {
-        set_error(reterr, reterr_len, "detect", "unknown C++ exception");
-        return INFER_ERR_RUNTIME;
+        return current_exception_result(reterr, reterr_len, "detect", INFER_ERR_RUNTIME);
     }
     return INFER_OK;
 }
