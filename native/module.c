@@ -26,6 +26,13 @@
  * interpreter shutdown are noticed (PEP 475 style). */
 #define TSD_WAIT_SLICE_MS 100
 
+/* Our types are neither subclassable nor mutable (3.10+ can say so). */
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
+#define TSD_TYPE_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE)
+#else
+#define TSD_TYPE_FLAGS Py_TPFLAGS_DEFAULT
+#endif
+
 #define EVENT_QUEUE_DEFAULT_EVENTS 1024
 #define EVENT_QUEUE_DEFAULT_BYTES (1024 * 1024)
 
@@ -270,11 +277,7 @@ static PyType_Spec event_queue_spec = {
     .name = "octoprint_tsd._tsd.EventQueue",
     .basicsize = sizeof(struct event_queue_object),
     .itemsize = 0,
-#ifdef Py_TPFLAGS_IMMUTABLETYPE
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
-#else
-    .flags = Py_TPFLAGS_DEFAULT,
-#endif
+    .flags = TSD_TYPE_FLAGS,
     .slots = event_queue_slots,
 };
 
@@ -515,11 +518,7 @@ static PyType_Spec tunnel_spec = {
     .name = "octoprint_tsd._tsd.Tunnel",
     .basicsize = sizeof(struct tunnel_object),
     .itemsize = 0,
-#ifdef Py_TPFLAGS_IMMUTABLETYPE
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
-#else
-    .flags = Py_TPFLAGS_DEFAULT,
-#endif
+    .flags = TSD_TYPE_FLAGS,
     .slots = tunnel_slots,
 };
 
@@ -633,11 +632,7 @@ static PyType_Spec dispatcher_spec = {
     .name = "octoprint_tsd._tsd.Dispatcher",
     .basicsize = sizeof(struct dispatcher_object),
     .itemsize = 0,
-#ifdef Py_TPFLAGS_IMMUTABLETYPE
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
-#else
-    .flags = Py_TPFLAGS_DEFAULT,
-#endif
+    .flags = TSD_TYPE_FLAGS,
     .slots = dispatcher_slots,
 };
 
