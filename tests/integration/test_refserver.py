@@ -4,6 +4,7 @@ sections 2.2 and 3), checked with `requests`, and its device websocket on the
 same TLS port. These tests pin down the server that the linking tests use."""
 
 import asyncio
+import threading
 import json
 import re
 import ssl
@@ -18,6 +19,26 @@ from obico_refserver import ReferenceServer, make_pki
 TOKEN = "0123456789abcdef0123"
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
 INVALID = {"detail": {"error": "Invalid or Inactive Token", "is_authenticated": False}}
+
+
+def run_apart(coroutine, timeout=60):
+    """Runs a coroutine on its own loop in its own thread: the main thread may
+    already run one (Playwright's sync API does, in the browser tests)."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # handed to the test thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the websocket session did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +317,7 @@ def test_websocket_shares_the_port_with_rest(server, pki):
     token = verify(client, server.issue_code()).json()["printer"]["auth_token"]
     assert server.url == "wss://localhost:{}/ws/dev/".format(server.port)
     assert server.endpoint_prefix == "https://localhost:{}".format(server.port)
-    events = asyncio.run(_websocket_session(server, pki, token))
+    events = run_apart(_websocket_session(server, pki, token))
     remote_status = {"remote_status": {"viewing": False, "should_watch": False}, "type": "printer.message"}
     assert events == [("refused", 403), ("first", remote_status),
                       ("replaced", aiohttp.WSMsgType.CLOSE, 4321), ("second", remote_status)]
