@@ -51,6 +51,7 @@ class TsdPlugin(
         self._state_history = collections.deque(maxlen=STATE_HISTORY_MAX)
         self._helper_status = {"available": False, "error": "not probed yet"}
         self._pump = None
+        self._event_queue = None
         self._pause_sequence = None
         self._remote = None
         self._remote_lock = threading.Lock()
@@ -78,9 +79,10 @@ class TsdPlugin(
     def on_after_startup(self):
         if bridge.native_available():
             try:
-                self._pump = bridge.EventPump(
-                    bridge.new_event_queue(), self._on_native_event, self._logger
-                )
+                queue = bridge.new_event_queue()
+                self._event_queue = queue
+                self._pump = bridge.EventPump(queue.pop, queue.close, self._on_native_event,
+                                              self._logger)
                 self._pump.start()
             except Exception:
                 self._logger.exception("[bridge] could not start the event pump")
@@ -389,7 +391,7 @@ class TsdPlugin(
             "plugin_version": self._plugin_version,
             "native": bridge.native_info(),
             "helper": helper,
-            "event_queue": pump.queue.stats() if pump is not None else None,
+            "event_queue": self._event_queue.stats() if pump is not None else None,
             "printer": {"state": printer_state, "history": history},
             "link": dict(self._link_info),
             "remote": self._remote.info() if self._remote is not None else getattr(

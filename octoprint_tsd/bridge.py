@@ -104,25 +104,24 @@ def probe_helper(path=None, timeout=10.0):
 
 
 class EventPump:
-    """Drains a native ``EventQueue`` on a Python thread.
+    """Drains native events on a Python thread.
 
-    C threads never call into Python: they push events into the bounded queue,
-    and this thread pops them (the GIL is released while it waits) and hands
-    each one to ``handler(type, payload)``. ``stop()`` is idempotent: it closes
-    the queue, which wakes the thread at once, and joins it.
+    C threads never call into Python: they push events into a bounded queue
+    (an ``EventQueue``, or a ``Tunnel``'s own), and this thread waits on
+    ``next_event(timeout=...)`` (the GIL is released while it waits) and hands
+    each event to ``handler(type, payload)``. ``stop()`` is idempotent: it
+    calls ``close()``, which closes the queue and wakes the thread at once,
+    and joins it.
     """
 
-    def __init__(self, queue, handler, logger, name="tsd-event-pump"):
-        self._queue = queue
+    def __init__(self, next_event, close, handler, logger, name="tsd-event-pump"):
+        self._next_event = next_event
+        self._close = close
         self._handler = handler
         self._logger = logger
         self._name = name
         self._thread = None
         self._lock = threading.Lock()
-
-    @property
-    def queue(self):
-        return self._queue
 
     def start(self):
         with self._lock:
@@ -135,7 +134,7 @@ class EventPump:
     def stop(self, timeout=5.0):
         with self._lock:
             thread = self._thread
-        self._queue.close()
+        self._close()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
@@ -149,7 +148,7 @@ class EventPump:
         closed_error = _tsd.QueueClosedError
         while True:
             try:
-                event = self._queue.pop(timeout=PUMP_WAIT_SECONDS)
+                event = self._next_event(timeout=PUMP_WAIT_SECONDS)
             except closed_error:
                 return
             except Exception:

@@ -64,6 +64,7 @@ class Remote:
         self._clock = clock
         self._lock = threading.Lock()
         self._tunnel = None
+        self._pump = None
         self._dispatcher = None
         self._threads = []
         self._stop = threading.Event()
@@ -102,22 +103,27 @@ class Remote:
             self._tunnel = tunnel
             self._send_settings = True
         self._set_state(STATE_CONNECTING, url)
-        for target, name in ((self._drain_events, "tsd-tunnel-events"),
-                             (self._status_loop, "tsd-status")):
-            thread = threading.Thread(target=target, name=name)
-            thread.daemon = True
-            thread.start()
-            self._threads.append(thread)
+        # stop() of the pump stops the tunnel, which closes its event queue.
+        self._pump = bridge.EventPump(
+            tunnel.next_event, tunnel.stop,
+            lambda kind, payload: self._on_event(tunnel, kind, payload.decode("utf-8", "replace"), payload),
+            self._logger, name="tsd-tunnel-events",
+        )
+        self._pump.start()
+        thread = threading.Thread(target=self._status_loop, name="tsd-status")
+        thread.daemon = True
+        thread.start()
+        self._threads.append(thread)
         return True
 
     def stop(self):
         with self._lock:
-            tunnel = self._tunnel
             self._tunnel = None
+        pump, self._pump = self._pump, None
         self._stop.set()
         self._wake.set()
-        if tunnel is not None:
-            tunnel.stop()
+        if pump is not None:
+            pump.stop()
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(5)
@@ -146,22 +152,6 @@ class Remote:
         self._plugin.on_remote_state(state, detail)
 
     # ---- events from the native tunnel --------------------------------------
-
-    def _drain_events(self):
-        tunnel = self._tunnel
-        while tunnel is not None:
-            try:
-                event = tunnel.next_event(timeout=1.0)
-            except bridge.QueueClosedError:
-                return
-            if event is None:
-                continue
-            kind, payload = event
-            text = payload.decode("utf-8", "replace")
-            try:
-                self._on_event(tunnel, kind, text, payload)
-            except Exception:
-                self._logger.exception("[tunnel] handling event %d failed, ignoring", kind)
 
     def _on_event(self, tunnel, kind, text, payload):
         if kind == bridge.TUNNEL_EVENT_LOG:

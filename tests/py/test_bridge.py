@@ -119,7 +119,7 @@ def test_pump_dispatches_and_survives_handler_errors():
             raise RuntimeError("handler bug")
         seen.append((event_type, payload))
 
-    pump = bridge.EventPump(queue, handler, logger)
+    pump = bridge.EventPump(queue.pop, queue.close, handler, logger)
     pump.start()
     pump.start()  # idempotent
     for payload in (b"a", b"boom", b"b"):
@@ -135,7 +135,8 @@ def test_pump_dispatches_and_survives_handler_errors():
 
 
 def test_pump_stop_is_prompt():
-    pump = bridge.EventPump(_tsd.EventQueue(), lambda *a: None, mock.Mock())
+    queue = _tsd.EventQueue()
+    pump = bridge.EventPump(queue.pop, queue.close, lambda *a: None, mock.Mock())
     threads_before = threading.active_count()
     pump.start()
     assert threading.active_count() == threads_before + 1

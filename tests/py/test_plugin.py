@@ -131,11 +131,11 @@ def test_startup_starts_and_shutdown_stops_the_pump(plugin):
         plugin.on_after_startup()
         pump = plugin._pump
         assert pump is not None and pump.is_running()
-        assert pump.queue.push(bridge.EVENT_LOG, b"[tunnel] hello from C")
+        assert plugin._event_queue.push(bridge.EVENT_LOG, b"[tunnel] hello from C")
         assert wait_until(lambda: plugin._logger.info.call_count >= 1)
         plugin.on_shutdown()
         assert not pump.is_running()
-        assert pump.queue.stats()["closed"] is True
+        assert plugin._event_queue.stats()["closed"] is True
         plugin.on_shutdown()  # idempotent
 
 
