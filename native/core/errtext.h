@@ -5,6 +5,7 @@
 #ifndef TSD_ERRTEXT_H
 #define TSD_ERRTEXT_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,6 +45,24 @@ static inline void set_reason(char *reterr, size_t reterr_len, const char *fmt, 
     va_start(args, fmt);
     vsnprintf(reterr, reterr_len, fmt, args);
     va_end(args);
+}
+
+/* 1 if the file at path can be opened for reading; otherwise 0, with
+ * "<label> <path>: <why>" in reterr. Used to refuse a CA file up front: TLS
+ * libraries only fail later, and less clearly. */
+static inline int file_is_readable(const char *label, const char *path,
+                                   char *reterr, size_t reterr_len)
+{
+    char why[128];
+    FILE *file = fopen(path, "re");
+
+    if (!file) {
+        set_reason(reterr, reterr_len, "%s %s: %s", label, path,
+                   errno_text(errno, why, sizeof(why)));
+        return 0;
+    }
+    fclose(file);
+    return 1;
 }
 
 #endif

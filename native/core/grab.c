@@ -1751,14 +1751,10 @@ static enum grab_result session_new(const struct grab_config *config, bool snaps
     if (result != GRAB_OK)
         goto out;
     if (config->ca_file && *config->ca_file) {
-        FILE *ca = fopen(config->ca_file, "re");
-        if (!ca) {
-            set_reason(reterr, reterr_len, "CA file %s: %s", config->ca_file,
-                       errno_text(errno, text, sizeof(text)));
+        if (!file_is_readable("CA file", config->ca_file, reterr, reterr_len)) {
             result = GRAB_ERR_INVALID;
             goto out;
         }
-        fclose(ca);
         s->ca_file = strdup(config->ca_file);
         if (!s->ca_file) {
             set_reason(reterr, reterr_len, "out of memory");

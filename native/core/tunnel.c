@@ -293,15 +293,10 @@ enum tun_result tun_new(const struct tun_config *config, struct evq *events,
     if (result != TUN_OK)
         goto out;
     if (config->ca_file && *config->ca_file) {
-        FILE *ca = fopen(config->ca_file, "re");
-        if (!ca) {
-            char buf[128];
-            set_reason(reterr, reterr_len, "CA file %s: %s", config->ca_file,
-                       errno_text(errno, buf, sizeof(buf)));
+        if (!file_is_readable("CA file", config->ca_file, reterr, reterr_len)) {
             result = TUN_ERR_CA_FILE;
             goto out;
         }
-        fclose(ca);
         t->ca_file = strdup(config->ca_file);
         if (!t->ca_file) {
             result = TUN_ERR_NOMEM;
