@@ -10,10 +10,19 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
+#include "core/annotate.h"
+#include "core/decide.h"
 #include "core/evq.h"
+#include "core/grab.h"
 #include "core/proto.h"
+#include "core/superv.h"
 #include "core/tok.h"
 #include "core/tunnel.h"
 #include "core/versions.h"
@@ -44,6 +53,11 @@ struct tsd_state {
     PyTypeObject *tunnel_type;
     PyTypeObject *dispatcher_type;
     PyObject *token_error;        /* _tsd.TokenError(TsdError) */
+    PyObject *grab_error;         /* _tsd.GrabError(TsdError) */
+    PyTypeObject *camera_type;
+    PyTypeObject *decider_type;
+    PyObject *helper_error;       /* _tsd.HelperError(TsdError) */
+    PyTypeObject *detector_type;
 };
 
 static inline struct tsd_state *get_state(PyObject *module)
@@ -637,6 +651,821 @@ static PyType_Spec dispatcher_spec = {
 };
 
 
+/* ---- Camera (grab) ------------------------------------------------------- */
+
+/* Short, stable names for GrabError.code (the reason carries the details). */
+static const char *grab_code(enum grab_result result)
+{
+    switch (result) {
+    case GRAB_ERR_INVALID: return "invalid";
+    case GRAB_ERR_NOMEM: return "nomem";
+    case GRAB_ERR_SYSTEM: return "system";
+    case GRAB_ERR_URL: return "url";
+    case GRAB_ERR_DNS: return "dns";
+    case GRAB_ERR_CONNECT_REFUSED: return "refused";
+    case GRAB_ERR_CONNECT_TIMEOUT: return "connect_timeout";
+    case GRAB_ERR_CONNECT: return "connect";
+    case GRAB_ERR_TLS: return "tls";
+    case GRAB_ERR_TLS_VERIFY: return "tls_verify";
+    case GRAB_ERR_IO: return "io";
+    case GRAB_ERR_TIMEOUT: return "timeout";
+    case GRAB_ERR_CLOSED: return "closed";
+    case GRAB_ERR_HTTP: return "http";
+    case GRAB_ERR_HTTP_STATUS: return "http_status";
+    case GRAB_ERR_REDIRECT: return "redirect";
+    case GRAB_ERR_NOT_MULTIPART: return "not_multipart";
+    case GRAB_ERR_NO_BOUNDARY: return "no_boundary";
+    case GRAB_ERR_TOO_BIG: return "too_big";
+    case GRAB_ERR_INVALID_JPEG: return "invalid_jpeg";
+    case GRAB_ERR_NO_FRAMES: return "no_frames";
+    case GRAB_ERR_INTERRUPTED: return "interrupted";
+    default: return "error";
+    }
+}
+
+/* Raises exc_type(reason) with a "code" attribute; returns NULL. */
+static PyObject *set_coded_error(PyObject *exc_type, const char *code, const char *reason)
+{
+    PyObject *exc = PyObject_CallFunction(exc_type, "s", reason);
+    PyObject *code_obj;
+
+    if (!exc)
+        return NULL;
+    code_obj = PyUnicode_FromString(code);
+    if (!code_obj || PyObject_SetAttrString(exc, "code", code_obj) < 0) {
+        Py_XDECREF(code_obj);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(code_obj);
+    PyErr_SetObject(exc_type, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+/* The one place where a grab result becomes an exception. */
+static PyObject *set_grab_error(struct tsd_state *state, enum grab_result result,
+                                const char *reason)
+{
+    char text[GRAB_REASON_SIZE + 64];
+
+    if (result == GRAB_ERR_NOMEM)
+        return PyErr_NoMemory();
+    snprintf(text, sizeof(text), "%s", reason && *reason ? reason : grab_result_str(result));
+    return set_coded_error(state->grab_error, grab_code(result), text);
+}
+
+#define CAMERA_SLICE_MS 200
+
+struct camera_object {
+    PyObject_HEAD
+    struct grab_config config; /* strings below are owned */
+    char *url;
+    char *ca_file;
+    int stream_mode;
+    int busy;                  /* a grab() is running (changed with the GIL held) */
+    pthread_mutex_t lock;      /* guards stream against interrupt() */
+    struct grab_stream *stream;
+    atomic_bool nudged;
+    atomic_bool stopped;
+    uint64_t sessions;         /* stream sessions opened */
+    struct grab_stream_stats last_stats;
+};
+
+static struct tsd_state *type_state(PyObject *self)
+{
+    void *state = PyType_GetModuleState(Py_TYPE(self));
+    assert(state != NULL);
+    return (struct tsd_state *)state;
+}
+
+static char *dup_or_null(const char *text)
+{
+    return text && *text ? strdup(text) : NULL;
+}
+
+static PyObject *camera_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"url", "ca_file", "stream", "connect_timeout_ms",
+                               "read_timeout_ms", "total_timeout_ms", "frame_timeout_ms",
+                               "max_frame", NULL};
+    const char *url;
+    const char *ca_file = NULL;
+    int stream_mode = 0;
+    int connect_timeout_ms = 0, read_timeout_ms = 0, total_timeout_ms = 0, frame_timeout_ms = 0;
+    Py_ssize_t max_frame = 0;
+    struct camera_object *self;
+    struct grab_url parsed;
+    char reason[GRAB_REASON_SIZE];
+    enum grab_result result;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|zpiiiin:Camera", keywords, &url, &ca_file,
+                                     &stream_mode, &connect_timeout_ms, &read_timeout_ms,
+                                     &total_timeout_ms, &frame_timeout_ms, &max_frame))
+        return NULL;
+    if (max_frame < 0 || (size_t)max_frame > GRAB_MAX_FRAME_LIMIT) {
+        PyErr_Format(PyExc_ValueError, "max_frame must be between 0 and %u", GRAB_MAX_FRAME_LIMIT);
+        return NULL;
+    }
+    result = grab_url_parse(url, &parsed, reason, sizeof(reason));
+    if (result != GRAB_OK) {
+        PyObject *module = PyType_GetModule(type);
+        return module ? set_grab_error(get_state(module), result, reason) : NULL;
+    }
+    self = (struct camera_object *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    pthread_mutex_init(&self->lock, NULL);
+    atomic_init(&self->nudged, false);
+    atomic_init(&self->stopped, false);
+    self->url = strdup(url);
+    self->ca_file = dup_or_null(ca_file);
+    if (!self->url || (ca_file && *ca_file && !self->ca_file)) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->stream_mode = stream_mode;
+    self->config = (struct grab_config){
+        .url = self->url,
+        .ca_file = self->ca_file,
+        .connect_timeout_ms = connect_timeout_ms,
+        .read_timeout_ms = read_timeout_ms,
+        .total_timeout_ms = total_timeout_ms,
+        .frame_timeout_ms = frame_timeout_ms,
+        .max_frame = (size_t)max_frame,
+    };
+    return (PyObject *)self;
+}
+
+static void camera_drop_stream(struct camera_object *obj)
+{
+    struct grab_stream *stream;
+
+    pthread_mutex_lock(&obj->lock);
+    stream = obj->stream;
+    obj->stream = NULL;
+    pthread_mutex_unlock(&obj->lock);
+    if (stream)
+        grab_stream_get_stats(stream, &obj->last_stats);
+    grab_stream_close(stream);
+}
+
+static void camera_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    struct camera_object *obj = (struct camera_object *)self;
+
+    camera_drop_stream(obj);
+    pthread_mutex_destroy(&obj->lock);
+    free(obj->url);
+    free(obj->ca_file);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *frame_tuple(struct grab_frame *frame)
+{
+    return Py_BuildValue("(y#iiK)", (const char *)frame->data, (Py_ssize_t)frame->len,
+                         frame->width, frame->height, (unsigned long long)frame->seq);
+}
+
+/* Stream mode: drive the session for wait_ms (keeping only the newest frame)
+ * and until a frame is there; the session's own timeouts bound the wait. */
+static enum grab_result camera_stream_frame(struct camera_object *obj, int wait_ms,
+                                            struct grab_frame **ret_frame, char *reason,
+                                            size_t reason_len)
+{
+    struct grab_frame *newest = NULL;
+    struct grab_frame *frame = NULL;
+    enum grab_result result = GRAB_OK;
+    double until = monotonic_seconds() + wait_ms / 1000.0;
+
+    if (!obj->stream) {
+        struct grab_stream *stream = NULL;
+        result = grab_stream_open(&obj->config, &stream, reason, reason_len);
+        if (result != GRAB_OK)
+            goto out;
+        pthread_mutex_lock(&obj->lock);
+        obj->stream = stream;
+        pthread_mutex_unlock(&obj->lock);
+        obj->sessions++;
+        if (atomic_load(&obj->stopped))
+            grab_stream_interrupt(stream);
+    }
+    for (;;) {
+        double left = until - monotonic_seconds();
+        int slice = CAMERA_SLICE_MS;
+
+        if (left > 0 && left * 1000.0 < slice)
+            slice = (int)(left * 1000.0) + 1;
+        result = grab_stream_poll(obj->stream, slice, reason, reason_len);
+        if (result == GRAB_OK && grab_stream_take_frame(obj->stream, &frame) == GRAB_OK) {
+            grab_frame_free(newest);
+            newest = frame;
+            frame = NULL;
+        } else if (result != GRAB_OK && result != GRAB_NO_FRAME) {
+            goto out;
+        }
+        if (newest && (monotonic_seconds() >= until || atomic_exchange(&obj->nudged, false)))
+            break;
+    }
+    result = GRAB_OK;
+out:
+    if (result == GRAB_OK) {
+        *ret_frame = newest;
+        newest = NULL;
+    } else if (obj->stream) {
+        camera_drop_stream(obj); /* the session ended: the next grab reconnects */
+    }
+    grab_frame_free(newest);
+    return result;
+}
+
+static PyObject *camera_grab(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"wait_ms", NULL};
+    struct camera_object *obj = (struct camera_object *)self;
+    int wait_ms = 0;
+    struct grab_frame *frame = NULL;
+    char reason[GRAB_REASON_SIZE] = "";
+    enum grab_result result;
+    PyObject *ret;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i:grab", keywords, &wait_ms))
+        return NULL;
+    if (wait_ms < 0 || wait_ms > GRAB_MAX_TIMEOUT_MS) {
+        PyErr_SetString(PyExc_ValueError, "wait_ms out of range");
+        return NULL;
+    }
+    if (obj->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Camera.grab() is already running in another thread");
+        return NULL;
+    }
+    if (atomic_load(&obj->stopped))
+        return set_grab_error(type_state(self), GRAB_ERR_INTERRUPTED, "camera closed");
+    obj->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    if (obj->stream_mode) {
+        result = camera_stream_frame(obj, wait_ms, &frame, reason, sizeof(reason));
+    } else {
+        result = grab_snapshot(&obj->config, &frame, reason, sizeof(reason));
+    }
+    Py_END_ALLOW_THREADS
+    obj->busy = 0;
+    if (result != GRAB_OK)
+        return set_grab_error(type_state(self), result, reason);
+    ret = frame_tuple(frame);
+    grab_frame_free(frame);
+    return ret;
+}
+
+static PyObject *camera_nudge(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    atomic_store(&((struct camera_object *)self)->nudged, true);
+    Py_RETURN_NONE;
+}
+
+static PyObject *camera_close(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct camera_object *obj = (struct camera_object *)self;
+
+    atomic_store(&obj->stopped, true);
+    pthread_mutex_lock(&obj->lock);
+    if (obj->stream)
+        grab_stream_interrupt(obj->stream);
+    pthread_mutex_unlock(&obj->lock);
+    if (!obj->busy)
+        camera_drop_stream(obj);
+    Py_RETURN_NONE;
+}
+
+static PyObject *camera_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct camera_object *obj = (struct camera_object *)self;
+    struct grab_stream_stats stats = obj->last_stats;
+
+    pthread_mutex_lock(&obj->lock);
+    if (obj->stream)
+        grab_stream_get_stats(obj->stream, &stats);
+    pthread_mutex_unlock(&obj->lock);
+    return Py_BuildValue("{s:O,s:i,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:K}",
+                         "connected", stats.connected ? Py_True : Py_False,
+                         "http_status", stats.http_status,
+                         "bytes", (unsigned long long)stats.bytes,
+                         "frames", (unsigned long long)stats.frames,
+                         "frames_taken", (unsigned long long)stats.frames_taken,
+                         "frames_replaced", (unsigned long long)stats.frames_replaced,
+                         "invalid_frames", (unsigned long long)stats.invalid_frames,
+                         "too_big", (unsigned long long)stats.too_big,
+                         "skipped_bytes", (unsigned long long)stats.skipped_bytes,
+                         "memory", (Py_ssize_t)stats.memory,
+                         "sessions", (unsigned long long)obj->sessions);
+}
+
+static PyMethodDef camera_methods[] = {
+    {"grab", (PyCFunction)(void (*)(void))camera_grab, METH_VARARGS | METH_KEYWORDS,
+     "grab(wait_ms=0) -> (jpeg: bytes, width, height, seq)\n\nSnapshot mode: one GET. Stream "
+     "mode: keeps one connection, reads for wait_ms (only the newest frame is kept) or until "
+     "nudge(), then returns the newest valid frame. Raises GrabError (with .code); after an "
+     "error the next stream grab reconnects. The GIL is released."},
+    {"nudge", camera_nudge, METH_NOARGS,
+     "Any thread: make a running stream grab() return its newest frame now."},
+    {"close", camera_close, METH_NOARGS,
+     "Any thread: stop (a running grab() raises GrabError 'interrupted') and disconnect."},
+    {"stats", camera_stats, METH_NOARGS, "stats() -> dict of stream counters"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot camera_slots[] = {
+    {Py_tp_doc, "Camera(url, ca_file=None, stream=False, connect_timeout_ms=0, "
+                "read_timeout_ms=0, total_timeout_ms=0, frame_timeout_ms=0, max_frame=0)\n\n"
+                "JPEG frames from a webcam's snapshot URL or MJPEG stream (0: defaults)."},
+    {Py_tp_new, camera_new},
+    {Py_tp_dealloc, camera_dealloc},
+    {Py_tp_methods, camera_methods},
+    {0, NULL},
+};
+
+static PyType_Spec camera_spec = {
+    .name = "octoprint_tsd._tsd.Camera",
+    .basicsize = sizeof(struct camera_object),
+    .itemsize = 0,
+    .flags = TSD_TYPE_FLAGS,
+    .slots = camera_slots,
+};
+
+
+/* ---- Decider (decide) ---------------------------------------------------- */
+
+struct decider_object {
+    PyObject_HEAD
+    struct decide *decide;
+};
+
+static int parse_decide_params(PyObject *args, PyObject *kwargs, const char *format,
+                               struct decide_params *params)
+{
+    static char *keywords[] = {"sensitivity", "bending_factor", "top_n", "frame_interval_s",
+                               NULL};
+    unsigned int top_n = params->top_n;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, keywords, &params->sensitivity,
+                                     &params->bending_factor, &top_n, &params->frame_interval_s))
+        return -1;
+    params->top_n = top_n;
+    return 0;
+}
+
+static PyObject *decider_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    struct decide_params params = decide_params_default();
+    struct decider_object *self;
+    enum decide_result result;
+
+    if (parse_decide_params(args, kwargs, "|ddId:Decider", &params) < 0)
+        return NULL;
+    self = (struct decider_object *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    result = decide_new(&params, &self->decide);
+    if (result != DECIDE_OK) {
+        Py_DECREF(self);
+        if (result == DECIDE_ERR_NOMEM)
+            return PyErr_NoMemory();
+        PyErr_SetString(PyExc_ValueError, "Decider: parameter out of range (see decide.h)");
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void decider_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+
+    ((struct decider_object *)self)->decide = decide_free(((struct decider_object *)self)->decide);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static PyObject *decider_add_frame(PyObject *self, PyObject *arg)
+{
+    struct decider_object *obj = (struct decider_object *)self;
+    PyObject *seq = PySequence_Fast(arg, "add_frame() takes a sequence of confidences");
+    double *confidences = NULL;
+    struct decide_frame_result frame;
+    Py_ssize_t n, i;
+    PyObject *ret = NULL;
+
+    if (!seq)
+        return NULL;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if ((size_t)n > DECIDE_MAX_DETECTIONS) {
+        PyErr_Format(PyExc_ValueError, "at most %u detections", DECIDE_MAX_DETECTIONS);
+        goto out;
+    }
+    confidences = PyMem_Calloc(n ? (size_t)n : 1, sizeof(double));
+    if (!confidences) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        confidences[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (confidences[i] == -1.0 && PyErr_Occurred())
+            goto out;
+    }
+    if (decide_add_frame(obj->decide, confidences, (size_t)n, &frame) != DECIDE_OK) {
+        PyErr_SetString(PyExc_ValueError, "every confidence must be a number in [0, 1]");
+        goto out;
+    }
+    ret = Py_BuildValue("{s:d,s:d,s:d,s:d,s:d,s:K,s:s}", "p", frame.p, "ewm", frame.ewm,
+                        "short_mean", frame.short_mean, "long_mean", frame.long_mean,
+                        "adjusted", frame.adjusted, "frame", (unsigned long long)frame.frame,
+                        "verdict", decide_verdict_str(frame.verdict));
+out:
+    PyMem_Free(confidences);
+    Py_DECREF(seq);
+    return ret;
+}
+
+static PyObject *decider_print_start(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    decide_print_start(((struct decider_object *)self)->decide);
+    Py_RETURN_NONE;
+}
+
+static PyObject *decider_set_params(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    struct decider_object *obj = (struct decider_object *)self;
+    struct decide_params params;
+
+    decide_get_params(obj->decide, &params);
+    if (parse_decide_params(args, kwargs, "|ddId:set_params", &params) < 0)
+        return NULL;
+    if (decide_set_params(obj->decide, &params) != DECIDE_OK) {
+        PyErr_SetString(PyExc_ValueError, "Decider: parameter out of range (see decide.h)");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *decider_params(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct decide_params params;
+    struct decide_effective eff;
+
+    decide_get_params(((struct decider_object *)self)->decide, &params);
+    decide_get_effective(((struct decider_object *)self)->decide, &eff);
+    return Py_BuildValue("{s:d,s:d,s:I,s:d,s:d,s:d,s:K,s:K,s:K}", "sensitivity",
+                         params.sensitivity, "bending_factor", params.bending_factor, "top_n",
+                         params.top_n, "frame_interval_s", params.frame_interval_s, "span",
+                         eff.span, "alpha", eff.alpha, "short_window",
+                         (unsigned long long)eff.short_window, "long_window",
+                         (unsigned long long)eff.long_window, "grace_frames",
+                         (unsigned long long)eff.grace_frames);
+}
+
+static PyObject *decider_long_term(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    double mean = 0;
+    uint64_t count = 0;
+
+    decide_get_long_term(((struct decider_object *)self)->decide, &mean, &count);
+    return Py_BuildValue("(dK)", mean, (unsigned long long)count);
+}
+
+static PyObject *decider_set_long_term(PyObject *self, PyObject *args)
+{
+    double mean;
+    unsigned long long count;
+
+    if (!PyArg_ParseTuple(args, "dK:set_long_term", &mean, &count))
+        return NULL;
+    if (decide_set_long_term(((struct decider_object *)self)->decide, mean, count) != DECIDE_OK) {
+        PyErr_SetString(PyExc_ValueError, "the long-term mean must be finite and >= 0");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef decider_methods[] = {
+    {"add_frame", decider_add_frame, METH_O,
+     "add_frame(confidences) -> dict(p, ewm, short_mean, long_mean, adjusted, frame, verdict)"},
+    {"print_start", decider_print_start, METH_NOARGS,
+     "A new print: reset the EWM, the short-term mean and the frame count."},
+    {"set_params", (PyCFunction)(void (*)(void))decider_set_params, METH_VARARGS | METH_KEYWORDS,
+     "set_params(sensitivity=, bending_factor=, top_n=, frame_interval_s=)"},
+    {"params", decider_params, METH_NOARGS, "params() -> dict (with the time-scaled constants)"},
+    {"long_term", decider_long_term, METH_NOARGS, "long_term() -> (mean, count)"},
+    {"set_long_term", decider_set_long_term, METH_VARARGS, "set_long_term(mean, count)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot decider_slots[] = {
+    {Py_tp_doc, "Decider(sensitivity=1.0, bending_factor=1.0, top_n=0, frame_interval_s=10.0)"
+                "\n\nThe Obico decision logic (native/core/decide.h). Not thread-safe."},
+    {Py_tp_new, decider_new},
+    {Py_tp_dealloc, decider_dealloc},
+    {Py_tp_methods, decider_methods},
+    {0, NULL},
+};
+
+static PyType_Spec decider_spec = {
+    .name = "octoprint_tsd._tsd.Decider",
+    .basicsize = sizeof(struct decider_object),
+    .itemsize = 0,
+    .flags = TSD_TYPE_FLAGS,
+    .slots = decider_slots,
+};
+
+
+/* ---- Detector (superv) --------------------------------------------------- */
+
+static const char *superv_code(enum superv_result result)
+{
+    switch (result) {
+    case SUPERV_ERR_INVALID: return "invalid";
+    case SUPERV_ERR_NOMEM: return "nomem";
+    case SUPERV_ERR_SYSTEM: return "system";
+    case SUPERV_ERR_SPAWN: return "spawn";
+    case SUPERV_ERR_BACKOFF: return "backoff";
+    case SUPERV_ERR_CONFIG: return "config";
+    case SUPERV_ERR_TIMEOUT: return "timeout";
+    case SUPERV_ERR_CRASHED: return "crashed";
+    case SUPERV_ERR_PROTOCOL: return "protocol";
+    case SUPERV_ERR_REFUSED: return "refused";
+    case SUPERV_ERR_CLOSED: return "closed";
+    default: return "error";
+    }
+}
+
+/* The one place where a supervisor result becomes an exception. */
+static PyObject *set_superv_error(struct tsd_state *state, enum superv_result result,
+                                  const char *reason)
+{
+    if (result == SUPERV_ERR_NOMEM)
+        return PyErr_NoMemory();
+    return set_coded_error(state->helper_error, superv_code(result),
+                           reason && *reason ? reason : superv_result_str(result));
+}
+
+struct detector_object {
+    PyObject_HEAD
+    struct superv *superv;
+    int busy; /* detect()/ping()/stop() running (changed with the GIL held) */
+};
+
+static PyObject *detector_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"helper_path", "config_path", "nice", "memory_limit_mb",
+                               "start_timeout_ms", "deadline_ms", "backoff_min_ms",
+                               "backoff_max_ms", NULL};
+    struct superv_config config;
+    long long memory_limit_mb = 0;
+    char reason[SUPERV_REASON_SIZE] = "";
+    struct detector_object *self;
+    enum superv_result result;
+
+    superv_config_init(&config);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|iLiiii:Detector", keywords,
+                                     &config.helper_path, &config.config_path,
+                                     &config.nice_increment, &memory_limit_mb,
+                                     &config.start_timeout_ms, &config.deadline_ms,
+                                     &config.backoff_min_ms, &config.backoff_max_ms))
+        return NULL;
+    if (memory_limit_mb < 0 || memory_limit_mb > (1LL << 40)) {
+        PyErr_SetString(PyExc_ValueError, "memory_limit_mb out of range");
+        return NULL;
+    }
+    config.memory_limit_bytes = (uint64_t)memory_limit_mb * 1024u * 1024u;
+    self = (struct detector_object *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    result = superv_new(&config, &self->superv, reason, sizeof(reason));
+    if (result != SUPERV_OK) {
+        PyObject *module = PyType_GetModule(type);
+        Py_DECREF(self);
+        return module ? set_superv_error(get_state(module), result, reason) : NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void detector_dealloc(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    struct detector_object *obj = (struct detector_object *)self;
+
+    /* Waits up to 1 s for the helper to exit: do it without the GIL. */
+    Py_BEGIN_ALLOW_THREADS
+    obj->superv = superv_free(obj->superv);
+    Py_END_ALLOW_THREADS
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static int detector_enter(struct detector_object *obj)
+{
+    if (obj->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the Detector is in use by another thread");
+        return -1;
+    }
+    obj->busy = 1;
+    return 0;
+}
+
+static PyObject *detector_detect(PyObject *self, PyObject *arg)
+{
+    struct detector_object *obj = (struct detector_object *)self;
+    Py_buffer view;
+    char *json = NULL;
+    size_t json_len = 0;
+    char reason[SUPERV_REASON_SIZE] = "";
+    enum superv_result result;
+    PyObject *ret;
+
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (detector_enter(obj) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    result = superv_detect(obj->superv, view.buf, (size_t)view.len, &json, &json_len, reason,
+                           sizeof(reason));
+    Py_END_ALLOW_THREADS
+    obj->busy = 0;
+    PyBuffer_Release(&view);
+    if (result == SUPERV_ERR_REFUSED) {
+        /* The helper's own error payload is the most useful reason. */
+        ret = set_superv_error(type_state(self), result, json ? json : reason);
+        free(json);
+        return ret;
+    }
+    if (result != SUPERV_OK)
+        return set_superv_error(type_state(self), result, reason);
+    ret = PyUnicode_DecodeUTF8(json, (Py_ssize_t)json_len, "replace");
+    free(json);
+    return ret;
+}
+
+static PyObject *detector_ping(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct detector_object *obj = (struct detector_object *)self;
+    char reason[SUPERV_REASON_SIZE] = "";
+    enum superv_result result;
+
+    if (detector_enter(obj) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    result = superv_ping(obj->superv, reason, sizeof(reason));
+    Py_END_ALLOW_THREADS
+    obj->busy = 0;
+    if (result != SUPERV_OK)
+        return set_superv_error(type_state(self), result, reason);
+    Py_RETURN_NONE;
+}
+
+static PyObject *detector_stop(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct detector_object *obj = (struct detector_object *)self;
+
+    if (detector_enter(obj) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    superv_stop(obj->superv);
+    Py_END_ALLOW_THREADS
+    obj->busy = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *detector_interrupt(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    superv_interrupt(((struct detector_object *)self)->superv);
+    Py_RETURN_NONE;
+}
+
+static PyObject *detector_health(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct superv_health health;
+
+    superv_get_health(((struct detector_object *)self)->superv, &health);
+    return Py_BuildValue(
+        "{s:s,s:i,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:i,s:i,s:L,s:d,s:K,s:s,s:s}",
+        "state", superv_state_str(health.state), "pid", (int)health.pid,
+        "starts", (unsigned long long)health.starts,
+        "crashes", (unsigned long long)health.crashes,
+        "timeouts", (unsigned long long)health.timeouts,
+        "protocol_errors", (unsigned long long)health.protocol_errors,
+        "config_errors", (unsigned long long)health.config_errors,
+        "answers", (unsigned long long)health.answers,
+        "refused", (unsigned long long)health.refused,
+        "last_exit_status", health.last_exit_status, "last_signal", health.last_signal,
+        "backoff_left_ms", (long long)health.backoff_left_ms,
+        "last_answer_ms", health.last_answer_ms,
+        "rss_bytes", (unsigned long long)health.rss_bytes,
+        "last_error", health.last_error, "stderr_tail", health.stderr_tail);
+}
+
+static PyMethodDef detector_methods[] = {
+    {"detect", detector_detect, METH_O,
+     "detect(jpeg) -> str\n\nThe helper's detections JSON for one JPEG. Starts the helper when "
+     "needed; never waits longer than the deadline. Raises HelperError (with .code: backoff, "
+     "config, timeout, crashed, protocol, refused, spawn, closed, system). The GIL is released."},
+    {"ping", detector_ping, METH_NOARGS, "Start the helper when needed and wait for a pong."},
+    {"stop", detector_stop, METH_NOARGS, "Stop the helper (the next call starts a new one)."},
+    {"interrupt", detector_interrupt, METH_NOARGS,
+     "Any thread: a running call raises HelperError('closed'), and so do later calls."},
+    {"health", detector_health, METH_NOARGS, "health() -> dict"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot detector_slots[] = {
+    {Py_tp_doc, "Detector(helper_path, config_path, nice=-1, memory_limit_mb=0, "
+                "start_timeout_ms=0, deadline_ms=0, backoff_min_ms=0, backoff_max_ms=0)\n\n"
+                "Runs and supervises tsd-helper (native/core/superv.h); 0/-1: defaults."},
+    {Py_tp_new, detector_new},
+    {Py_tp_dealloc, detector_dealloc},
+    {Py_tp_methods, detector_methods},
+    {0, NULL},
+};
+
+static PyType_Spec detector_spec = {
+    .name = "octoprint_tsd._tsd.Detector",
+    .basicsize = sizeof(struct detector_object),
+    .itemsize = 0,
+    .flags = TSD_TYPE_FLAGS,
+    .slots = detector_slots,
+};
+
+/* ---- annotate -------------------------------------------------------------- */
+
+static PyObject *tsd_annotate_jpeg(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *detections;
+    PyObject *seq = NULL;
+    struct annotate_box *boxes = NULL;
+    unsigned char *out = NULL;
+    size_t out_len = 0;
+    Py_ssize_t n = 0;
+    enum jpg_result result;
+    PyObject *ret = NULL;
+
+    if (!PyArg_ParseTuple(args, "y*O:annotate_jpeg", &view, &detections))
+        return NULL;
+    seq = PySequence_Fast(detections, "detections must be a sequence");
+    if (!seq)
+        goto out;
+    n = PySequence_Fast_GET_SIZE(seq);
+    if ((size_t)n > ANNOTATE_MAX_BOXES)
+        n = ANNOTATE_MAX_BOXES; /* the strongest come first */
+    boxes = PyMem_Calloc(n ? (size_t)n : 1, sizeof(*boxes));
+    if (!boxes) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *field = PyMapping_Check(item) ? PyMapping_GetItemString(item, "box") : NULL;
+        PyObject *box = field ? PySequence_Tuple(field) : NULL;
+        PyObject *conf = box ? PyMapping_GetItemString(item, "confidence") : NULL;
+
+        Py_XDECREF(field);
+        PyErr_Clear();
+
+        if (!box || !conf ||
+            !PyArg_ParseTuple(box, "dddd", &boxes[i].x, &boxes[i].y, &boxes[i].w, &boxes[i].h) ||
+            ((boxes[i].confidence = PyFloat_AsDouble(conf)) == -1.0 && PyErr_Occurred())) {
+            Py_XDECREF(box);
+            Py_XDECREF(conf);
+            PyErr_SetString(PyExc_ValueError,
+                            "each detection needs box=(x, y, w, h) and a confidence");
+            goto out;
+        }
+        Py_DECREF(box);
+        Py_DECREF(conf);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    result = annotate_jpeg(view.buf, (size_t)view.len, boxes, (size_t)n, &out, &out_len);
+    Py_END_ALLOW_THREADS
+    if (result == JPG_ERR_NOMEM) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (result != JPG_OK) {
+        PyErr_Format(get_state(module)->error, "cannot annotate the frame: %s",
+                     jpg_result_str(result));
+        goto out;
+    }
+    ret = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_len);
+out:
+    free(out);
+    PyMem_Free(boxes);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&view);
+    return ret;
+}
+
+
 /* ---- token store ------------------------------------------------------- */
 
 /* The one place where a token-store result becomes an exception. The
@@ -644,29 +1473,15 @@ static PyType_Spec dispatcher_spec = {
 static PyObject *set_tok_error(struct tsd_state *state, enum tok_result result,
                                const char *reason)
 {
-    PyObject *exc;
-    PyObject *code;
-
     if (result == TOK_ERR_NOMEM)
         return PyErr_NoMemory();
-    exc = PyObject_CallFunction(state->token_error, "s",
-                                reason && *reason ? reason : tok_result_str(result));
-    if (!exc)
-        return NULL;
-    code = PyUnicode_FromString(result == TOK_ERR_NOT_FOUND ? "not_found"
-                                : result == TOK_ERR_CORRUPT ? "corrupt"
-                                : result == TOK_ERR_PERMISSIONS ? "permissions"
-                                : result == TOK_ERR_INVALID ? "invalid"
-                                : "io");
-    if (!code || PyObject_SetAttrString(exc, "code", code) < 0) {
-        Py_XDECREF(code);
-        Py_DECREF(exc);
-        return NULL;
-    }
-    Py_DECREF(code);
-    PyErr_SetObject(state->token_error, exc);
-    Py_DECREF(exc);
-    return NULL;
+    return set_coded_error(state->token_error,
+                           result == TOK_ERR_NOT_FOUND ? "not_found"
+                           : result == TOK_ERR_CORRUPT ? "corrupt"
+                           : result == TOK_ERR_PERMISSIONS ? "permissions"
+                           : result == TOK_ERR_INVALID ? "invalid"
+                           : "io",
+                           reason && *reason ? reason : tok_result_str(result));
 }
 
 static PyObject *tsd_token_save(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -756,6 +1571,9 @@ static PyMethodDef tsd_methods[] = {
      "(code: not_found, corrupt, permissions, invalid, io)."},
     {"token_delete", tsd_token_delete, METH_VARARGS,
      "token_delete(directory)\n\nRemove the token file; a missing one is fine."},
+    {"annotate_jpeg", tsd_annotate_jpeg, METH_VARARGS,
+     "annotate_jpeg(jpeg, detections) -> bytes\n\nThe frame with each detection's box drawn "
+     "(shrunk to fit 1280x960)."},
     {"library_versions", tsd_library_versions_py, METH_NOARGS,
      "library_versions() -> dict\n\nVersions of the C libraries loaded at run time."},
     {NULL, NULL, 0, NULL},
@@ -812,6 +1630,28 @@ static int tsd_exec(PyObject *module)
     if (!state->dispatcher_type ||
         add_object(module, "Dispatcher", (PyObject *)state->dispatcher_type) < 0)
         return -1;
+    state->grab_error = PyErr_NewExceptionWithDoc(
+        "octoprint_tsd._tsd.GrabError",
+        "No frame from the camera; .code names the cause.", state->error, NULL);
+    if (!state->grab_error || add_object(module, "GrabError", state->grab_error) < 0)
+        return -1;
+    state->camera_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &camera_spec, NULL);
+    if (!state->camera_type || add_object(module, "Camera", (PyObject *)state->camera_type) < 0)
+        return -1;
+    state->decider_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &decider_spec, NULL);
+    if (!state->decider_type ||
+        add_object(module, "Decider", (PyObject *)state->decider_type) < 0)
+        return -1;
+    state->helper_error = PyErr_NewExceptionWithDoc(
+        "octoprint_tsd._tsd.HelperError",
+        "The inference helper gave no detections; .code names the cause.", state->error, NULL);
+    if (!state->helper_error || add_object(module, "HelperError", state->helper_error) < 0)
+        return -1;
+    state->detector_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &detector_spec, NULL);
+    if (!state->detector_type ||
+        add_object(module, "Detector", (PyObject *)state->detector_type) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "TUNNEL_EVENT_LOG", TUN_EVENT_LOG) < 0 ||
         PyModule_AddIntConstant(module, "TUNNEL_EVENT_CONNECTED", TUN_EVENT_CONNECTED) < 0 ||
         PyModule_AddIntConstant(module, "TUNNEL_EVENT_DISCONNECTED", TUN_EVENT_DISCONNECTED) < 0 ||
@@ -839,6 +1679,11 @@ static int tsd_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(state->tunnel_type);
     Py_VISIT(state->dispatcher_type);
     Py_VISIT(state->token_error);
+    Py_VISIT(state->grab_error);
+    Py_VISIT(state->camera_type);
+    Py_VISIT(state->decider_type);
+    Py_VISIT(state->helper_error);
+    Py_VISIT(state->detector_type);
     return 0;
 }
 
@@ -853,6 +1698,11 @@ static int tsd_clear(PyObject *module)
     Py_CLEAR(state->tunnel_type);
     Py_CLEAR(state->dispatcher_type);
     Py_CLEAR(state->token_error);
+    Py_CLEAR(state->grab_error);
+    Py_CLEAR(state->camera_type);
+    Py_CLEAR(state->decider_type);
+    Py_CLEAR(state->helper_error);
+    Py_CLEAR(state->detector_type);
     return 0;
 }
 

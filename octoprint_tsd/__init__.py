@@ -8,6 +8,7 @@ threads.
 """
 
 import collections
+import json
 import os
 import threading
 import time
@@ -20,6 +21,8 @@ from . import bridge
 from .link import LinkError, verify_code
 from .pause import PauseSequence
 from .remote import Remote
+from .upload import Uploader
+from .watch import Watcher, pick_webcam, resolve_webcam_url, webcam_choices
 
 PLUGIN_IDENTIFIER = "tsd"
 PLUGIN_NAME = "The Spaghetti Detective"
@@ -28,6 +31,15 @@ DEFAULT_SERVER_URL = "https://app.obico.io"
 ACTIONS = ("notify", "pause", "pause_heaters_off", "cancel")
 STATE_HISTORY_MAX = 50
 TOKEN_WATCH_SECONDS = 3.0
+WEBCAM_CACHE_SECONDS = 30.0
+DETECT_STATE_FILE = "detect-state.json"
+# What each action does when a failure is detected (the UI shows these).
+ACTION_LABELS = {
+    "notify": "Notify only",
+    "pause": "Pause the print",
+    "pause_heaters_off": "Pause and turn the heaters off",
+    "cancel": "Cancel the print",
+}
 
 # Secret settings: never readable through the settings API. The token itself
 # lives in a 0600 file in the plugin's data folder, not in config.yaml; this
@@ -43,6 +55,7 @@ class TsdPlugin(
     octoprint.plugin.TemplatePlugin,
     octoprint.plugin.SimpleApiPlugin,
     octoprint.plugin.EventHandlerPlugin,
+    octoprint.plugin.BlueprintPlugin,
 ):
     def __init__(self):
         super().__init__()
@@ -58,6 +71,10 @@ class TsdPlugin(
         self._shutting_down = threading.Event()
         self._token_signature = None
         self._link_info = {"linked": False}
+        self._octoprint_port = None
+        self._watcher = None
+        self._uploader = None
+        self._webcams = (0.0, [])
 
     ##~~ life cycle
 
@@ -76,6 +93,9 @@ class TsdPlugin(
                 info["error"],
             )
 
+    def on_startup(self, host, port):
+        self._octoprint_port = port
+
     def on_after_startup(self):
         if bridge.native_available():
             try:
@@ -88,6 +108,7 @@ class TsdPlugin(
                 self._logger.exception("[bridge] could not start the event pump")
                 self._pump = None
         if bridge.native_available():
+            self._start_detection()
             self._remember_token_file()
             self.start_remote()
             watcher = threading.Thread(target=self._watch_token_file, name="tsd-token-watch")
@@ -100,6 +121,10 @@ class TsdPlugin(
 
     def on_shutdown(self):
         self._shutting_down.set()
+        for worker in (self._uploader, self._watcher):
+            if worker is not None:
+                worker.stop()
+        self._save_detect_state()
         self.stop_remote()
         pump = self._pump
         if pump is not None:
@@ -184,6 +209,187 @@ class TsdPlugin(
         # sees; we speak that level's wire format.
         return "2.6.1"
 
+    ##~~ detection
+
+    def _start_detection(self):
+        self._uploader = Uploader(self.post_to_server, self.is_printing,
+                                  lambda: self._watcher.wake(), self._logger)
+        self._watcher = Watcher(self, self._logger)
+        self._watcher.add_frame_listener(self._uploader.on_frame)
+        self._load_detect_state()
+        self._watcher.start()
+        self._uploader.start()
+
+    def webcams(self):
+        """OctoPrint's configured webcams (cached for a few seconds)."""
+        fetched, choices = self._webcams
+        if time.monotonic() - fetched < WEBCAM_CACHE_SECONDS and choices:
+            return choices
+        try:
+            from octoprint.webcams import get_webcams
+
+            choices = webcam_choices(get_webcams(plugin_manager=self._plugin_manager).values())
+        except Exception as exc:  # OctoPrint before 1.9, or a broken provider
+            self._logger.warning("[camera] could not list OctoPrint's webcams: %s", exc)
+            choices = []
+        self._webcams = (time.monotonic(), choices)
+        return choices
+
+    def watch_config(self):
+        """What the watcher needs now (called on its thread each frame)."""
+        chosen = pick_webcam(self.webcams(), self._settings.get(["webcam"]))
+        camera = None
+        if chosen is not None:
+            url = chosen["snapshot"] or chosen["stream"]
+            candidates = resolve_webcam_url(url, self._octoprint_port)
+            if candidates:
+                camera = {"name": chosen["name"], "display_name": chosen["display_name"],
+                          "url": candidates[0], "stream": not chosen["snapshot"]}
+        model_config = self._settings.get(["model_config"]) or bridge.default_model_config()
+        return {
+            "camera": camera,
+            "ca_file": self._settings.get(["webcam_ca_file"]) or None,
+            "interval_s": self._settings.get_int(["frame_interval"]) or 10,
+            "action": self._settings.get(["action"]) if self._settings.get(["action"]) in ACTIONS
+            else "pause",
+            "sensitivity": self._settings.get_float(["sensitivity"]) or 1.0,
+            "model_config": model_config,
+            "enabled": bool(self._settings.get_boolean(["detection_enabled"])),
+            "detector_options": {},
+        }
+
+    def is_printing(self):
+        printer = self._printer
+        return bool(printer is not None and printer.is_printing())
+
+    def failure_action(self, action, summary, jpeg, detections):
+        """A failure episode began: carry out the user's action once."""
+        printer = self._printer
+        text = "The Spaghetti Detective sees a possible failure (score {score}).".format(**summary)
+        if action in ("pause", "pause_heaters_off") and printer.is_printing():
+            heaters_off = action == "pause_heaters_off"
+            self._tsd_pause(heaters_off)
+            text += " The print was paused{}.".format(" and the heaters turned off" if heaters_off else "")
+        elif action == "cancel" and printer.is_printing():
+            self._logger.warning("[detect] cancelling the print")
+            printer.cancel_print()
+            text += " The print was cancelled."
+        else:
+            text += " Nothing was done (action: notify only)."
+        self._notify("failure", "Possible print failure", text, jpeg, detections, summary)
+
+    def failure_warning(self, summary, jpeg, detections):
+        text = "The print may be failing (score {score}); still watching.".format(**summary)
+        self._notify("warning", "Print may be failing", text, jpeg, detections, summary)
+
+    def _tsd_pause(self, heaters_off):
+        printer = self._printer
+        data = printer.get_current_data() or {}
+        plan = self._pause_sequence.plan(
+            retract=6.5, lift_z=2.5, tools_off=heaters_off, bed_off=heaters_off,
+            temperatures=printer.get_current_temperatures() or {},
+            current_z=data.get("currentZ"),
+            z_max=float(self.current_printer_profile().get("volume", {}).get("height") or 0),
+        )
+        for note in plan["notes"]:
+            self._logger.warning("[pause] %s", note)
+        self._logger.warning("[pause] pausing for a detected failure: %s",
+                             "; ".join(plan["pause"]) or "no extra G-code")
+        printer.pause_print()
+
+    def _notify(self, kind, title, text, jpeg, detections, summary):
+        self._plugin_manager.send_plugin_message(
+            self._identifier, {"type": "alert", "kind": kind, "title": title, "text": text})
+        if self._remote is None:
+            return  # local-only: the toast is the notification
+        fields = {
+            "event_title": title,
+            "event_text": text,
+            "event_class": "ERROR" if kind == "failure" else "WARNING",
+            "event_type": "PRINTER_ERROR",
+            "notify": "true",
+        }
+        try:
+            snapshot = bridge.annotate_jpeg(jpeg, detections)
+        except Exception as exc:
+            self._logger.warning("[detect] could not draw the boxes on the frame: %s", exc)
+            snapshot = jpeg
+
+        def post():
+            try:
+                status = self.post_to_server("/api/v1/octo/printer_events/", fields,
+                                             {"snapshot": ("snapshot.jpg", snapshot, "image/jpeg")})
+                if status is not None and not 200 <= status < 300:
+                    self._logger.warning("[detect] the server refused the event: HTTP %s", status)
+            except Exception as exc:
+                self._logger.warning("[detect] could not post the event to the server: %s", exc)
+
+        thread = threading.Thread(target=post, name="tsd-event-post")
+        thread.daemon = True
+        thread.start()
+
+    def publish(self, info):
+        history = self._watcher.history_points()[-1:] if self._watcher else []
+        self._plugin_manager.send_plugin_message(
+            self._identifier, {"type": "detect", "detect": info, "point": history[0] if history else None})
+
+    def post_to_server(self, path, data, files):
+        remote = self._remote
+        if remote is None:
+            return None
+        return remote.post_form(path, data, files)
+
+    def on_remote_status(self, viewing, should_watch):
+        if self._uploader is not None:
+            self._uploader.set_remote_status(viewing, should_watch)
+
+    def _detect_state_path(self):
+        return os.path.join(self.get_plugin_data_folder(), DETECT_STATE_FILE)
+
+    def _load_detect_state(self):
+        try:
+            with open(self._detect_state_path(), encoding="utf-8") as handle:
+                state = json.load(handle)
+            self._watcher.restore_long_term(float(state["long_mean"]), int(state["long_count"]))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._logger.warning("[detect] ignoring an unreadable %s: %s", DETECT_STATE_FILE, exc)
+
+    def _save_detect_state(self):
+        watcher = self._watcher
+        if watcher is None or watcher.long_term() is None:
+            return
+        mean, count = watcher.long_term()
+        path = self._detect_state_path()
+        try:
+            with open(path + ".tmp", "w", encoding="utf-8") as handle:
+                json.dump({"long_mean": mean, "long_count": count}, handle)
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            self._logger.warning("[detect] could not save %s: %s", DETECT_STATE_FILE, exc)
+
+    @octoprint.plugin.BlueprintPlugin.route("/frame.jpg", methods=["GET"])
+    def frame_jpeg(self):
+        from octoprint.access.permissions import Permissions
+
+        if not Permissions.WEBCAM.can():
+            flask.abort(403)
+        latest = self._watcher.latest if self._watcher is not None else None
+        if latest is None:
+            flask.abort(404)
+        response = flask.make_response(latest[0])
+        response.headers["Content-Type"] = "image/jpeg"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Seq"] = str(latest[3])
+        return response
+
+    def is_blueprint_protected(self):
+        return True
+
+    def is_blueprint_csrf_protected(self):
+        return True
+
     ##~~ hooks
 
     def script_hook(self, comm, script_type, script_name, *args, **kwargs):
@@ -222,9 +428,12 @@ class TsdPlugin(
             "allow_cleartext_lan": False,
             "ca_file": "",
             "webcam": "",
+            "webcam_ca_file": "",
             "action": "pause",
             "sensitivity": 1.0,
             "frame_interval": 10,
+            "detection_enabled": True,
+            "model_config": "",
             "allow_raw_gcode": False,
         }
 
@@ -247,7 +456,8 @@ class TsdPlugin(
     def get_settings_restricted_paths(self):
         return {
             "never": SECRET_SETTING_PATHS,
-            "admin": [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["allow_raw_gcode"]],
+            "admin": [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["allow_raw_gcode"],
+                      ["webcam_ca_file"], ["model_config"]],
         }
 
     def on_settings_save(self, data):
@@ -266,27 +476,41 @@ class TsdPlugin(
                 data["frame_interval"] = min(120, max(1, int(data["frame_interval"])))
             except (TypeError, ValueError):
                 data.pop("frame_interval")
-        return octoprint.plugin.SettingsPlugin.on_settings_save(self, data)
+        result = octoprint.plugin.SettingsPlugin.on_settings_save(self, data)
+        self._webcams = (0.0, [])
+        if self._watcher is not None:
+            self._watcher.wake()
+        return result
 
     ##~~ AssetPlugin / TemplatePlugin
 
     def get_assets(self):
-        return {"js": ["js/tsd.js"], "css": ["css/tsd.css"]}
+        return {"js": ["js/tsd.js", "js/tsd_tab.js"], "css": ["css/tsd.css"]}
 
     def is_template_autoescaped(self):
         return True
 
     def get_template_configs(self):
-        return [{"type": "settings", "name": PLUGIN_NAME, "custom_bindings": True}]
+        return [
+            {"type": "settings", "name": PLUGIN_NAME, "custom_bindings": True},
+            {"type": "tab", "name": "Spaghetti Detective", "custom_bindings": True},
+        ]
 
     ##~~ SimpleApiPlugin
 
     def get_api_commands(self):
-        return {"reconnect": [], "link": ["code"], "unlink": []}
+        return {"reconnect": [], "link": ["code"], "unlink": [], "looks_fine": []}
 
     def on_api_command(self, command, data):
         from octoprint.access.permissions import Permissions
 
+        if command == "looks_fine":
+            # Anyone who may control a print may say it looks fine.
+            if not Permissions.PRINT.can():
+                flask.abort(403)
+            if self._watcher is None:
+                return flask.make_response(flask.jsonify(error="detection is not running"), 409)
+            return flask.jsonify(bending_factor=self._watcher.looks_fine())
         # Linking, unlinking and reconnecting are for OctoPrint admins only:
         # typing a code here is the proof of presence.
         if not Permissions.ADMIN.can():
@@ -374,7 +598,10 @@ class TsdPlugin(
 
         if not Permissions.STATUS.can():
             flask.abort(403)
-        return flask.jsonify(self.get_status())
+        status = self.get_status()
+        if "history" in request.values and self._watcher is not None:
+            status["detect_history"] = self._watcher.history_points()
+        return flask.jsonify(status)
 
     def get_status(self):
         with self._status_lock:
@@ -394,6 +621,10 @@ class TsdPlugin(
             "event_queue": self._event_queue.stats() if pump is not None else None,
             "printer": {"state": printer_state, "history": history},
             "link": dict(self._link_info),
+            "detect": self._watcher.info() if self._watcher is not None else None,
+            "upload": self._uploader.info() if self._uploader is not None else None,
+            "webcams": self.webcams() if self._watcher is not None else [],
+            "actions": ACTION_LABELS,
             "remote": self._remote.info() if self._remote is not None else getattr(
                 self, "_remote_state", {"state": "unlinked", "detail": ""}),
         }
@@ -406,9 +637,20 @@ class TsdPlugin(
             remote.on_print_event(event, payload)
             if event == Events.SETTINGS_UPDATED:
                 remote.set_allow_raw_gcode(self._settings.get_boolean(["allow_raw_gcode"]))
+        if event == Events.SETTINGS_UPDATED:
+            self._webcams = (0.0, [])  # a webcam may have changed
         if event in (Events.PRINT_DONE, Events.PRINT_FAILED, Events.PRINT_CANCELLED):
             if self._pause_sequence is not None:
                 self._pause_sequence.clear()
+        watcher = self._watcher
+        if watcher is not None:
+            if event == Events.PRINT_STARTED:
+                watcher.on_print_started()
+            elif event == Events.PRINT_RESUMED:
+                watcher.on_print_resumed()
+            elif event in (Events.PRINT_DONE, Events.PRINT_FAILED, Events.PRINT_CANCELLED):
+                watcher.on_print_ended()
+                self._save_detect_state()
         if event != Events.PRINTER_STATE_CHANGED:
             return
         payload = payload or {}

@@ -29,6 +29,8 @@ TsdError = _tsd.TsdError if _tsd else _Unavailable
 TunnelError = _tsd.TunnelError if _tsd else _Unavailable
 QueueClosedError = _tsd.QueueClosedError if _tsd else _Unavailable
 TokenError = _tsd.TokenError if _tsd else _Unavailable
+GrabError = _tsd.GrabError if _tsd else _Unavailable
+HelperError = _tsd.HelperError if _tsd else _Unavailable
 TUNNEL_EVENT_LOG = _tsd.TUNNEL_EVENT_LOG if _tsd else -1
 TUNNEL_EVENT_CONNECTED = _tsd.TUNNEL_EVENT_CONNECTED if _tsd else -1
 TUNNEL_EVENT_DISCONNECTED = _tsd.TUNNEL_EVENT_DISCONNECTED if _tsd else -1
@@ -101,6 +103,33 @@ def probe_helper(path=None, timeout=10.0):
     result["available"] = True
     result["version"] = completed.stdout.decode("utf-8", "replace").strip()
     return result
+
+
+def default_model_config():
+    """The helper configuration of the model shipped in the package, or ""
+    when it is not installed."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model", "helper.yaml")
+    return path if os.path.isfile(path) else ""
+
+
+def new_camera(url, stream=False, ca_file=None, **timeouts):
+    """A webcam (``_tsd.Camera``): snapshot URL, or one long MJPEG stream."""
+    return _tsd.Camera(url, ca_file=ca_file, stream=bool(stream), **timeouts)
+
+
+def new_detector(helper, config_path, **options):
+    """The supervised helper (``_tsd.Detector``); starts nothing yet."""
+    return _tsd.Detector(helper, config_path, **options)
+
+
+def annotate_jpeg(jpeg, detections):
+    """The frame with the detections' boxes drawn, for notifications."""
+    return _tsd.annotate_jpeg(jpeg, detections)
+
+
+def new_decider(**params):
+    """The Obico decision logic (``_tsd.Decider``)."""
+    return _tsd.Decider(**params)
 
 
 class EventPump:

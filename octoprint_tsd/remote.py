@@ -82,6 +82,7 @@ class Remote:
         self.actions_done = 0
         self.actions_refused = 0
         self._time_scale = _time_scale()
+        self._rest = None
 
     # ---- life cycle --------------------------------------------------------
 
@@ -102,6 +103,8 @@ class Remote:
         with self._lock:
             self._tunnel = tunnel
             self._send_settings = True
+            # For REST calls (uploads, events); the token never leaves this object.
+            self._rest = (server_url.strip().rstrip("/"), token, ca_file or None)
         self._set_state(STATE_CONNECTING, url)
         # stop() of the pump stops the tunnel, which closes its event queue.
         self._pump = bridge.EventPump(
@@ -119,6 +122,7 @@ class Remote:
     def stop(self):
         with self._lock:
             self._tunnel = None
+            self._rest = None
         pump, self._pump = self._pump, None
         self._stop.set()
         self._wake.set()
@@ -130,6 +134,23 @@ class Remote:
         self._threads = []
         if self.state in (STATE_CONNECTING, STATE_CONNECTED, STATE_DISCONNECTED):
             self._set_state(STATE_UNLINKED, "")
+
+    def post_form(self, path, data, files, timeout=30.0):
+        """POSTs a multipart form to the server with the printer's token.
+        Returns the HTTP status; None when not started. Raises requests'
+        exceptions on network errors (their text never holds the token: it
+        travels in a header)."""
+        import requests
+
+        rest = self._rest
+        if rest is None or self._stop.is_set():
+            return None
+        server, token, ca_file = rest
+        response = requests.post(server + path, data=data, files=files, timeout=timeout,
+                                 headers={"Authorization": "Token " + token},
+                                 verify=ca_file or True, allow_redirects=False)
+        response.close()
+        return response.status_code
 
     def set_allow_raw_gcode(self, allow):
         if self._dispatcher is not None:
@@ -194,6 +215,7 @@ class Remote:
                     self.boost()
             if action.get("should_watch") is not None:
                 self.should_watch = action["should_watch"]
+            self._plugin.on_remote_status(action.get("viewing"), action.get("should_watch"))
         elif kind == "pause":
             self.actions_done += 1
             self._plugin.remote_pause(action)

@@ -49,7 +49,9 @@ def offline_config(extra_plugin_settings=None):
         },
         "devel": {"virtualPrinter": {"enabled": True}},
         "plugins": plugins,
-        "webcam": {"webcamEnabled": False},
+        # A camera only when a test or the demo configures one (the classic
+        # webcam plugin's stream/snapshot URLs).
+        "webcam": {"webcamEnabled": "classicwebcam" in (extra_plugin_settings or {})},
     }
 
 

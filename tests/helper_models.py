@@ -212,6 +212,88 @@ def write_config(path, cfg, weights, side, classes=("failure",), **extra):
     return path
 
 
+# ---- a colour model: deterministic detections that follow the picture ----------
+#
+# For end-to-end tests: a 64x64 network that reports one detection in each
+# cell of a 4x4 grid holding strongly red pixels. Layer 1 (1x1 conv) computes
+# redness = R - (G + B) / 2 - 0.3 per pixel (inputs scaled to 0..1), a 16x16
+# max pool takes each cell's reddest pixel, and the last 1x1 conv turns that
+# into the cell's objectness logit 25 * redness - 2 (class logit 10): about
+# 0.999 for a red cell, under 0.01 for a grey one. The anchors are one cell
+# wide, so the boxes of two cells never overlap and NMS keeps them all:
+# p (the sum of confidences) is about the number of red cells.
+COLOR_SIDE = 64
+COLOR_GRID = 4
+
+
+def color_layers():
+    return [
+        _conv(1, size=1, bn=False, activation="linear"),
+        {"type": "maxpool", "size": COLOR_SIDE // COLOR_GRID, "stride": COLOR_SIDE // COLOR_GRID},
+        _conv(6, size=1, bn=False, activation="linear"),
+        {"type": "yolo", "mask": "0", "anchors": "16,16", "classes": 1, "num": 1,
+         "thresh": 0.01},
+    ]
+
+
+def write_color_model(directory):
+    """Writes color.cfg, color.weights and color.yaml; returns the YAML path."""
+    layers = color_layers()
+    cfg = os.path.join(directory, "color.cfg")
+    weights = os.path.join(directory, "color.weights")
+    with open(cfg, "w") as f:
+        f.write(_cfg_text(COLOR_SIDE, layers).replace("pad=1\n", "pad=0\n"))
+    chunks = [struct.pack("<iiiQ", 0, 2, 0, 0)]
+    # conv 1: one filter over R, G, B (the helper swaps to RGB for Darknet)
+    chunks.append(_floats([-0.3]))
+    chunks.append(_floats([1.0, -0.5, -0.5]))
+    # conv 2: x, y, w, h, objectness, class from the cell's redness
+    chunks.append(_floats([0.0, 0.0, 0.0, 0.0, -2.0, 10.0]))
+    chunks.append(_floats([0.0, 0.0, 0.0, 0.0, 25.0, 0.0]))
+    with open(weights, "wb") as f:
+        f.write(b"".join(chunks))
+    return write_config(os.path.join(directory, "color.yaml"), cfg, weights, COLOR_SIDE)
+
+
+def color_scene(width, height, red_cells=0, seed=0):
+    """A BGR picture: a grey bed and a blue block; with red_cells > 0, red
+    strands in that many cells of the 4x4 grid (the "failure")."""
+    rng = random.Random(seed)
+    img = bytearray(width * height * 3)
+    for y in range(height):
+        shade = 60 + 40 * y // max(1, height - 1)
+        img[y * width * 3:(y + 1) * width * 3] = bytes([shade, shade, shade]) * width
+    bx0, bx1, by0, by1 = width * 3 // 8, width * 5 // 8, height // 2, height * 3 // 4
+    for y in range(by0, by1):
+        img[(y * width + bx0) * 3:(y * width + bx1) * 3] = bytes([200, 90, 40]) * (bx1 - bx0)
+    cells = list(range(COLOR_GRID * COLOR_GRID))
+    rng.shuffle(cells)
+    cw, ch = width // COLOR_GRID, height // COLOR_GRID
+    for cell in cells[:red_cells]:
+        cx, cy = (cell % COLOR_GRID) * cw, (cell // COLOR_GRID) * ch
+        x, y = cx + cw // 2, cy + ch // 2
+        for _ in range(cw * 2):
+            x = min(cx + cw - 3, max(cx + 2, x + rng.choice((-2, -1, 0, 1, 2))))
+            y = min(cy + ch - 3, max(cy + 2, y + rng.choice((-2, -1, 0, 1, 2))))
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    o = ((y + dy) * width + x + dx) * 3
+                    img[o:o + 3] = bytes([20, 20, 230])
+    return bytes(img)
+
+
+def write_color_frames(directory, width=320, height=240, frames=8, red_cells=10):
+    """print/ and spaghetti/ folders of JPEGs for tests/webcam_sim.py --frames."""
+    for scene, cells in (("print", 0), ("spaghetti", red_cells)):
+        folder = os.path.join(directory, scene)
+        os.makedirs(folder, exist_ok=True)
+        for index in range(frames):
+            jpeg = encode_jpeg(color_scene(width, height, cells, seed=index), width, height)
+            with open(os.path.join(folder, "{:03d}.jpg".format(index)), "wb") as f:
+                f.write(jpeg)
+    return directory
+
+
 # ---- a tiny ONNX model (protobuf written by hand) ------------------------------
 
 

@@ -340,24 +340,33 @@ class RenderedFrames:
         return frames[index % len(frames)]
 
 
+def _read_jpegs(directory):
+    names = sorted(n for n in os.listdir(directory) if n.lower().endswith((".jpg", ".jpeg")))
+    frames = []
+    for name in names:
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        if data[:2] == b"\xff\xd8":
+            frames.append(data)
+    if not frames:
+        raise ValueError("no JPEG files in " + directory)
+    return frames
+
+
 class DirectoryFrames:
-    """The JPEG files of a directory, in name order, cycled."""
+    """The JPEG files of a directory, in name order, cycled. A directory
+    with print/ and spaghetti/ folders has one set per scene."""
 
     def __init__(self, directory):
-        names = sorted(n for n in os.listdir(directory)
-                       if n.lower().endswith((".jpg", ".jpeg")))
-        self.frames = []
-        for name in names:
-            with open(os.path.join(directory, name), "rb") as f:
-                data = f.read()
-            if data[:2] == b"\xff\xd8":
-                self.frames.append(data)
-        if not self.frames:
-            raise ValueError("no JPEG files in " + directory)
+        scenes = [os.path.join(directory, name) for name in ("print", "spaghetti")]
+        if all(os.path.isdir(path) for path in scenes):
+            self.print, self.spaghetti = (_read_jpegs(path) for path in scenes)
+        else:
+            self.print = self.spaghetti = _read_jpegs(directory)
 
     def get(self, scene, index):
-        del scene
-        return self.frames[index % len(self.frames)]
+        frames = self.spaghetti if scene == "spaghetti" else self.print
+        return frames[index % len(frames)]
 
 
 # ---- TLS -----------------------------------------------------------------------

@@ -17,6 +17,11 @@ def plugin(tmp_path):
     instance._data_folder = str(tmp_path)
     instance._logger = mock.Mock(name="_logger")
     instance._settings = mock.Mock(name="_settings")
+    defaults = instance.get_settings_defaults()
+    instance._settings.get.side_effect = lambda path: defaults.get(path[0])
+    instance._settings.get_int.side_effect = lambda path: int(defaults[path[0]])
+    instance._settings.get_float.side_effect = lambda path: float(defaults[path[0]])
+    instance._settings.get_boolean.side_effect = lambda path: bool(defaults.get(path[0]))
     instance._printer = mock.Mock(name="_printer")
     instance._plugin_version = "9.9.9"
     instance._identifier = "tsd"
@@ -147,7 +152,8 @@ def test_helper_probe_result_is_reported(plugin):
 
 
 def test_api_commands_and_protection(plugin):
-    assert plugin.get_api_commands() == {"reconnect": [], "link": ["code"], "unlink": []}
+    assert plugin.get_api_commands() == {"reconnect": [], "link": ["code"], "unlink": [],
+                                         "looks_fine": []}
     assert plugin.is_api_protected() is True
     assert plugin.is_template_autoescaped() is True
 

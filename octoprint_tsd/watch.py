@@ -1,0 +1,503 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""Failure detection as the shim runs it: a frame from the webcam every
+interval, detections from the supervised helper, the Obico decision, and at
+most one action per failure episode.
+
+Grabbing (``_tsd.Camera``), inference (``_tsd.Detector``, which runs and
+supervises tsd-helper) and the decision (``_tsd.Decider``) are native; this
+module sequences them on one thread, ``tsd-watch``, and hands every printer
+action to the plugin (``host``), which owns all OctoPrint calls. The native
+calls release the GIL, and none of them waits longer than its deadline, so
+OctoPrint never waits on the helper or the camera.
+
+Time: the frame interval is a setting in seconds (default 10, the rate the
+Obico constants were tuned for). The decider is told that nominal interval,
+so its windows scale with it (docs/decisions.md). Tests shorten wall time
+with TSD_TIME_SCALE: the thread sleeps interval * scale, decisions stay those
+of the nominal interval.
+"""
+
+import collections
+import json
+import threading
+import time
+import urllib.parse
+
+from . import bridge
+from .remote import _time_scale
+
+STATE_DISABLED = "disabled"   # no camera, or detection turned off
+STATE_IDLE = "idle"           # not printing: frames for the live view only
+STATE_WATCHING = "watching"
+STATE_WARNING = "warning"     # failing at factor 1, not yet at 1.75
+STATE_FAILING = "failing"     # failure episode, action "notify"
+STATE_PAUSED = "paused"       # paused (or cancelled) by TSD
+STATE_ERROR = "error"         # no frames or no detections right now
+
+PAUSE_FACTOR = 1.75
+THRESHOLD_LOW = 0.38
+THRESHOLD_HIGH = 0.78
+HISTORY_MAX = 2000            # points of the score plot (one print)
+LOOKS_FINE_FACTOR = 0.5       # bending factor multiplier per "looks fine"
+MIN_BENDING_FACTOR = 0.05
+CAMERA_RETRY_MAX_S = 60.0
+
+
+def resolve_webcam_url(url, octoprint_port):
+    """Absolute camera URLs as they are; a relative one (``/webcam/?action=
+    stream``) against OctoPrint on the loopback address. Returns a list of
+    candidates: OctoPrint's own port, then port 80 (OctoPi's haproxy serves
+    /webcam/ there, not on OctoPrint's port)."""
+    url = (url or "").strip()
+    if not url:
+        return []
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme in ("http", "https"):
+        return [url]
+    if parsed.scheme or url.startswith("//"):
+        return []
+    path = url if url.startswith("/") else "/" + url
+    candidates = []
+    if octoprint_port:
+        candidates.append("http://127.0.0.1:{}{}".format(int(octoprint_port), path))
+    if octoprint_port != 80:
+        candidates.append("http://127.0.0.1{}".format(path))
+    return candidates
+
+
+def webcam_choices(webcams):
+    """OctoPrint's webcams (``octoprint.webcams.get_webcams()`` values, or
+    dicts of the same shape) as plain dicts: name, display name, snapshot
+    URL, stream URL."""
+    choices = []
+    for webcam in webcams:
+        config = getattr(webcam, "config", webcam)
+        compat = getattr(config, "compat", None)
+        if isinstance(config, dict):
+            compat = config.get("compat")
+            name, display = config.get("name"), config.get("displayName")
+        else:
+            name, display = config.name, config.displayName
+        if isinstance(compat, dict):
+            snapshot, stream = compat.get("snapshot"), compat.get("stream")
+        elif compat is not None:
+            snapshot, stream = compat.snapshot, compat.stream
+        else:
+            snapshot = stream = None
+        if not (snapshot or stream):
+            continue
+        choices.append({"name": name, "display_name": display or name,
+                        "snapshot": snapshot or "", "stream": stream or ""})
+    return choices
+
+
+def pick_webcam(choices, wanted):
+    """The webcam named ``wanted``, else the first one; None when none."""
+    for choice in choices:
+        if choice["name"] == wanted:
+            return choice
+    return choices[0] if choices else None
+
+
+class Episode:
+    """One failure episode: at most one action; ended by "looks fine" or a
+    new print; re-armed (a new episode may start) after a resume."""
+
+    def __init__(self):
+        self.active = False
+        self.acted = False
+        self.warned = False
+
+    def reset(self):
+        self.active = self.acted = self.warned = False
+
+
+class Watcher:
+    """``host`` gives: ``watch_config()`` (dict: camera (dict or None),
+    interval_s, action, sensitivity, model_config, enabled), ``is_printing()``,
+    ``failure_action(action, summary, frame)``, ``failure_warning(summary,
+    frame)`` and ``publish(update)``."""
+
+    def __init__(self, host, logger, helper_path=None, time_scale=None):
+        self._host = host
+        self._logger = logger
+        self._helper_path = helper_path or bridge.helper_path()
+        self._time_scale = _time_scale() if time_scale is None else time_scale
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = None
+        self._camera = None
+        self._camera_key = None
+        self._camera_failures = 0
+        self._camera_retry_at = 0.0
+        self._detector = None
+        self._detector_key = None
+        self._decider = None
+        self._episode = Episode()
+        self._bending_factor = 1.0
+        self._printing = False
+        self.state = STATE_DISABLED
+        self.detail = ""
+        self.camera_error = None
+        self.helper_error = None
+        self.latest = None           # (jpeg, width, height, seq, monotonic time)
+        self.last_result = None
+        self.history = collections.deque(maxlen=HISTORY_MAX)
+        self.frames = 0
+        self.detections_ok = 0
+        self.detection_errors = 0
+        self.actions_taken = 0
+        self._print_started = time.monotonic()
+        self._frame_listeners = []
+        self._long_term = None       # (mean, count) to restore into a new decider
+
+    # ---- life cycle ------------------------------------------------------------
+
+    def start(self):
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="tsd-watch")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+        camera, detector = self._camera, self._detector
+        if camera is not None:
+            camera.close()        # wakes a grab in progress
+        if detector is not None:
+            detector.interrupt()  # wakes a detection in progress
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
+        self._camera = self._detector = None
+
+    def wake(self):
+        """Take the next frame now (a viewing boost, a changed setting)."""
+        self._wake.set()
+        camera = self._camera
+        if camera is not None:
+            camera.nudge()
+
+    def add_frame_listener(self, listener):
+        """listener(jpeg, width, height, seq) on the watch thread, for uploads."""
+        self._frame_listeners.append(listener)
+
+    # ---- print life cycle (called by the plugin on OctoPrint events) -----------
+
+    def on_print_started(self):
+        with self._lock:
+            self._printing = True
+            self._episode.reset()
+            self._bending_factor = 1.0
+            self.history.clear()
+            self._print_started = time.monotonic()
+            if self._decider is not None:
+                self._decider.print_start()
+                self._decider.set_params(bending_factor=1.0)
+        self.wake()
+
+    def on_print_resumed(self):
+        with self._lock:
+            # Re-armed: a failure seen from now on is a new episode.
+            self._episode.reset()
+            if self.state == STATE_PAUSED:
+                self.state = STATE_WATCHING
+
+    def on_print_ended(self):
+        with self._lock:
+            self._printing = False
+            self._episode.reset()
+            self.state = STATE_IDLE if self._camera_key else STATE_DISABLED
+
+    def looks_fine(self):
+        """The user says the print is fine: end the episode, restart the
+        rolling means (the grace period applies again) and lower the
+        bending factor for the rest of this print."""
+        with self._lock:
+            self._episode.reset()
+            self._bending_factor = max(MIN_BENDING_FACTOR,
+                                       self._bending_factor * LOOKS_FINE_FACTOR)
+            if self._decider is not None:
+                self._decider.print_start()
+                self._decider.set_params(bending_factor=self._bending_factor)
+            if self.state in (STATE_WARNING, STATE_FAILING):
+                self.state = STATE_WATCHING
+            bending = self._bending_factor
+        self._logger.info("[detect] marked as looking fine; bending factor now %.3f", bending)
+        self._publish()
+        return bending
+
+    def restore_long_term(self, mean, count):
+        """The printer's long-term mean, saved from an earlier run."""
+        with self._lock:
+            if mean >= 0 and count >= 0:
+                self._long_term = (float(mean), int(count))
+                if self._decider is not None:
+                    self._decider.set_long_term(*self._long_term)
+
+    def long_term(self):
+        with self._lock:
+            if self._decider is not None:
+                return self._decider.long_term()
+            return self._long_term
+
+    # ---- status ------------------------------------------------------------------
+
+    def info(self):
+        with self._lock:
+            detector = self._detector
+            info = {
+                "state": self.state,
+                "detail": self.detail,
+                "camera": dict(self._camera_key[2]) if self._camera_key else None,
+                "camera_error": self.camera_error,
+                "camera_stats": self._camera.stats() if self._camera is not None else None,
+                "helper_error": self.helper_error,
+                "frames": self.frames,
+                "detections_ok": self.detections_ok,
+                "detection_errors": self.detection_errors,
+                "actions_taken": self.actions_taken,
+                "bending_factor": self._bending_factor,
+                "last": self.last_result,
+                "thresholds": {"low": THRESHOLD_LOW, "high": THRESHOLD_HIGH,
+                               "pause_factor": PAUSE_FACTOR},
+            }
+        info["helper"] = detector.health() if detector is not None else None
+        if info["helper"] is not None:
+            info["helper"].pop("stderr_tail", None)
+        return info
+
+    def history_points(self):
+        with self._lock:
+            return list(self.history)
+
+    def _publish(self):
+        try:
+            self._host.publish(self.info())
+        except Exception:
+            self._logger.exception("[detect] could not publish an update")
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def _run(self):
+        while not self._stop.is_set():
+            config = self._host.watch_config()
+            interval = max(0.05, float(config["interval_s"]) * self._time_scale)
+            started = time.monotonic()
+            try:
+                self._step(config, interval)
+            except Exception:
+                self._logger.exception("[detect] unexpected error; going on")
+            left = interval - (time.monotonic() - started)
+            if left > 0 and self._wake.wait(left):
+                self._wake.clear()
+
+    def _step(self, config, interval):
+        camera = self._ensure_camera(config)
+        if camera is None:
+            return
+        frame = self._grab(camera, interval)
+        if frame is None:
+            return
+        jpeg, width, height, seq = frame
+        self.latest = (jpeg, width, height, seq, time.monotonic())
+        self.frames += 1
+        if self.camera_error is not None:
+            self._logger.info("[camera] frames again from %s", self._camera_key[0])
+        self._camera_failures = 0
+        with self._lock:
+            self.camera_error = None
+            if self.state == STATE_ERROR and self.helper_error is None:
+                self.state, self.detail = STATE_IDLE, ""
+        for listener in list(self._frame_listeners):
+            try:
+                listener(jpeg, width, height, seq)
+            except Exception:
+                self._logger.exception("[detect] a frame listener failed")
+        printing = self._host.is_printing()
+        if not (config["enabled"] and printing):
+            with self._lock:
+                if self.state not in (STATE_PAUSED,):
+                    self.state = STATE_IDLE
+                self.detail = "" if config["enabled"] else "detection is turned off"
+            self._publish()
+            return
+        self._detect(config, jpeg, width, height, seq)
+
+    def _ensure_camera(self, config):
+        camera_choice = config.get("camera")
+        if not camera_choice:
+            with self._lock:
+                self.state = STATE_DISABLED
+                self.detail = "no webcam is configured in OctoPrint"
+                self._drop_camera()
+            return None
+        key = (camera_choice["url"], camera_choice["stream"], camera_choice)
+        if self._camera_key is None or self._camera_key[:2] != key[:2]:
+            self._drop_camera()
+            try:
+                camera = bridge.new_camera(camera_choice["url"], stream=camera_choice["stream"],
+                                           ca_file=config.get("ca_file") or None)
+            except bridge.GrabError as exc:
+                self._camera_failed("the camera URL {} cannot be used: {}".format(
+                    camera_choice["url"], exc))
+                return None
+            self._camera, self._camera_key = camera, key
+            self._camera_failures = 0
+            self._camera_retry_at = 0.0
+        if time.monotonic() < self._camera_retry_at:
+            return None
+        return self._camera
+
+    def _drop_camera(self):
+        camera, self._camera, self._camera_key = self._camera, None, None
+        if camera is not None:
+            camera.close()
+
+    def _camera_failed(self, message):
+        self._camera_failures += 1
+        delay = min(CAMERA_RETRY_MAX_S, 2 ** min(self._camera_failures - 1, 6)) * self._time_scale
+        self._camera_retry_at = time.monotonic() + delay
+        changed = message != self.camera_error
+        with self._lock:
+            self.camera_error = message
+            self.state = STATE_ERROR
+            self.detail = message
+        if changed:
+            self._logger.warning("[camera] %s", message)
+        self._publish()
+
+    def _grab(self, camera, interval):
+        wait_ms = int(interval * 1000) if self._camera_key[1] else 0
+        try:
+            # Stream: keep the connection for one interval, take the newest.
+            return camera.grab(wait_ms=max(0, wait_ms - 50))
+        except bridge.GrabError as exc:
+            if self._stop.is_set():
+                return None
+            url = self._camera_key[0]
+            self._camera_failed("no frame from {}: {}".format(url, exc))
+            return None
+
+    def _detector_for(self, config):
+        key = (self._helper_path, config["model_config"])
+        if self._detector is None or self._detector_key != key:
+            old, self._detector = self._detector, None
+            if old is not None:
+                old.stop()
+            self._detector = bridge.new_detector(self._helper_path, config["model_config"],
+                                                 **config.get("detector_options", {}))
+            self._detector_key = key
+        return self._detector
+
+    def _decider_for(self, config):
+        interval = min(3600.0, max(0.1, float(config["interval_s"])))
+        sensitivity = float(config["sensitivity"])
+        if self._decider is None:
+            self._decider = bridge.new_decider(sensitivity=sensitivity,
+                                               bending_factor=self._bending_factor,
+                                               frame_interval_s=interval)
+            if self._long_term is not None:
+                self._decider.set_long_term(*self._long_term)
+        else:
+            self._decider.set_params(sensitivity=sensitivity, frame_interval_s=interval,
+                                     bending_factor=self._bending_factor)
+        return self._decider
+
+    def _detect(self, config, jpeg, width, height, seq):
+        if not config["model_config"]:
+            with self._lock:
+                self.state = STATE_ERROR
+                self.detail = "no detection model is installed"
+            self._publish()
+            return
+        try:
+            detector = self._detector_for(config)
+            reply = json.loads(detector.detect(jpeg))
+        except bridge.HelperError as exc:
+            self.detection_errors += 1
+            message = "detection failed ({}): {}".format(getattr(exc, "code", "error"), exc)
+            if message != self.helper_error:
+                self._logger.warning("[helper] %s", message)
+            with self._lock:
+                self.helper_error = message
+                if self.state != STATE_PAUSED:
+                    self.state = STATE_ERROR
+                self.detail = message
+            self._publish()
+            return
+        except (ValueError, bridge.TsdError) as exc:
+            self.detection_errors += 1
+            self._logger.warning("[helper] unusable answer: %s", exc)
+            return
+        detections = [d for d in reply.get("detections", [])
+                      if isinstance(d, dict) and 0 <= float(d.get("confidence", -1)) <= 1]
+        with self._lock:
+            decider = self._decider_for(config)
+            result = decider.add_frame([float(d["confidence"]) for d in detections])
+            self.detections_ok += 1
+            self.helper_error = None
+            self.camera_error = None
+            result.update({"seq": seq, "w": width, "h": height, "ms": reply.get("ms"),
+                           "detections": detections, "time": time.time()})
+            self.last_result = result
+            self.history.append({
+                "t": round(time.monotonic() - self._print_started, 2),
+                "p": round(result["p"], 4), "ewm": round(result["ewm"], 4),
+                "adjusted": round(result["adjusted"], 4), "verdict": result["verdict"],
+            })
+            act = self._verdict(config, result)
+        if act is not None:
+            self._act(act, config, result, jpeg)
+        self._publish()
+
+    def _verdict(self, config, result):
+        """Called with the lock held: the new state, and the action to take
+        (None, "warn" or the configured action), at most once per episode."""
+        verdict = result["verdict"]
+        episode = self._episode
+        if self.state == STATE_PAUSED:
+            return None  # never repeated while paused
+        if verdict == "pause":
+            episode.active = True
+            if not episode.acted:
+                episode.acted = True
+                action = config["action"]
+                self.state = STATE_FAILING if action == "notify" else STATE_PAUSED
+                self.detail = "failure detected"
+                return action
+            return None
+        if verdict == "warn":
+            if self.state != STATE_FAILING:
+                self.state = STATE_WARNING
+            self.detail = "the print may be failing"
+            if not episode.warned and not episode.acted:
+                episode.warned = True
+                return "warn"
+            return None
+        if self.state in (STATE_WARNING, STATE_ERROR, STATE_IDLE, STATE_DISABLED):
+            self.state = STATE_WATCHING
+            self.detail = ""
+        return None
+
+    def _act(self, action, config, result, jpeg):
+        summary = {
+            "score": round(result["adjusted"], 3),
+            "p": round(result["p"], 3),
+            "detections": len(result["detections"]),
+            "frame": result["frame"],
+        }
+        try:
+            if action == "warn":
+                self._host.failure_warning(summary, jpeg, result["detections"])
+            else:
+                self.actions_taken += 1
+                self._logger.warning("[detect] failure detected (score %.3f): %s",
+                                     result["adjusted"], action)
+                self._host.failure_action(action, summary, jpeg, result["detections"])
+        except Exception:
+            self._logger.exception("[detect] the %s action failed", action)
