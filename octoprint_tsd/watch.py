@@ -303,9 +303,11 @@ class Watcher:
         frame = self._grab(camera, interval)
         if frame is None:
             return
-        jpeg, width, height, seq = frame
-        self.latest = (jpeg, width, height, seq, time.monotonic())
+        jpeg, width, height, _ = frame
+        # Our own frame number: a snapshot camera numbers every frame 1.
         self.frames += 1
+        seq = self.frames
+        self.latest = (jpeg, width, height, seq, time.monotonic())
         if self.camera_error is not None:
             self._logger.info("[camera] frames again from %s", self._camera_key[0])
         self._camera_failures = 0

@@ -1,11 +1,19 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""The demo: a real OctoPrint with its virtual printer and this plugin.
+"""The demo: a real OctoPrint with its virtual printer and this plugin,
+watching a simulated webcam (tests/webcam_sim.py) through the shipped
+detector.
 
-Needs no server, no camera and no internet. Run through `make demo`, which
-installs what is missing first. Listens on 127.0.0.1:5000 unless PORT says
-otherwise; state is kept in build/demo/ between runs.
+It starts a print; the camera shows a healthy print, then the print turns
+into spaghetti; the helper flags it and the plugin pauses the virtual
+printer. Needs no server, no camera and no internet. Run through `make demo`,
+which installs what is missing first. Listens on 127.0.0.1:5000 unless PORT
+says otherwise; state is kept in build/demo/ between runs.
 
-  --smoke   start, check that the plugin and its native module are up, stop
+Time runs 10 times faster than in real use (TSD_TIME_SCALE=0.1): a frame
+every second stands for one every 10 s, the rate the decision constants were
+tuned for, so the grace period at the start of a print takes 30 s.
+
+  --smoke   run the whole loop once, check that the print was paused, stop
 """
 
 import argparse
@@ -16,12 +24,74 @@ import time
 
 import requests
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from octoprint_instance import OctoPrintInstance  # noqa: E402
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from octoprint_instance import OctoPrintInstance  # noqa: E402
+from webcam_sim import WebcamSim  # noqa: E402
+
 DEMO_USER = "demo"
 DEMO_PASSWORD = "spaghetti"
+TIME_SCALE = 0.1
+HEALTHY_SECONDS = 45      # the healthy print on camera (the grace period is 30 s)
+FAILURE_TIMEOUT = 120     # spaghetti on camera until the pause, at most
+
+
+def demo_gcode(lines=3000):
+    out = ["G28", "G90", "M82", "G1 Z0.3 F600", "G92 E0"]
+    for i in range(lines):
+        out.append("G1 X{} Y{} E{:.3f} F1200".format(20 + i % 80, 20 + (i * 7) % 80, i * 0.04))
+        out.append("G4 P200")
+    return "\n".join(out) + "\n"
+
+
+def api(instance, api_key, method, path, **kwargs):
+    response = requests.request(method, instance.url + path, headers={"X-Api-Key": api_key},
+                                timeout=30, **kwargs)
+    response.raise_for_status()
+    return response
+
+
+def run_the_loop(instance, api_key, sim):
+    """Prints, shows spaghetti, waits for the pause. True when paused by TSD."""
+    api(instance, api_key, "POST", "/api/files/local",
+        files={"file": ("tsd-demo.gcode", demo_gcode())})
+    api(instance, api_key, "POST", "/api/files/local/tsd-demo.gcode",
+        json={"command": "select", "print": True})
+    print("==> printing tsd-demo.gcode; the camera shows a healthy print", flush=True)
+    started = time.monotonic()
+    spaghetti_at = None
+    last = None
+    while True:
+        status = api(instance, api_key, "GET", "/api/plugin/tsd").json()
+        detect = status.get("detect") or {}
+        state = api(instance, api_key, "GET", "/api/printer").json()["state"]["text"]
+        elapsed = time.monotonic() - started
+        line = "    {:5.0f} s  printer: {:8s}  detector: {:9s} score {:>6}  {}".format(
+            elapsed, state, detect.get("state", "?"),
+            "{:.2f}".format((detect.get("last") or {}).get("adjusted", 0.0)),
+            detect.get("detail") or "")
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if sim.scene == "print" and elapsed > HEALTHY_SECONDS:
+            print("==> the print turns into spaghetti on camera", flush=True)
+            sim.configure(scene="spaghetti")
+            spaghetti_at = time.monotonic()
+        if state == "Paused" and detect.get("state") == "paused" and spaghetti_at is None:
+            print("==> paused on a healthy print: a false alarm", flush=True)
+            return False
+        if state == "Paused" and detect.get("state") == "paused":
+            print("==> paused by The Spaghetti Detective after {:.0f} s of spaghetti".format(
+                time.monotonic() - spaghetti_at), flush=True)
+            return True
+        if spaghetti_at is not None and time.monotonic() - spaghetti_at > FAILURE_TIMEOUT:
+            print("==> no pause within {} s of spaghetti".format(FAILURE_TIMEOUT), flush=True)
+            return False
+        if state not in ("Printing", "Starting", "Paused", "Pausing"):
+            print("==> the print ended before the failure ({})".format(state), flush=True)
+            return False
+        time.sleep(1)
 
 
 def connect_virtual_printer(instance, api_key):
@@ -48,9 +118,15 @@ def main():
     args = parser.parse_args()
 
     port = int(os.environ.get("PORT") or 5000)
-    instance = OctoPrintInstance(args.basedir, port=port)
+    sim = WebcamSim(fps=5).start()
+    print("==> simulated webcam at {}".format(sim.url), flush=True)
+    env = dict(os.environ, TSD_TIME_SCALE=str(TIME_SCALE))
+    instance = OctoPrintInstance(args.basedir, port=port, env=env)
     print("==> preparing OctoPrint in {}".format(instance.basedir), flush=True)
-    instance.prepare(users=[(DEMO_USER, DEMO_PASSWORD, True)])
+    instance.prepare(users=[(DEMO_USER, DEMO_PASSWORD, True)], extra_plugin_settings={
+        "classicwebcam": {"stream": sim.stream_url, "snapshot": sim.snapshot_url},
+        "tsd": {"frame_interval": 10, "action": "pause"},
+    })
     print("==> starting OctoPrint on {} (log: {})".format(instance.url, instance.octoprint_log), flush=True)
     try:
         instance.start()
@@ -60,6 +136,7 @@ def main():
             with open(instance.log_path, errors="replace") as f:
                 print("".join(f.readlines()[-30:]), file=sys.stderr)
         instance.stop()
+        sim.stop()
         return 1
 
     try:
@@ -75,11 +152,18 @@ def main():
         print("  Log in:    user '{}', password '{}'".format(DEMO_USER, DEMO_PASSWORD))
         print("  Plugin:    {} with native module _tsd {}".format(status["plugin_version"], native["version"]))
         print("  Printer:   OctoPrint's virtual printer, connected")
+        print("  Camera:    simulated webcam at {}".format(sim.url))
+        print("  Watch:     the 'Spaghetti Detective' tab")
         print("  Settings:  the wrench icon > Plugins > The Spaghetti Detective")
+        print("  Time runs 10x faster than in real use.")
         print()
+        paused = run_the_loop(instance, api_key, sim)
         if args.smoke:
-            print("demo smoke check: ok")
-            return 0
+            print("demo smoke check: {}".format("ok" if paused else "FAILED (no pause)"))
+            return 0 if paused else 1
+        print()
+        print("  The print is paused. Resume or cancel it in OctoPrint; /control?scene=print")
+        print("  on the camera ({}) shows a healthy print again.".format(sim.url))
         print("  Press Ctrl-C to stop.", flush=True)
         stop = []
         signal.signal(signal.SIGTERM, lambda *a: stop.append(True))
@@ -94,6 +178,7 @@ def main():
     finally:
         print("==> stopping OctoPrint", flush=True)
         instance.stop()
+        sim.stop()
 
 
 if __name__ == "__main__":

@@ -49,10 +49,22 @@ def offline_config(extra_plugin_settings=None):
         },
         "devel": {"virtualPrinter": {"enabled": True}},
         "plugins": plugins,
-        # A camera only when a test or the demo configures one (the classic
-        # webcam plugin's stream/snapshot URLs).
-        "webcam": {"webcamEnabled": "classicwebcam" in (extra_plugin_settings or {})},
+        "webcam": _webcam_section((extra_plugin_settings or {}).get("classicwebcam")),
     }
+
+
+def _webcam_section(classic):
+    """A camera only when a test or the demo configures one. The URLs go in
+    the legacy webcam section: on first start the classic webcam plugin
+    moves them into its own settings (and would overwrite its own settings
+    with that section's empty defaults)."""
+    if not classic:
+        return {"webcamEnabled": False}
+    section = {"webcamEnabled": True}
+    for key in ("stream", "snapshot"):
+        if key in classic:
+            section[key] = classic[key]
+    return section
 
 
 class OctoPrintInstance:
