@@ -382,7 +382,8 @@ class Watcher:
             if self._stop.is_set():
                 return None
             url = self._camera_key[0]
-            self._camera_failed("no frame from {}: {}".format(url, exc))
+            self._camera_failed("no frame from {} ({}): {}".format(
+                url, getattr(exc, "code", "error"), exc))
             return None
 
     def _detector_for(self, config):

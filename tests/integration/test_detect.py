@@ -259,12 +259,12 @@ def test_notify_only_never_pauses(rig):
 # Each misbehaviour as query parameters of the stream URL: the simulated
 # camera applies them to that connection (and to every reconnection).
 MISBEHAVIOURS = [
-    ("truncate", "truncate=1", "not a valid JPEG"),
-    ("wrong_boundary", "wrong_boundary=1", "boundary"),
-    ("wrong_content_type", "wrong_content_type=1", "not an MJPEG stream"),
+    ("truncate", "truncate=1", r"\(invalid_jpeg\).*not valid JPEG"),
+    ("wrong_boundary", "wrong_boundary=1", r"\((no_boundary|no_frames)\)"),
+    ("wrong_content_type", "wrong_content_type=1", r"\(not_multipart\).*text/html"),
     ("stall", "stall=4&misbehave_after=1", None),
-    ("garbage", "garbage=50&misbehave_after=1", "no frame from"),
-    ("close_mid_frame", "close_mid_frame=1&misbehave_after=1", "closed the connection"),
+    ("garbage", "garbage=50&misbehave_after=1", r"\((too_big|no_frames|invalid_jpeg)\)"),
+    ("close_mid_frame", "close_mid_frame=1&misbehave_after=1", r"\(closed\)"),
 ]
 
 
@@ -278,7 +278,7 @@ def test_a_misbehaving_stream_camera_leaves_the_plugin_running(rig, name, query,
     rss = rig.rss_mb()
     rig.set_webcam("", rig.sim.stream_url + "&" + query)
     if reason is not None:
-        detect = wait_for(lambda: (lambda d: d if reason in (d["camera_error"] or "") else None)(
+        detect = wait_for(lambda: (lambda d: d if re.search(reason, d["camera_error"] or "") else None)(
             rig.detect()), 60)
         assert detect, rig.detect()
         assert detect["state"] == "error", detect

@@ -23,8 +23,14 @@ $(function () {
         self.linkMessage = ko.observable("");
         self.linkFailed = ko.observable(false);
         self.notice = undefined;
+        self.webcams = ko.observableArray([]);
 
         self.applyStatus = function (status) {
+            var webcams = status.webcams || [];
+            self.webcams(webcams);
+            if (self.settings && webcams.length && !self.settings.plugins.tsd.webcam()) {
+                self.settings.plugins.tsd.webcam(webcams[0].name);
+            }
             self.pluginVersion(status.plugin_version || "");
             if (status.native && status.native.loaded) {
                 self.nativeError("");
