@@ -21,6 +21,7 @@
 #include "core/decide.h"
 #include "core/evq.h"
 #include "core/grab.h"
+#include "core/linkmsg.h"
 #include "core/proto.h"
 #include "core/superv.h"
 #include "core/tok.h"
@@ -1232,11 +1233,13 @@ static PyObject *detector_new(PyTypeObject *type, PyObject *args, PyObject *kwar
                                      &config.start_timeout_ms, &config.deadline_ms,
                                      &config.backoff_min_ms, &config.backoff_max_ms))
         return NULL;
-    if (memory_limit_mb < 0 || memory_limit_mb > (1LL << 40)) {
+    if (memory_limit_mb < -1 || memory_limit_mb > (1LL << 40)) {
         PyErr_SetString(PyExc_ValueError, "memory_limit_mb out of range");
         return NULL;
     }
-    config.memory_limit_bytes = (uint64_t)memory_limit_mb * 1024u * 1024u;
+    /* -1: no limit (an AddressSanitizer build cannot run under one) */
+    config.memory_limit_bytes =
+        memory_limit_mb < 0 ? UINT64_MAX : (uint64_t)memory_limit_mb * 1024u * 1024u;
     self = (struct detector_object *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
@@ -1381,7 +1384,8 @@ static PyMethodDef detector_methods[] = {
 static PyType_Slot detector_slots[] = {
     {Py_tp_doc, "Detector(helper_path, config_path, nice=-1, memory_limit_mb=0, "
                 "start_timeout_ms=0, deadline_ms=0, backoff_min_ms=0, backoff_max_ms=0)\n\n"
-                "Runs and supervises tsd-helper (native/core/superv.h); 0/-1: defaults."},
+                "Runs and supervises tsd-helper (native/core/superv.h); 0 (nice: -1) means "
+                "the default; memory_limit_mb=-1: no address-space limit."},
     {Py_tp_new, detector_new},
     {Py_tp_dealloc, detector_dealloc},
     {Py_tp_methods, detector_methods},
@@ -1562,6 +1566,130 @@ static PyObject *tsd_library_versions_py(PyObject *module, PyObject *Py_UNUSED(i
     return dict;
 }
 
+/* ---- linking answers (core/linkmsg.c) -------------------------------------- */
+
+/* Sets a dict item from a C string; returns -1 with an exception set. */
+static int dict_set_str(PyObject *dict, const char *key, const char *value)
+{
+    PyObject *item;
+    int rc;
+
+    if (!value)
+        return PyDict_SetItemString(dict, key, Py_None);
+    item = PyUnicode_FromString(value);
+    if (!item)
+        return -1;
+    rc = PyDict_SetItemString(dict, key, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static int dict_set_size(PyObject *dict, const char *key, size_t value)
+{
+    PyObject *item = PyLong_FromSize_t(value);
+    int rc;
+
+    if (!item)
+        return -1;
+    rc = PyDict_SetItemString(dict, key, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *unlinked_to_dict(const struct linkmsg_unlinked *parsed)
+{
+    PyObject *dict = PyDict_New();
+    PyObject *list = NULL;
+
+    if (!dict)
+        return NULL;
+    list = PyList_New(0);
+    if (!list || PyDict_SetItemString(dict, "messages", list) < 0)
+        goto fail;
+    for (size_t i = 0; i < parsed->n_messages; i++) {
+        const struct linkmsg_message *m = &parsed->messages[i];
+        PyObject *entry = PyDict_New();
+
+        if (!entry)
+            goto fail;
+        if (dict_set_str(entry, "device_id", m->device_id) < 0 ||
+            dict_set_str(entry, "type", m->type) < 0 ||
+            dict_set_str(entry, "code", m->code) < 0 ||
+            dict_set_str(entry, "secret", m->has_secret ? m->secret : NULL) < 0 ||
+            PyList_Append(list, entry) < 0) {
+            Py_DECREF(entry);
+            goto fail;
+        }
+        Py_DECREF(entry);
+    }
+    if (dict_set_size(dict, "invalid", parsed->invalid) < 0 ||
+        dict_set_size(dict, "ignored", parsed->ignored) < 0 ||
+        dict_set_size(dict, "dropped", parsed->dropped) < 0 ||
+        dict_set_str(dict, "one_time_passcode",
+                     parsed->has_passcode ? parsed->one_time_passcode : NULL) < 0 ||
+        dict_set_str(dict, "one_time_passlink", parsed->one_time_passlink) < 0 ||
+        dict_set_str(dict, "verification_code", parsed->verification_code) < 0)
+        goto fail;
+    Py_DECREF(list);
+    return dict;
+fail:
+    Py_XDECREF(list);
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *tsd_parse_unlinked_response(PyObject *module, PyObject *arg)
+{
+    struct linkmsg_unlinked *parsed;
+    enum linkmsg_result result;
+    Py_buffer view;
+    PyObject *dict;
+
+    (void)module;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    parsed = PyMem_Calloc(1, sizeof(*parsed));
+    if (!parsed) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    result = linkmsg_parse_unlinked(view.buf, (size_t)view.len, parsed);
+    PyBuffer_Release(&view);
+    if (result != LINKMSG_OK) {
+        PyMem_Free(parsed);
+        PyErr_SetString(PyExc_ValueError, linkmsg_result_str(result));
+        return NULL;
+    }
+    dict = unlinked_to_dict(parsed);
+    explicit_bzero(parsed, sizeof(*parsed));
+    PyMem_Free(parsed);
+    return dict;
+}
+
+static PyObject *tsd_parse_verify_response(PyObject *module, PyObject *arg)
+{
+    struct linkmsg_verify parsed;
+    enum linkmsg_result result;
+    Py_buffer view;
+    PyObject *dict;
+
+    (void)module;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    result = linkmsg_parse_verify(view.buf, (size_t)view.len, &parsed);
+    PyBuffer_Release(&view);
+    if (result != LINKMSG_OK) {
+        PyErr_SetString(PyExc_ValueError, linkmsg_result_str(result));
+        return NULL;
+    }
+    dict = PyDict_New();
+    if (dict && (dict_set_str(dict, "token", parsed.token) < 0 ||
+                 dict_set_str(dict, "name", parsed.has_name ? parsed.name : NULL) < 0))
+        Py_CLEAR(dict);
+    explicit_bzero(&parsed, sizeof(parsed));
+    return dict;
+}
+
 static PyMethodDef tsd_methods[] = {
     {"token_save", (PyCFunction)(void (*)(void))tsd_token_save, METH_VARARGS | METH_KEYWORDS,
      "token_save(directory, server, token, name=None)\n\nAtomically replace the token file "
@@ -1574,6 +1702,13 @@ static PyMethodDef tsd_methods[] = {
     {"annotate_jpeg", tsd_annotate_jpeg, METH_VARARGS,
      "annotate_jpeg(jpeg, detections) -> bytes\n\nThe frame with each detection's box drawn "
      "(shrunk to fit 1280x960)."},
+    {"parse_unlinked_response", tsd_parse_unlinked_response, METH_O,
+     "parse_unlinked_response(body: bytes) -> dict\n\nThe server's /unlinked/ answer, bounded and "
+     "normalized: messages (device_id, type, code, secret), invalid, ignored, dropped, "
+     "one_time_passcode, one_time_passlink, verification_code. ValueError with the reason."},
+    {"parse_verify_response", tsd_parse_verify_response, METH_O,
+     "parse_verify_response(body: bytes) -> dict\n\nThe server's /verify/ answer: token and "
+     "name. ValueError with the reason."},
     {"library_versions", tsd_library_versions_py, METH_NOARGS,
      "library_versions() -> dict\n\nVersions of the C libraries loaded at run time."},
     {NULL, NULL, 0, NULL},

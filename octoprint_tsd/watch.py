@@ -422,15 +422,21 @@ class Watcher:
             detector = self._detector_for(config)
             reply = json.loads(detector.detect(jpeg))
         except bridge.HelperError as exc:
-            self.detection_errors += 1
-            message = "detection failed ({}): {}".format(getattr(exc, "code", "error"), exc)
-            if message != self.helper_error:
-                self._logger.warning("[helper] %s", message)
+            code = getattr(exc, "code", "error")
+            if code == "backoff" and self.helper_error:
+                # Waiting to restart: keep showing why it failed.
+                message = self.helper_error
+                detail = "{} (restarting it: {})".format(message, exc)
+            else:
+                self.detection_errors += 1
+                message = detail = "detection failed ({}): {}".format(code, exc)
+                if message != self.helper_error:
+                    self._logger.warning("[helper] %s", message)
             with self._lock:
                 self.helper_error = message
                 if self.state != STATE_PAUSED:
                     self.state = STATE_ERROR
-                self.detail = message
+                self.detail = detail
             self._publish()
             return
         except (ValueError, bridge.TsdError) as exc:
