@@ -41,6 +41,8 @@ HISTORY_MAX = 2000            # points of the score plot (one print)
 LOOKS_FINE_FACTOR = 0.5       # bending factor multiplier per "looks fine"
 MIN_BENDING_FACTOR = 0.05
 CAMERA_RETRY_MAX_S = 60.0
+COOLDOWN_S = 90.0             # after a resume or "looks fine", as the Obico server's
+                              # alert cooldown: no new action before it has passed
 
 
 def resolve_webcam_url(url, octoprint_port):
@@ -151,6 +153,7 @@ class Watcher:
         self._print_started = time.monotonic()
         self._frame_listeners = []
         self._long_term = None       # (mean, count) to restore into a new decider
+        self._quiet_until = 0.0      # no action before this (monotonic)
 
     # ---- life cycle ------------------------------------------------------------
 
@@ -192,6 +195,7 @@ class Watcher:
         with self._lock:
             self._printing = True
             self._episode.reset()
+            self._quiet_until = 0.0
             self._bending_factor = 1.0
             self.history.clear()
             self._print_started = time.monotonic()
@@ -202,8 +206,10 @@ class Watcher:
 
     def on_print_resumed(self):
         with self._lock:
-            # Re-armed: a failure seen from now on is a new episode.
+            # Re-armed: a failure seen from now on is a new episode, once
+            # the cooldown has passed.
             self._episode.reset()
+            self._quiet_until = time.monotonic() + COOLDOWN_S * self._time_scale
             if self.state == STATE_PAUSED:
                 self.state = STATE_WATCHING
 
@@ -219,6 +225,7 @@ class Watcher:
         bending factor for the rest of this print."""
         with self._lock:
             self._episode.reset()
+            self._quiet_until = time.monotonic() + COOLDOWN_S * self._time_scale
             self._bending_factor = max(MIN_BENDING_FACTOR,
                                        self._bending_factor * LOOKS_FINE_FACTOR)
             if self._decider is not None:
@@ -471,6 +478,10 @@ class Watcher:
         episode = self._episode
         if self.state == STATE_PAUSED:
             return None  # never repeated while paused
+        if verdict in ("pause", "warn") and time.monotonic() < self._quiet_until:
+            self.state = STATE_WARNING
+            self.detail = "the print may be failing (no action during the cooldown)"
+            return None
         if verdict == "pause":
             episode.active = True
             if not episode.acted:
