@@ -68,6 +68,15 @@ static inline struct tsd_state *get_state(PyObject *module)
     return (struct tsd_state *)state;
 }
 
+/* The module state of one of our objects: our types are not subclassable,
+ * so Py_TYPE(self) is always our heap type. */
+static struct tsd_state *type_state(PyObject *self)
+{
+    void *state = PyType_GetModuleState(Py_TYPE(self));
+    assert(state != NULL);
+    return (struct tsd_state *)state;
+}
+
 /* The one place where a core result becomes a Python exception. Always
  * returns NULL so callers can `return set_evq_error(...)`. */
 static PyObject *set_evq_error(struct tsd_state *state, enum evq_result result)
@@ -93,14 +102,6 @@ struct event_queue_object {
     PyObject_HEAD
     struct evq *queue;
 };
-
-static struct tsd_state *event_queue_state(PyObject *self)
-{
-    /* The type is not subclassable, so Py_TYPE(self) is our heap type. */
-    void *state = PyType_GetModuleState(Py_TYPE(self));
-    assert(state != NULL);
-    return (struct tsd_state *)state;
-}
 
 static PyObject *event_queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -165,7 +166,7 @@ static PyObject *event_queue_push(PyObject *self, PyObject *args)
         Py_RETURN_TRUE;
     if (result == EVQ_FULL)
         Py_RETURN_FALSE; /* dropped and counted, like a C producer */
-    return set_evq_error(event_queue_state(self), result);
+    return set_evq_error(type_state(self), result);
 }
 
 static double monotonic_seconds(void)
@@ -242,7 +243,7 @@ static PyObject *event_queue_pop(PyObject *self, PyObject *args, PyObject *kwarg
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:pop", keywords, &timeout_obj))
         return NULL;
-    return wait_for_event(event_queue_state(self),
+    return wait_for_event(type_state(self),
                           ((struct event_queue_object *)self)->queue, timeout_obj, 0);
 }
 
@@ -307,13 +308,6 @@ struct tunnel_object {
 
 #define TUNNEL_DEFAULT_EVENTS 4096
 #define TUNNEL_DEFAULT_EVENT_BYTES (8 * 1024 * 1024)
-
-static struct tsd_state *tunnel_state(PyObject *self)
-{
-    void *state = PyType_GetModuleState(Py_TYPE(self));
-    assert(state != NULL);
-    return (struct tsd_state *)state;
-}
 
 /* The one place where a tunnel result becomes a Python exception. */
 static PyObject *set_tun_error(struct tsd_state *state, enum tun_result result,
@@ -419,7 +413,7 @@ static PyObject *tunnel_start(PyObject *self, PyObject *Py_UNUSED(ignored))
     result = tun_start(obj->tunnel, reason, sizeof(reason));
     Py_END_ALLOW_THREADS
     if (result != TUN_OK)
-        return set_tun_error(tunnel_state(self), result, reason);
+        return set_tun_error(type_state(self), result, reason);
     Py_RETURN_NONE;
 }
 
@@ -452,7 +446,7 @@ static PyObject *tunnel_send_common(PyObject *self, PyObject *args, int status)
         Py_RETURN_TRUE;
     if (result == TUN_ERR_FULL)
         Py_RETURN_FALSE; /* dropped and counted */
-    return set_tun_error(tunnel_state(self), result, NULL);
+    return set_tun_error(type_state(self), result, NULL);
 }
 
 static PyObject *tunnel_send_status(PyObject *self, PyObject *args)
@@ -472,7 +466,7 @@ static PyObject *tunnel_next_event(PyObject *self, PyObject *args, PyObject *kwa
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:next_event", keywords, &timeout_obj))
         return NULL;
-    return wait_for_event(tunnel_state(self), ((struct tunnel_object *)self)->events,
+    return wait_for_event(type_state(self), ((struct tunnel_object *)self)->events,
                           timeout_obj, 0);
 }
 
@@ -732,13 +726,6 @@ struct camera_object {
     uint64_t sessions;         /* stream sessions opened */
     struct grab_stream_stats last_stats;
 };
-
-static struct tsd_state *type_state(PyObject *self)
-{
-    void *state = PyType_GetModuleState(Py_TYPE(self));
-    assert(state != NULL);
-    return (struct tsd_state *)state;
-}
 
 static char *dup_or_null(const char *text)
 {

@@ -18,6 +18,7 @@ import octoprint.plugin
 from octoprint.events import Events
 
 from . import bridge
+from .discovery import Discovery, Refused, confirm_page, local_address, peer_address, refused_page, server_origin
 from .link import LinkError, verify_code
 from .pause import PauseSequence
 from .remote import Remote
@@ -56,6 +57,7 @@ class TsdPlugin(
     octoprint.plugin.SimpleApiPlugin,
     octoprint.plugin.EventHandlerPlugin,
     octoprint.plugin.BlueprintPlugin,
+    octoprint.plugin.WizardPlugin,
 ):
     def __init__(self):
         super().__init__()
@@ -75,6 +77,7 @@ class TsdPlugin(
         self._watcher = None
         self._uploader = None
         self._webcams = (0.0, [])
+        self._discovery = None  # discovery.Discovery, while unlinked
 
     ##~~ life cycle
 
@@ -111,6 +114,8 @@ class TsdPlugin(
             self._start_detection()
             self._remember_token_file()
             self.start_remote()
+            # Unlinked: announce on the LAN for the bounded window (discovery.py).
+            self.discovery().start_window("OctoPrint started")
             watcher = threading.Thread(target=self._watch_token_file, name="tsd-token-watch")
             watcher.daemon = True
             watcher.start()
@@ -125,6 +130,8 @@ class TsdPlugin(
             if worker is not None:
                 worker.stop()
         self._save_detect_state()
+        if self._discovery is not None:
+            self._discovery.stop()
         self.stop_remote()
         pump = self._pump
         if pump is not None:
@@ -384,6 +391,133 @@ class TsdPlugin(
         response.headers["X-Frame-Seq"] = str(latest[3])
         return response
 
+    ##~~ discovery and OTP (octoprint_tsd/discovery.py)
+
+    def discovery(self):
+        if self._discovery is None:
+            self._discovery = Discovery(self._discovery_config, self._discovery_link,
+                                        lambda: bool(self._link_info.get("linked")), self._logger,
+                                        notify=self._discovery_notify)
+        return self._discovery
+
+    def _discovery_config(self):
+        global_get = getattr(self._settings, "global_get", None)
+        public_host = global_get(["plugins", "discovery", "publicHost"]) if global_get else None
+        public_port = global_get(["plugins", "discovery", "publicPort"]) if global_get else None
+        return {
+            "server_url": self._settings.get(["server_url"]),
+            "ca_file": self._settings.get(["ca_file"]) or None,
+            "allow_cleartext_lan": bool(self._settings.get_boolean(["allow_cleartext_lan"])),
+            "host_or_ip": local_address(public_host),
+            "port": public_port or self._octoprint_port,
+            "plugin_version": self._plugin_version or "",
+            "printer_profile": str(self.current_printer_profile().get("name") or ""),
+        }
+
+    def _discovery_link(self, code):
+        return self.link_with_code(code)
+
+    def _discovery_notify(self, event):
+        manager = getattr(self, "_plugin_manager", None)
+        if manager is not None:
+            manager.send_plugin_message(self._identifier, event)
+
+    def _discovery_command(self, command):
+        if not bridge.native_available():
+            return flask.make_response(flask.jsonify(error="native", message=bridge.NATIVE_IMPORT_ERROR), 409)
+        if self._link_info.get("linked") and command != "otp_stop":
+            return flask.make_response(flask.jsonify(error="linked", message="The printer is already linked"), 409)
+        if command == "discover":
+            self.discovery().start_window("an admin pressed Discover")
+        elif command == "otp_start":
+            self.discovery().start_otp()
+        else:
+            self.discovery().stop_otp("stopped by an admin")
+        return flask.jsonify(self.discovery().status())
+
+    def _discovery_user(self):
+        """(is_admin, name) of the request's OctoPrint user."""
+        from octoprint.access.permissions import Permissions
+
+        import flask_login
+
+        user = flask_login.current_user
+        if user is None or user.is_anonymous or not user.is_active:
+            return False, None
+        return bool(Permissions.ADMIN.can()), user.get_id()
+
+    @octoprint.plugin.BlueprintPlugin.route("/discovery", methods=["GET"])
+    def discovery_page(self):
+        """The page the server's app opens in a popup on the printer's LAN
+        address. Logged-in admins only; it holds no secret."""
+        admin, name = self._discovery_user()
+        if not admin:
+            return self._discovery_html(refused_page(
+                "Sign in to OctoPrint as an administrator, then try again." if name is None else
+                "Only an OctoPrint administrator can link this printer."), 403)
+        try:
+            self.discovery().check_request(flask.request.args.get("device_id", ""),
+                                           peer_address(flask.request.environ))
+        except Refused as exc:
+            return self._discovery_html(refused_page(str(exc)), 403)
+        origin = server_origin(self._settings.get(["server_url"]))
+        if origin is None:
+            return self._discovery_html(refused_page("No server is configured."), 403)
+        from octoprint.server.util.csrf import generate_csrf_token
+
+        csrf = generate_csrf_token()
+        response = self._discovery_html(
+            confirm_page(self.discovery().device_id, origin, csrf, name), 200)
+        response.set_cookie("csrf_token", csrf, httponly=False)
+        return response
+
+    @octoprint.plugin.BlueprintPlugin.route("/discovery/allow", methods=["POST"])
+    def discovery_allow(self):
+        """An admin clicked "Allow": the window's secret, once, as JSON (the
+        page posts it to the server's origin only)."""
+        admin, _ = self._discovery_user()
+        if not admin:
+            return flask.make_response(flask.jsonify(error="forbidden", message="Only an OctoPrint "
+                                                     "administrator can link this printer."), 403)
+        body = flask.request.get_json(silent=True) or {}
+        try:
+            secret = self.discovery().hand_out_secret(body.get("device_id", ""),
+                                                      peer_address(flask.request.environ))
+        except Refused as exc:
+            return flask.make_response(flask.jsonify(error="refused", message=str(exc)), 403)
+        self._logger.info("[discovery] an admin allowed linking from the server's app")
+        response = flask.jsonify(device_secret=secret)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @octoprint.plugin.BlueprintPlugin.errorhandler(403)
+    def discovery_forbidden(self, error):
+        # OctoPrint's login check refuses logged-out users before the view
+        # runs: give the discovery page a clear answer instead of a bare 403.
+        if flask.request.path.rstrip("/").endswith("/discovery"):
+            return self._discovery_html(refused_page(
+                "Sign in to OctoPrint as an administrator, then try again."), 403)
+        return error
+
+    @staticmethod
+    def _discovery_html(html, status):
+        response = flask.make_response(html, status)
+        response.headers["Content-Type"] = "text/html; charset=utf-8"
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    ##~~ WizardPlugin
+
+    def get_wizard_version(self):
+        return 1
+
+    def is_wizard_required(self):
+        return bridge.native_available() and not self._link_info.get("linked")
+
+    def get_wizard_details(self):
+        return {"default_server": DEFAULT_SERVER_URL}
+
     def is_blueprint_protected(self):
         return True
 
@@ -485,7 +619,7 @@ class TsdPlugin(
     ##~~ AssetPlugin / TemplatePlugin
 
     def get_assets(self):
-        return {"js": ["js/tsd.js", "js/tsd_tab.js"], "css": ["css/tsd.css"]}
+        return {"js": ["js/tsd.js", "js/tsd_tab.js", "js/tsd_wizard.js"], "css": ["css/tsd.css"]}
 
     def is_template_autoescaped(self):
         return True
@@ -494,12 +628,14 @@ class TsdPlugin(
         return [
             {"type": "settings", "name": PLUGIN_NAME, "custom_bindings": True},
             {"type": "tab", "name": "Spaghetti Detective", "custom_bindings": True},
+            {"type": "wizard", "name": PLUGIN_NAME, "template": "tsd_wizard.jinja2", "custom_bindings": True},
         ]
 
     ##~~ SimpleApiPlugin
 
     def get_api_commands(self):
-        return {"reconnect": [], "link": ["code"], "unlink": [], "looks_fine": []}
+        return {"reconnect": [], "link": ["code"], "unlink": [], "looks_fine": [],
+                "discover": [], "otp_start": [], "otp_stop": []}
 
     def on_api_command(self, command, data):
         from octoprint.access.permissions import Permissions
@@ -529,6 +665,8 @@ class TsdPlugin(
             if error:
                 return flask.make_response(flask.jsonify(error="io", message=error), 500)
             return flask.make_response("", 204)
+        if command in ("discover", "otp_start", "otp_stop"):
+            return self._discovery_command(command)
         flask.abort(400)
 
     ##~~ linking
@@ -550,6 +688,8 @@ class TsdPlugin(
         self._settings.set(["server_url"], result["server"])
         self._settings.save()
         self._logger.info("[link] linked to %s as %r", result["server"], result["name"])
+        if self._discovery is not None:
+            self._discovery.stop()  # linked: nothing to announce any more
         if reconnect:
             self.start_remote()
             self._remember_token_file()
@@ -621,6 +761,7 @@ class TsdPlugin(
             "event_queue": self._event_queue.stats() if pump is not None else None,
             "printer": {"state": printer_state, "history": history},
             "link": dict(self._link_info),
+            "discovery": self.discovery().status() if bridge.native_available() else None,
             "detect": self._watcher.info() if self._watcher is not None else None,
             "upload": self._uploader.info() if self._uploader is not None else None,
             "webcams": self.webcams() if self._watcher is not None else [],
@@ -728,7 +869,44 @@ def cli_commands(cli_group, pass_octoprint_ctx, *args, **kwargs):
             return
         click.echo("Linked to {} as \"{}\".".format(record["server"], record["name"] or "printer"))
 
-    return [link_command, unlink_command, status_command]
+    @click.command("otp")
+    def otp_command():
+        """Show a one-time passcode to type into the server's app (10 minutes at most)."""
+        import time as _time
+
+        from .discovery import OTP_SECONDS
+
+        if not bridge.native_available():
+            click.echo("The native module is not loaded: {}".format(bridge.NATIVE_IMPORT_ERROR), err=True)
+            raise SystemExit(1)
+        record, _ = bridge.load_token(plugin.token_folder())
+        if record is not None:
+            click.echo("Already linked to {}.".format(record["server"]), err=True)
+            raise SystemExit(1)
+        plugin._octoprint_port = cli_group.settings.getInt(["server", "port"]) or 5000
+        plugin._plugin_version = ""
+        found = {}
+        discovery = Discovery(plugin._discovery_config,
+                              lambda code: found.setdefault("result", plugin.link_with_code(code, reconnect=False)),
+                              lambda: "result" in found, plugin._logger)
+        discovery.start_otp()
+        shown = None
+        deadline = _time.monotonic() + OTP_SECONDS + 5
+        while _time.monotonic() < deadline and discovery.otp_active() and "result" not in found:
+            passcode = discovery.status()["otp"]["passcode"]
+            if passcode and passcode != shown:
+                shown = passcode
+                click.echo("Type this passcode into the server's app within 10 minutes: {}".format(passcode))
+            _time.sleep(1)
+        discovery.stop()
+        if "result" in found:
+            click.echo("Linked to {} as \"{}\".".format(found["result"]["server"],
+                                                      found["result"]["name"] or "printer"))
+            return
+        click.echo("Not linked: {}".format(discovery.status()["last"] or "the passcode expired"), err=True)
+        raise SystemExit(1)
+
+    return [link_command, unlink_command, status_command, otp_command]
 
 
 __plugin_name__ = PLUGIN_NAME

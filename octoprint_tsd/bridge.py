@@ -239,3 +239,18 @@ def delete_token(folder):
     except _tsd.TokenError as exc:
         return str(exc)
     return None
+
+
+def parse_unlinked_response(body):
+    """The server's /unlinked/ answer, parsed and bounded in C
+    (native/core/linkmsg.c); ValueError with the reason."""
+    if _tsd is None:
+        raise ValueError("the native module is not loaded")
+    return _tsd.parse_unlinked_response(bytes(body))
+
+
+def parse_verify_response(body):
+    """The server's /verify/ answer: {"token", "name"}; ValueError with the reason."""
+    if _tsd is None:
+        raise ValueError("the native module is not loaded")
+    return _tsd.parse_verify_response(bytes(body))

@@ -86,6 +86,23 @@ def verify_code(server_url, code, ca_file=None, allow_cleartext_lan=False, sessi
         raise LinkError("throttled", "Too many attempts; wait a few minutes and try again")
     if response.status_code != 200:
         raise LinkError("server_error", "The server answered with HTTP {}".format(response.status_code))
+    from . import bridge
+
+    if bridge.native_available():
+        # Parsed and bounded in C (native/core/linkmsg.c).
+        try:
+            parsed = bridge.parse_verify_response(response.content)
+        except ValueError as exc:
+            raise LinkError("server_error", "The server's answer was not usable: {}".format(exc))
+        token, name = parsed["token"], parsed["name"]
+    else:
+        token, name = _parse_verify_python(response)
+    return {"token": token, "name": name, "server": server_url}
+
+
+def _parse_verify_python(response):
+    """The same checks as native/core/linkmsg.c, for when the native module
+    is not loaded (the CLI on a broken install)."""
     try:
         printer = response.json()["printer"]
         token = printer["auth_token"]
@@ -96,4 +113,4 @@ def verify_code(server_url, code, ca_file=None, allow_cleartext_lan=False, sessi
     name = printer.get("name") if isinstance(printer.get("name"), str) else None
     if name is not None:
         name = "".join(ch for ch in name if ch.isprintable())[:256]
-    return {"token": token, "name": name, "server": server_url}
+    return token, name

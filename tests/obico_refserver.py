@@ -219,6 +219,9 @@ class ReferenceServer:
         # REST
         self.throttle_verify = False   # /verify/ answers 429
         self.trust_forwarded_for = False  # /unlinked/ keys on X-Forwarded-For
+        self.fixed_client_ip = None    # every client seen at this address (a broken load balancer)
+        self.discovery_links = []      # (user, body, status) of POST /printer_discovery/
+        self._otps = {}                # one-time passcode -> {device_id, expires, code}
         self.http_requests = []        # HttpRequest, every REST request
         self.pics = []                 # Pic
         self.printer_events = []       # PrinterEvent
@@ -377,6 +380,29 @@ class ReferenceServer:
                                           "message": message})
         return message
 
+    def browser_link(self, user, device_id, device_secret=None, code=None, ip=None):
+        """What the app does when `user` clicks "Link" on a discovered device
+        after the printer's page handed the browser its secret (section 3.3,
+        hardened): a code for the user, queued with {code, secret} for the
+        device (from `ip` only, when given). The server never checks the
+        secret: the printer must. Returns the code."""
+        code = code or self.issue_code(user=user)
+        self.queue_discovery_message(device_id, code, secret=device_secret, ip=ip)
+        return code
+
+    def claim_otp(self, user, passcode, ttl=60.0):
+        """The app's POST /api/v1/one_time_passcodes/ (section 3.4): maps the
+        passcode a device shows to a new code of `user`. False if unknown."""
+        with self._lock:
+            entry = self._otps.get(passcode)
+            if entry is None or time.monotonic() >= entry["expires"]:
+                return False
+        code = self.issue_code(user=user)
+        with self._lock:
+            entry["code"] = code
+            entry["code_expires"] = time.monotonic() + ttl
+        return True
+
     def requests_to(self, path):
         """The REST requests made to `path`."""
         with self._lock:
@@ -403,6 +429,12 @@ class ReferenceServer:
         app.router.add_route("GET", "/api/v1/octo/ping/", self._get_printer)
         app.router.add_route("PATCH", "/api/v1/octo/printer/", self._patch_printer)
         app.router.add_route("POST", "/api/v1/octo/unlinked/", self._unlinked)
+        # The app side (session auth, here the X-Test-User header).
+        app.router.add_route("GET", "/api/v1/onetimeverificationcodes/", self._app_code)
+        app.router.add_route("GET", "/api/v1/printer_discovery/", self._app_discovery_list)
+        app.router.add_route("POST", "/api/v1/printer_discovery/", self._app_discovery_link)
+        app.router.add_route("POST", "/api/v1/one_time_passcodes/", self._app_otp)
+        app.router.add_route("GET", "/app/link-popup", self._app_link_popup)
         app.router.add_route("POST", "/api/v1/octo/pic/", self._pic)
         app.router.add_route("POST", "/api/v1/octo/printer_events/", self._printer_event)
         return app
@@ -677,6 +709,8 @@ class ReferenceServer:
             return web.json_response(self._printer_body(printer))
 
     def _client_ip(self, request):
+        if self.fixed_client_ip:
+            return self.fixed_client_ip
         if self.trust_forwarded_for:
             forwarded = request.headers.get("X-Forwarded-For", "")
             first = forwarded.split(",")[0].strip()
@@ -713,7 +747,95 @@ class ReferenceServer:
                     self._discovery_queue.remove(queued)
                     messages.append(queued["message"])
                     self.discovery_delivered.append((ip, queued["message"]))
-        return web.json_response({"messages": messages})
+            answer = {"messages": messages}
+            if "one_time_passcode" in body:   # an OTP-capable agent (section 3.4)
+                answer.update(self._otp_answer(device_id, body.get("one_time_passcode")))
+        return web.json_response(answer)
+
+    def _otp_answer(self, device_id, passcode):
+        """Called with the lock held."""
+        now = time.monotonic()
+        entry = self._otps.get(passcode) if isinstance(passcode, str) else None
+        if entry is None or entry["device_id"] != device_id or now >= entry["expires"]:
+            alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+            while True:
+                passcode = "".join(secrets.choice(alphabet) for _ in range(5))
+                if passcode not in self._otps:
+                    break
+            entry = {"device_id": device_id, "expires": now + 7200, "code": None}
+            self._otps[passcode] = entry
+        code = ""
+        if entry.get("code") and now < entry.get("code_expires", 0):
+            code = entry["code"]
+        return {"one_time_passcode": passcode,
+                "one_time_passlink": "https://app.example/otp/?one_time_passcode=" + passcode,
+                "verification_code": code}
+
+    async def _app_link_popup(self, request):
+        """A page on the server's origin that opens the printer's discovery
+        page (?target=URL) in a popup and records every message it receives
+        (window.received: [{origin, data}]), as the app does."""
+        html = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>app</title></head><body>
+<button id="open">Link a discovered printer</button>
+<script>
+window.received = [];
+window.addEventListener("message", function (e) { window.received.push({origin: e.origin, data: e.data}); });
+document.getElementById("open").addEventListener("click", function () {
+  window.open(new URLSearchParams(location.search).get("target"), "tsdlink", "width=640,height=480");
+});
+</script></body></html>"""
+        return web.Response(text=html, content_type="text/html")
+
+    @staticmethod
+    def _app_user(request):
+        return request.headers.get("X-Test-User") or None
+
+    async def _app_code(self, request):
+        user = self._app_user(request)
+        if not user:
+            return web.json_response({"detail": "not logged in"}, status=401)
+        return web.json_response({"code": self.issue_code(user=user)})
+
+    async def _app_discovery_list(self, request):
+        user = self._app_user(request)
+        if not user:
+            return web.json_response({"detail": "not logged in"}, status=401)
+        ip = self._client_ip(request)
+        return web.json_response([{"device_id": d.device_id, **d.info} for d in self.discovered(ip)])
+
+    async def _app_discovery_link(self, request):
+        user = self._app_user(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not user or not isinstance(body, dict):
+            with self._lock:
+                self.discovery_links.append((user, body, 401 if not user else 400))
+            return web.json_response({"detail": "bad request"}, status=401 if not user else 400)
+        code = body.get("code")
+        with self._lock:
+            entry = self._codes.get(code)
+            ok = entry is not None and entry["user"] == user and not entry["used"]
+            self.discovery_links.append((user, body, 200 if ok else 403))
+        if not ok:
+            return web.json_response({"detail": "not your code"}, status=403)
+        # Like obico-server: queued for the device seen from the same address.
+        self.queue_discovery_message(body.get("device_id"), code, secret=body.get("device_secret"),
+                                     ip=self._client_ip(request))
+        return web.json_response({"queued": True})
+
+    async def _app_otp(self, request):
+        user = self._app_user(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        if not user:
+            return web.json_response({"detail": "not logged in"}, status=401)
+        if not self.claim_otp(user, str((body or {}).get("one_time_passcode", ""))):
+            return web.json_response({"detail": "unknown passcode"}, status=404)
+        return web.json_response({"claimed": True})
 
     @staticmethod
     def _form_fields(form):

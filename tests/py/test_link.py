@@ -22,6 +22,13 @@ class Response:
             raise ValueError("no json")
         return self._body
 
+    @property
+    def content(self):
+        # What the native parser (native/core/linkmsg.c) reads.
+        import json
+
+        return b"" if self._body is None else json.dumps(self._body).encode("utf-8")
+
 
 def session(response=None, raises=None):
     fake = mock.Mock()

@@ -153,7 +153,8 @@ def test_helper_probe_result_is_reported(plugin):
 
 def test_api_commands_and_protection(plugin):
     assert plugin.get_api_commands() == {"reconnect": [], "link": ["code"], "unlink": [],
-                                         "looks_fine": []}
+                                         "looks_fine": [], "discover": [], "otp_start": [],
+                                         "otp_stop": []}
     assert plugin.is_api_protected() is True
     assert plugin.is_template_autoescaped() is True
 

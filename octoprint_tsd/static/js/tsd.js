@@ -24,6 +24,10 @@ $(function () {
         self.linkFailed = ko.observable(false);
         self.notice = undefined;
         self.webcams = ko.observableArray([]);
+        // Discovery and one-time passcode (admin-started, 10 minutes at most).
+        self.discoveryActive = ko.observable(false);
+        self.otpActive = ko.observable(false);
+        self.otpPasscode = ko.observable("");
 
         self.applyStatus = function (status) {
             var webcams = status.webcams || [];
@@ -48,6 +52,10 @@ $(function () {
             self.linked(!!link.linked);
             self.linkServer(link.server || "");
             self.linkPrinterName(link.printer_name || gettext("(unnamed printer)"));
+            var discovery = status.discovery || {};
+            self.discoveryActive(!!discovery.active);
+            self.otpActive(!!(discovery.otp && discovery.otp.active));
+            self.otpPasscode((discovery.otp && discovery.otp.passcode) || "");
             var remote = status.remote || {};
             var remoteTexts = {
                 unlinked: gettext("not linked"),
@@ -101,6 +109,17 @@ $(function () {
                     self.refresh();
                 });
         };
+
+        self.discoveryCommand = function (command) {
+            OctoPrint.simpleApiCommand("tsd", command, {}).always(self.refresh);
+            if (command === "otp_start") {
+                // The server's passcode arrives with the next polls.
+                _.each([3000, 7000, 12000], function (ms) { window.setTimeout(self.refresh, ms); });
+            }
+        };
+        self.discover = function () { self.discoveryCommand("discover"); };
+        self.otpStart = function () { self.discoveryCommand("otp_start"); };
+        self.otpStop = function () { self.discoveryCommand("otp_stop"); };
 
         self.unlink = function () {
             OctoPrint.simpleApiCommand("tsd", "unlink", {})
