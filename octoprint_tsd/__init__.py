@@ -136,6 +136,7 @@ class TsdPlugin(
         pump = self._pump
         if pump is not None:
             pump.stop()
+        self._logger.info("[shutdown] stopped: camera, helper, uploads and server link closed")
 
     ##~~ the server link
 

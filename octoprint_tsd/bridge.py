@@ -157,7 +157,11 @@ class EventPump:
             if self._thread is not None:
                 return
             self._thread = threading.Thread(target=self._run, name=self._name)
-            self._thread.daemon = False
+            # Daemon: OctoPrint calls on_shutdown() (which stops the pump)
+            # from an atexit handler, and Python joins non-daemon threads
+            # before it runs atexit handlers -- a non-daemon pump would keep
+            # OctoPrint from exiting on SIGTERM.
+            self._thread.daemon = True
             self._thread.start()
 
     def stop(self, timeout=5.0):
