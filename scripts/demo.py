@@ -71,9 +71,10 @@ def run_the_loop(instance, api_key, sim):
             elapsed, state, detect.get("state", "?"),
             "{:.2f}".format((detect.get("last") or {}).get("adjusted", 0.0)),
             detect.get("detail") or "")
-        if line != last:
+        key = line[13:]  # without the clock: a line when something changes
+        if key != last:
             print(line, flush=True)
-            last = line
+            last = key
         if sim.scene == "print" and elapsed > HEALTHY_SECONDS:
             print("==> the print turns into spaghetti on camera", flush=True)
             sim.configure(scene="spaghetti")
@@ -118,7 +119,7 @@ def main():
     args = parser.parse_args()
 
     port = int(os.environ.get("PORT") or 5000)
-    sim = WebcamSim(fps=5).start()
+    sim = WebcamSim(fps=5, width=640, height=480).start()
     print("==> simulated webcam at {}".format(sim.url), flush=True)
     env = dict(os.environ, TSD_TIME_SCALE=str(TIME_SCALE))
     instance = OctoPrintInstance(args.basedir, port=port, env=env)

@@ -6,6 +6,8 @@
 #   release    the same, built optimized as pip builds it (-O3 warnings differ)
 #   py         pytest tests/py: the shim with mocks, the native module from Python
 #   integration pytest tests/integration: real OctoPrint + virtual printer + Chromium
+#   model      the shipped detector loads and answers; where ../shared/datasets
+#              is present, its held-out figures still hold (says when skipped)
 #   octoprint-1.10 the plugin loads in OctoPrint 1.10 too (its own virtualenv)
 #   demo       the demo starts, the plugin loads, it stops
 #   asan-c     the C tests again, built with AddressSanitizer + UBSan
@@ -68,6 +70,10 @@ suite_integration() {
 # OctoPrint 1.10 (the oldest supported line) in a virtualenv of its own, with
 # this plugin installed from a wheel built from the checkout.
 COMPAT_VENV="$REPO/build/venv-octoprint-1.10"
+suite_model() {
+    pytest -q -rs tests/model
+}
+
 suite_compat() {
     if [ ! -x "$COMPAT_VENV/bin/python" ] || ! "$COMPAT_VENV/bin/python" -c 'import octoprint' 2>/dev/null; then
         rm -rf "$COMPAT_VENV"
@@ -111,6 +117,7 @@ run_suite c suite_c
 run_suite release suite_release
 run_suite py suite_py
 run_suite integration suite_integration
+run_suite model suite_model
 run_suite octoprint-1.10 suite_compat
 run_suite demo suite_demo
 run_suite asan-c suite_asan_c

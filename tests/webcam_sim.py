@@ -289,15 +289,18 @@ def render_spaghetti(width, height, index):
     nozzle_tip = top - int(height * 0.15)
     _draw_nozzle(canvas, nozzle_x, nozzle_tip)
     rng = random.Random(20240601)
-    strands = 14
-    grow = 0.35 + 0.65 * index / max(1, SPAGHETTI_FRAMES - 1)
+    # 40 thin strands over a wide area: what the shipped detector (trained on
+    # photos of real failures) recognises in this drawing, measured in
+    # the demo (scripts/demo.py --smoke, suite demo) at 640 x 480.
+    strands = 40
+    grow = 0.6 + 0.4 * index / max(1, SPAGHETTI_FRAMES - 1)
     for strand in range(strands):
         if strand < 3:   # hanging from the nozzle
             x, y = float(nozzle_x + rng.uniform(-3, 3)), float(nozzle_tip)
             angle = math.pi / 2 + rng.uniform(-0.4, 0.4)
         else:            # heaped on and around the part
-            x = rng.uniform(x0 - part_w * 0.8, x0 + part_w * 1.8)
-            y = rng.uniform(top - height * 0.12, bed_top)
+            x = rng.uniform(x0 - part_w * 1.04, x0 + part_w * 2.04)
+            y = rng.uniform(top - height * 0.156, bed_top)
             angle = rng.uniform(0, 2 * math.pi)
         steps = int(rng.randint(120, 320) * grow)
         turn = rng.uniform(-0.25, 0.25)
