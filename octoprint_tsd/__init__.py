@@ -252,7 +252,8 @@ class TsdPlugin(
             candidates = resolve_webcam_url(url, self._octoprint_port)
             if candidates:
                 camera = {"name": chosen["name"], "display_name": chosen["display_name"],
-                          "url": candidates[0], "stream": not chosen["snapshot"]}
+                          "url": candidates[0], "urls": candidates,
+                          "stream": not chosen["snapshot"]}
         model_config = self._settings.get(["model_config"]) or bridge.default_model_config()
         return {
             "camera": camera,

@@ -131,6 +131,9 @@ class Watcher:
         self._thread = None
         self._camera = None
         self._camera_key = None
+        self._urls = ()              # the candidate URLs of the chosen camera
+        self._url_index = 0          # the one in use
+        self._url_proven = False     # it has given a frame: keep it
         self._camera_failures = 0
         self._camera_retry_at = 0.0
         self._detector = None
@@ -318,6 +321,7 @@ class Watcher:
         if self.camera_error is not None:
             self._logger.info("[camera] frames again from %s", self._camera_key[0])
         self._camera_failures = 0
+        self._url_proven = True
         with self._lock:
             self.camera_error = None
             if self.state == STATE_ERROR and self.helper_error is None:
@@ -345,15 +349,18 @@ class Watcher:
                 self.detail = "no webcam is configured in OctoPrint"
                 self._drop_camera()
             return None
-        key = (camera_choice["url"], camera_choice["stream"], camera_choice)
+        urls = tuple(camera_choice.get("urls") or (camera_choice["url"],))
+        if urls != self._urls:
+            self._urls, self._url_index, self._url_proven = urls, 0, False
+        url = urls[self._url_index % len(urls)]
+        key = (url, camera_choice["stream"], dict(camera_choice, url=url))
         if self._camera_key is None or self._camera_key[:2] != key[:2]:
             self._drop_camera()
             try:
-                camera = bridge.new_camera(camera_choice["url"], stream=camera_choice["stream"],
+                camera = bridge.new_camera(url, stream=camera_choice["stream"],
                                            ca_file=config.get("ca_file") or None)
             except bridge.GrabError as exc:
-                self._camera_failed("the camera URL {} cannot be used: {}".format(
-                    camera_choice["url"], exc))
+                self._camera_failed("the camera URL {} cannot be used: {}".format(url, exc))
                 return None
             self._camera, self._camera_key = camera, key
             self._camera_failures = 0
@@ -368,6 +375,13 @@ class Watcher:
             camera.close()
 
     def _camera_failed(self, message):
+        if len(self._urls) > 1 and not self._url_proven:
+            # A relative URL has more than one candidate (OctoPrint's own
+            # port, then port 80): try the next one before backing off.
+            self._url_index = (self._url_index + 1) % len(self._urls)
+            if self._url_index != 0:
+                self._logger.info("[camera] %s; trying %s", message, self._urls[self._url_index])
+                return
         self._camera_failures += 1
         delay = min(CAMERA_RETRY_MAX_S, 2 ** min(self._camera_failures - 1, 6)) * self._time_scale
         self._camera_retry_at = time.monotonic() + delay

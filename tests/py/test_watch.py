@@ -281,6 +281,26 @@ def test_bad_frames_and_an_unreachable_camera_are_reported(material, sim):
         watcher.stop()
 
 
+def test_a_relative_url_tries_its_candidates_and_keeps_the_one_that_works(material, sim):
+    # OctoPi: /webcam/ is served on port 80 (haproxy), not on OctoPrint's port.
+    host = Host(sim.snapshot_url, material["config"])
+    host.printing = False
+    host.config["camera"]["urls"] = ["http://127.0.0.1:9/webcam/?action=snapshot", sim.snapshot_url]
+    watcher = make_watcher(host)
+    watcher.start()
+    try:
+        assert wait_for(lambda: watcher.frames >= 3, 15)
+        info = watcher.info()
+        assert info["camera"]["url"] == sim.snapshot_url and info["camera_error"] is None
+        # Once proven, a failing camera is retried in place, not swapped.
+        sim.configure(truncate=True)
+        assert wait_for(lambda: watcher.camera_error, 15)
+        assert watcher.info()["camera"]["url"] == sim.snapshot_url
+    finally:
+        sim.configure(truncate=False)
+        watcher.stop()
+
+
 def test_webcam_choice_and_relative_urls():
     cams = watch.webcam_choices([
         {"name": "classic", "displayName": "Classic", "compat": {"stream": "/webcam/?action=stream",
