@@ -339,8 +339,11 @@ class TsdPlugin(
 
     def publish(self, info):
         history = self._watcher.history_points()[-1:] if self._watcher else []
-        self._plugin_manager.send_plugin_message(
-            self._identifier, {"type": "detect", "detect": info, "point": history[0] if history else None})
+        uploader = self._uploader
+        self._plugin_manager.send_plugin_message(self._identifier, {
+            "type": "detect", "detect": info, "point": history[0] if history else None,
+            "upload": uploader.info() if uploader is not None else None,
+        })
 
     def post_to_server(self, path, data, files):
         remote = self._remote

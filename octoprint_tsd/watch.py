@@ -334,9 +334,9 @@ class Watcher:
         printing = self._host.is_printing()
         if not (config["enabled"] and printing):
             with self._lock:
-                if self.state not in (STATE_PAUSED,):
-                    self.state = STATE_IDLE
-                self.detail = "" if config["enabled"] else "detection is turned off"
+                if self.state != STATE_PAUSED:
+                    self.state = STATE_IDLE if config["enabled"] else STATE_DISABLED
+                self.detail = "" if config["enabled"] else "detection is turned off in the settings"
             self._publish()
             return
         self._detect(config, jpeg, width, height, seq)

@@ -154,6 +154,22 @@ def test_not_printing_grabs_frames_but_does_not_detect(material, sim):
         watcher.stop()
 
 
+def test_detection_turned_off_grabs_frames_and_never_detects(material, sim):
+    sim.configure(scene="spaghetti")
+    host = Host(sim.snapshot_url, material["config"])
+    host.config["enabled"] = False
+    watcher = make_watcher(host)
+    watcher.on_print_started()
+    watcher.start()
+    try:
+        assert wait_for(lambda: watcher.frames >= 40)
+        assert watcher.detections_ok == 0 and host.actions == []
+        assert watcher.state == watch.STATE_DISABLED and "turned off" in watcher.detail
+        assert watcher.info()["helper"] is None  # never started
+    finally:
+        watcher.stop()
+
+
 def test_helper_killed_between_frames_is_reported_and_restarted(material, sim):
     host = Host(sim.snapshot_url, material["config"])
     watcher = make_watcher(host, time_scale=0.02)

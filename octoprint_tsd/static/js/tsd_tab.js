@@ -264,6 +264,9 @@ $(function () {
                 if (data.point) {
                     self.addPoint(data.point);
                 }
+                if (data.upload !== undefined) {
+                    self.upload(data.upload);
+                }
                 self.applyDetect(data.detect);
             } else if (data.type === "alert") {
                 new PNotify({
