@@ -165,3 +165,38 @@ def test_the_wizard_links_with_a_code(setup, browser):
     (printer,) = server.printers_of("wizard-owner")
     assert wait_for(lambda: server.live(printer["auth_token"]) == 1, 60)
     assert not [e for e in errors if "tsd" in e.lower()], errors
+
+
+def test_the_settings_page_shows_a_passcode_that_links(setup, browser):
+    """An admin starts a one-time passcode in the settings; the passcode the
+    server issued appears; the owner types it in the app; the printer links
+    and the passcode goes away."""
+    instance, server, api_key = setup
+    response = requests.post(instance.url + "/api/plugin/tsd", headers={"X-Api-Key": api_key},
+                             json={"command": "unlink"}, timeout=30)
+    assert response.status_code == 204
+    config_path = os.path.join(instance.basedir, "config.yaml")
+    # What the wizard's "Finish" does: it is not shown again.
+    response = requests.post(instance.url + "/api/setup/wizard", headers={"X-Api-Key": api_key},
+                             json={"handled": ["tsd"]}, timeout=30)
+    assert response.ok, response.text
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        browser_login(page, instance.url, *ADMIN)
+        page.click("#navbar_show_settings")
+        page.click("#settings_plugin_tsd_link a")
+        page.wait_for_selector("#tsd_otp_button", state="visible", timeout=30000)
+        page.click("#tsd_otp_button")
+        page.wait_for_selector("#tsd_otp_passcode", state="visible", timeout=30000)
+        passcode = page.text_content("#tsd_otp_passcode strong").strip()
+        assert re.fullmatch(r"[0-9a-z]{5}", passcode), passcode
+        assert page.locator("#tsd_otp_stop_button").is_visible()
+        assert server.claim_otp("passcode-owner", passcode)
+        assert wait_for(lambda: status(instance, api_key)["link"]["linked"], 60)
+        page.wait_for_selector("#tsd_otp_passcode", state="hidden", timeout=30000)
+    finally:
+        page.close()
+    (printer,) = server.printers_of("passcode-owner")
+    assert wait_for(lambda: server.live(printer["auth_token"]) == 1, 60)
+    with open(config_path) as handle:
+        assert passcode not in handle.read()
