@@ -190,20 +190,29 @@ class TsdPlugin(
         if not (printer.is_printing() or printer.is_pausing()):
             self._logger.info("[proto] pause requested by the server, but nothing is printing")
             return
+        self._plan_and_pause("for the server ({})".format(action["initiator"]), self._logger.info,
+                             retract=action["retract"], lift_z=action["lift_z"],
+                             tools_off=action["tools_off"], bed_off=action["bed_off"],
+                             extra_notes=action.get("warnings", []))
+
+    def _plan_and_pause(self, reason, log, retract, lift_z, tools_off, bed_off, extra_notes=()):
+        """Plans the pause G-code (bounded locally: pause.py), logs it, then
+        lets OctoPrint pause (its state machine and the user's scripts run).
+        Used by the server's pause and by a detected failure."""
+        printer = self._printer
         data = printer.get_current_data() or {}
         plan = self._pause_sequence.plan(
-            retract=action["retract"],
-            lift_z=action["lift_z"],
-            tools_off=action["tools_off"],
-            bed_off=action["bed_off"],
+            retract=retract,
+            lift_z=lift_z,
+            tools_off=tools_off,
+            bed_off=bed_off,
             temperatures=printer.get_current_temperatures() or {},
             current_z=data.get("currentZ"),
             z_max=float(self.current_printer_profile().get("volume", {}).get("height") or 0),
         )
-        for note in plan["notes"] + action.get("warnings", []):
+        for note in list(plan["notes"]) + list(extra_notes):
             self._logger.warning("[pause] %s", note)
-        self._logger.info("[pause] pausing for the server (%s): %s", action["initiator"],
-                          "; ".join(plan["pause"]) or "no extra G-code")
+        log("[pause] pausing %s: %s", reason, "; ".join(plan["pause"]) or "no extra G-code")
         printer.pause_print()
 
     def current_printer_profile(self):
@@ -277,7 +286,8 @@ class TsdPlugin(
         text = "The Spaghetti Detective sees a possible failure (score {score}).".format(**summary)
         if action in ("pause", "pause_heaters_off") and printer.is_printing():
             heaters_off = action == "pause_heaters_off"
-            self._tsd_pause(heaters_off)
+            self._plan_and_pause("for a detected failure", self._logger.warning, retract=6.5,
+                                 lift_z=2.5, tools_off=heaters_off, bed_off=heaters_off)
             text += " The print was paused{}.".format(" and the heaters turned off" if heaters_off else "")
         elif action == "cancel" and printer.is_printing():
             self._logger.warning("[detect] cancelling the print")
@@ -290,21 +300,6 @@ class TsdPlugin(
     def failure_warning(self, summary, jpeg, detections):
         text = "The print may be failing (score {score}); still watching.".format(**summary)
         self._notify("warning", "Print may be failing", text, jpeg, detections, summary)
-
-    def _tsd_pause(self, heaters_off):
-        printer = self._printer
-        data = printer.get_current_data() or {}
-        plan = self._pause_sequence.plan(
-            retract=6.5, lift_z=2.5, tools_off=heaters_off, bed_off=heaters_off,
-            temperatures=printer.get_current_temperatures() or {},
-            current_z=data.get("currentZ"),
-            z_max=float(self.current_printer_profile().get("volume", {}).get("height") or 0),
-        )
-        for note in plan["notes"]:
-            self._logger.warning("[pause] %s", note)
-        self._logger.warning("[pause] pausing for a detected failure: %s",
-                             "; ".join(plan["pause"]) or "no extra G-code")
-        printer.pause_print()
 
     def _notify(self, kind, title, text, jpeg, detections, summary):
         self._plugin_manager.send_plugin_message(
@@ -338,10 +333,10 @@ class TsdPlugin(
         thread.start()
 
     def publish(self, info):
-        history = self._watcher.history_points()[-1:] if self._watcher else []
         uploader = self._uploader
         self._plugin_manager.send_plugin_message(self._identifier, {
-            "type": "detect", "detect": info, "point": history[0] if history else None,
+            "type": "detect", "detect": info,
+            "point": self._watcher.last_point() if self._watcher is not None else None,
             "upload": uploader.info() if uploader is not None else None,
         })
 

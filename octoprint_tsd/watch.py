@@ -285,6 +285,11 @@ class Watcher:
         with self._lock:
             return list(self.history)
 
+    def last_point(self):
+        """The newest point of the score plot, or None (no copy of the rest)."""
+        with self._lock:
+            return self.history[-1] if self.history else None
+
     def _publish(self):
         try:
             self._host.publish(self.info())

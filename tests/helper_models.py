@@ -195,6 +195,15 @@ def write_yolov2_model(directory, side=416, classes=1):
     return cfg, weights
 
 
+def _write_config_fields(path, fields):
+    """A helper configuration: one `key: value` line a field (JSON values are
+    valid YAML flow scalars and sequences)."""
+    with open(path, "w") as f:
+        for key, value in fields.items():
+            f.write("{}: {}\n".format(key, json.dumps(value)))
+    return path
+
+
 def write_config(path, cfg, weights, side, classes=("failure",), **extra):
     """A helper configuration (YAML) for a Darknet model."""
     fields = {
@@ -206,10 +215,7 @@ def write_config(path, cfg, weights, side, classes=("failure",), **extra):
         "classes": list(classes),
     }
     fields.update(extra)
-    with open(path, "w") as f:
-        for key, value in fields.items():
-            f.write("{}: {}\n".format(key, json.dumps(value)))
-    return path
+    return _write_config_fields(path, fields)
 
 
 # ---- a colour model: deterministic detections that follow the picture ----------
@@ -392,10 +398,7 @@ def write_onnx_config(path, onnx, side, classes=("failure",), **extra):
         "classes": list(classes),
     }
     fields.update(extra)
-    with open(path, "w") as f:
-        for key, value in fields.items():
-            f.write("{}: {}\n".format(key, json.dumps(value)))
-    return path
+    return _write_config_fields(path, fields)
 
 
 # ---- JPEG frames ------------------------------------------------------------

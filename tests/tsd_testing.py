@@ -39,3 +39,9 @@ def browser_login(page, url, user, password):
     page.click("#login-button")
     # The main UI replaces the login page once OctoPrint has loaded everything.
     page.wait_for_selector("#navbar_show_settings", state="visible", timeout=60000)
+
+
+def rss_mb(pid):
+    """The resident memory of process pid, in MiB (from /proc)."""
+    with open("/proc/{}/status".format(pid)) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0

@@ -23,7 +23,7 @@ import helper_models
 from octoprint_tsd import bridge
 from obico_refserver import ReferenceServer, make_pki
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, output_dir, wait_for
+from tsd_testing import ADMIN, output_dir, rss_mb, wait_for
 from webcam_sim import WebcamSim
 
 TOKEN = "f0e1d2c3b4a5968778695a4b"
@@ -73,8 +73,7 @@ class Rig:
             return f.read()
 
     def rss_mb(self):
-        with open("/proc/{}/status".format(self.instance.process.pid)) as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024.0
+        return rss_mb(self.instance.process.pid)
 
     def start_print(self):
         response = self.api("POST", "/api/files/local/detect-test.gcode",

@@ -17,7 +17,7 @@ import requests
 from octoprint_tsd import bridge
 from obico_refserver import ReferenceServer, make_pki
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, output_dir, wait_for
+from tsd_testing import ADMIN, output_dir, rss_mb, wait_for
 
 TOKEN = "a1b2c3d4e5f6a7b8c9d0"
 TIME_SCALE = 0.05
@@ -160,8 +160,7 @@ def test_status_cadence_idle_and_boosted(linked):
 
 
 def octoprint_rss_mb(linked):
-    with open("/proc/{}/status".format(linked.instance.process.pid)) as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024.0
+    return rss_mb(linked.instance.process.pid)
 
 
 def test_bad_input_keeps_octoprint_and_the_link_working(linked):
