@@ -20,6 +20,7 @@ enum config_key {
     KEY_MODEL_CFG,
     KEY_MODEL_WEIGHTS,
     KEY_MODEL_ONNX,
+    KEY_CROP_GRID,
     KEY_INPUT_WIDTH,
     KEY_INPUT_HEIGHT,
     KEY_CLASSES,
@@ -41,6 +42,7 @@ static const char *const key_names[KEY_MAX] = {
     [KEY_MODEL_CFG] = "model_cfg",
     [KEY_MODEL_WEIGHTS] = "model_weights",
     [KEY_MODEL_ONNX] = "model_onnx",
+    [KEY_CROP_GRID] = "crop_grid",
     [KEY_INPUT_WIDTH] = "input_width",
     [KEY_INPUT_HEIGHT] = "input_height",
     [KEY_CLASSES] = "classes",
@@ -69,6 +71,15 @@ struct parse_ctx {
     char *reterr;
     size_t reterr_len;
 };
+
+void config_decode_target(const struct helper_config *cfg, int *ret_width, int *ret_height)
+{
+    /* A cell of an n x n grid spans 2 / (n + 1) of the frame. */
+    const int times_two = cfg->model_type == INFER_MODEL_ONNX_CROPS ? cfg->crop_grid + 1 : 2;
+
+    *ret_width = cfg->input_width * times_two / 2;
+    *ret_height = cfg->input_height * times_two / 2;
+}
 
 const char *config_result_str(enum config_result result)
 {
@@ -340,7 +351,9 @@ out:
 static enum config_result set_field(const struct parse_ctx *ctx, enum config_key key,
                                     const yaml_node_t *node)
 {
-    static const char *const model_types[] = {"darknet", "onnx"};
+    static const char *const model_types[] = {"darknet", "onnx", "onnx_crops"};
+    static const enum infer_model_type model_type_values[] = {
+        INFER_MODEL_DARKNET, INFER_MODEL_ONNX, INFER_MODEL_ONNX_CROPS};
     static const char *const scores[] = {"class", "objectness_x_class"};
     static const char *const units[] = {"normalized", "input_pixels"};
     struct helper_config *cfg = ctx->cfg;
@@ -351,9 +364,9 @@ static enum config_result set_field(const struct parse_ctx *ctx, enum config_key
 
     switch (key) {
     case KEY_MODEL_TYPE:
-        result = get_choice(ctx, name, node, model_types, 2, &index);
+        result = get_choice(ctx, name, node, model_types, 3, &index);
         if (result == CONFIG_OK)
-            cfg->model_type = index == 0 ? INFER_MODEL_DARKNET : INFER_MODEL_ONNX;
+            cfg->model_type = model_type_values[index];
         break;
     case KEY_MODEL_CFG:
         result = get_path(ctx, name, node, cfg->model_cfg);
@@ -363,6 +376,11 @@ static enum config_result set_field(const struct parse_ctx *ctx, enum config_key
         break;
     case KEY_MODEL_ONNX:
         result = get_path(ctx, name, node, cfg->model_onnx);
+        break;
+    case KEY_CROP_GRID:
+        result = get_long(ctx, name, node, 1, CONFIG_MAX_CROP_GRID, &value);
+        if (result == CONFIG_OK)
+            cfg->crop_grid = (int)value;
         break;
     case KEY_INPUT_WIDTH:
     case KEY_INPUT_HEIGHT:
@@ -469,12 +487,22 @@ static enum config_result finish(const struct parse_ctx *ctx, const bool seen[KE
             result = field_error(ctx, "model_onnx", NULL, "is required for model_type onnx");
             goto out;
         }
+        if (cfg->model_type == INFER_MODEL_ONNX_CROPS && cfg->num_classes != 1) {
+            result = field_error(ctx, "classes", NULL, "must be one class for model_type onnx_crops");
+            goto out;
+        }
         if (seen[KEY_MODEL_CFG] || seen[KEY_MODEL_WEIGHTS]) {
             result = field_error(ctx, seen[KEY_MODEL_CFG] ? "model_cfg" : "model_weights",
                                  NULL, "is only for model_type darknet");
             goto out;
         }
     }
+    if (seen[KEY_CROP_GRID] && cfg->model_type != INFER_MODEL_ONNX_CROPS) {
+        result = field_error(ctx, "crop_grid", NULL, "is only for model_type onnx_crops");
+        goto out;
+    }
+    if (cfg->model_type == INFER_MODEL_ONNX_CROPS && !seen[KEY_CROP_GRID])
+        cfg->crop_grid = CONFIG_DEFAULT_CROP_GRID;
     if (!seen[KEY_SCORE])
         cfg->score = cfg->model_type == INFER_MODEL_DARKNET ? INFER_SCORE_CLASS
                                                              : INFER_SCORE_OBJECTNESS_X_CLASS;

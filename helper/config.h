@@ -5,10 +5,12 @@
  * The file is one YAML mapping with these keys (every other key is an error,
  * so that a typo is reported instead of silently ignored):
  *
- *   model_type      darknet | onnx                                  (required)
+ *   model_type      darknet | onnx | onnx_crops                     (required)
  *   model_cfg       Darknet .cfg file           (required for darknet)
  *   model_weights   Darknet .weights file       (required for darknet)
- *   model_onnx      ONNX file                   (required for onnx)
+ *   model_onnx      ONNX file                   (required for onnx, onnx_crops)
+ *   crop_grid       onnx_crops: cells per side of the crop grid, 1..CONFIG_MAX_CROP_GRID;
+ *                   default 3 (see infer.h)
  *   input_width     network input width, 8..CONFIG_MAX_INPUT_SIDE   (required)
  *   input_height    network input height, 8..CONFIG_MAX_INPUT_SIDE  (required)
  *   classes         list of 1..CONFIG_MAX_CLASSES class names       (required)
@@ -66,12 +68,15 @@ enum config_result {
 #define CONFIG_MAX_THREADS 64
 #define CONFIG_MAX_FRAME_BYTES (64u * 1024u * 1024u)
 #define CONFIG_DEFAULT_FRAME_BYTES (8u * 1024u * 1024u)
+#define CONFIG_MAX_CROP_GRID INFER_MAX_CROP_GRID
+#define CONFIG_DEFAULT_CROP_GRID 3
 
 struct helper_config {
     enum infer_model_type model_type;
     char model_cfg[CONFIG_MAX_PATH];     /* "" when not given */
     char model_weights[CONFIG_MAX_PATH];
     char model_onnx[CONFIG_MAX_PATH];
+    int crop_grid;                       /* onnx_crops; 0 otherwise */
     int input_width;
     int input_height;
     size_t num_classes;
@@ -89,6 +94,10 @@ struct helper_config {
 };
 
 const char *config_result_str(enum config_result result);
+
+/* The smallest decoded frame size the model wants: the input size, or for
+ * onnx_crops the size at which a grid cell is at least the input size. */
+void config_decode_target(const struct helper_config *cfg, int *ret_width, int *ret_height);
 
 /* Reads and checks the file at path. On CONFIG_OK, *ret_config (which the
  * caller allocates; it is large) is filled in; on failure it is untouched and

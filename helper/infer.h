@@ -73,8 +73,25 @@ struct infer_net;
 enum infer_model_type {
     INFER_MODEL_DARKNET = 0, /* cfg_path + weights_path */
     INFER_MODEL_ONNX,        /* onnx_path */
+    INFER_MODEL_ONNX_CROPS,  /* onnx_path: a crop classifier (below) */
     INFER_MODEL_TYPE_MAX
 };
+
+/* ---- crop classifiers (INFER_MODEL_ONNX_CROPS) -----------------------------
+ *
+ * Instead of rows of boxes, the model scores crops of the image. The crops
+ * are the whole image and a crop_grid x crop_grid grid of cells, each cell
+ * 2 / (crop_grid + 1) of the image's width and height, so that neighbours
+ * overlap by half: cell (i, j) spans [i / (n + 1), i / (n + 1) + 2 / (n + 1)]
+ * of the width (n = crop_grid), and likewise of the height, in that order
+ * (the whole image first, then row by row). Each crop's pixel bounds are
+ * floor(fraction * size + 0.5). All crops go through blobFromImages (resized
+ * to input_width x input_height, no letterbox, (pixel - mean) * scale) as one
+ * batch, and the model's output named "score" must hold one value in [0, 1]
+ * per crop. A crop scoring above box_threshold is a detection of class 0
+ * whose box is the crop; NMS and max_detections apply as below.
+ * tools/train/train_crops.py trains such models and cuts the same crops. */
+#define INFER_MAX_CROP_GRID 8
 
 enum infer_score {
     INFER_SCORE_CLASS = 0,
@@ -92,7 +109,8 @@ struct infer_detector_params {
     enum infer_model_type model_type;
     const char *cfg_path;     /* darknet */
     const char *weights_path; /* darknet */
-    const char *onnx_path;    /* onnx */
+    const char *onnx_path;    /* onnx, onnx_crops */
+    int crop_grid;            /* onnx_crops: 1..INFER_MAX_CROP_GRID */
     int input_width;          /* 1..INFER_MAX_INPUT_SIDE */
     int input_height;
     int num_classes;          /* 1..INFER_MAX_CLASSES */
@@ -116,6 +134,9 @@ struct infer_detection {
 struct infer_detector;
 
 const char *infer_result_str(enum infer_result result);
+
+/* (transfer none) "darknet", "onnx" or "onnx_crops". */
+const char *infer_model_type_str(enum infer_model_type type);
 
 /* (transfer none) The OpenCV version the helper runs with. */
 const char *infer_opencv_version(void);

@@ -38,6 +38,8 @@ struct infer_detector {
     std::vector<int> class_index;            // into candidates
     std::vector<int> keep;
     std::vector<infer_detection> found;
+    std::vector<cv::Mat> crops;              // onnx_crops: views into the frame
+    std::vector<infer_detection> crop_boxes; // onnx_crops: each crop's box
 };
 
 namespace {
@@ -62,9 +64,14 @@ bool check_params(const infer_detector_params *p, char *reterr, size_t reterr_le
     if (p->model_type == INFER_MODEL_DARKNET) {
         if (!p->cfg_path || !*p->cfg_path || !p->weights_path || !*p->weights_path)
             why = "a darknet model needs cfg_path and weights_path";
-    } else if (p->model_type == INFER_MODEL_ONNX) {
+    } else if (p->model_type == INFER_MODEL_ONNX || p->model_type == INFER_MODEL_ONNX_CROPS) {
         if (!p->onnx_path || !*p->onnx_path)
             why = "an onnx model needs onnx_path";
+        else if (p->model_type == INFER_MODEL_ONNX_CROPS &&
+                 (p->crop_grid < 1 || p->crop_grid > INFER_MAX_CROP_GRID))
+            why = "crop_grid out of range";
+        else if (p->model_type == INFER_MODEL_ONNX_CROPS && p->num_classes != 1)
+            why = "a crop classifier has one class";
     } else {
         why = "unknown model type";
     }
@@ -166,22 +173,86 @@ void collect_rows(infer_detector *det, const cv::Mat &blob, size_t output_number
     }
 }
 
+// A crop's pixel bound: floor(fraction * size + 0.5), as infer.h says.
+int crop_bound(int numerator, int denominator, int size)
+{
+    return static_cast<int>(std::floor(static_cast<double>(numerator) * size / denominator + 0.5));
+}
+
+// The crops of infer.h for an image of this size: det->crops (views into
+// image) and det->crop_boxes (their normalized boxes), the whole image first.
+void cut_crops(infer_detector *det, const cv::Mat &image)
+{
+    const int n = det->params.crop_grid;
+    const int w = image.cols;
+    const int h = image.rows;
+
+    det->crops.clear();
+    det->crop_boxes.clear();
+    det->crops.push_back(image);
+    det->crop_boxes.push_back(infer_detection{0, 0.0f, 0.0f, 0.0f, 1.0f, 1.0f});
+    for (int j = 0; j < n; j++) {
+        for (int i = 0; i < n; i++) {
+            const int x0 = crop_bound(i, n + 1, w);
+            const int y0 = crop_bound(j, n + 1, h);
+            const int x1 = std::max(crop_bound(i + 2, n + 1, w), x0 + 1);
+            const int y1 = std::max(crop_bound(j + 2, n + 1, h), y0 + 1);
+            det->crops.push_back(image(cv::Rect(x0, y0, std::min(x1, w) - x0, std::min(y1, h) - y0)));
+            det->crop_boxes.push_back(infer_detection{
+                0, 0.0f, static_cast<float>(x0) / w, static_cast<float>(y0) / h,
+                static_cast<float>(x1 - x0) / w, static_cast<float>(y1 - y0) / h});
+        }
+    }
+}
+
+// onnx_crops: scores every crop in one batch; the crops above the threshold
+// become candidates. Throws on an output of the wrong shape.
+void collect_crops(infer_detector *det, const cv::Mat &image)
+{
+    const infer_detector_params &p = det->params;
+
+    cut_crops(det, image);
+    cv::dnn::blobFromImages(det->crops, det->blob, p.scale, cv::Size(p.input_width, p.input_height),
+                            cv::Scalar(p.mean[0], p.mean[1], p.mean[2]), p.swap_rb != 0, false,
+                            CV_32F);
+    det->net.setInput(det->blob);
+    det->net.forward(det->outs, det->out_names);
+    const cv::Mat &score = det->outs.at(0);
+    if (score.type() != CV_32F || score.total() != det->crops.size())
+        throw std::runtime_error("model output \"score\" has " + std::to_string(score.total()) +
+                                 " values for " + std::to_string(det->crops.size()) +
+                                 " crops; expected one per crop");
+    const cv::Mat flat = score.isContinuous() ? score : score.clone();
+    for (size_t i = 0; i < det->crops.size(); i++) {
+        const float confidence = flat.ptr<float>()[i];
+        // Also drops NaN, which compares false.
+        if (!(confidence > p.box_threshold))
+            continue;
+        infer_detection d = det->crop_boxes[i];
+        d.confidence = confidence > 1.0f ? 1.0f : confidence;
+        det->candidates.push_back(d);
+    }
+}
+
 // One frame through the net and the post-processing; the result is in
 // det->found, strongest first. Throws on any failure.
 void detect(infer_detector *det, const cv::Mat &image)
 {
     const infer_detector_params &p = det->params;
 
-    cv::dnn::blobFromImage(image, det->blob, p.scale, cv::Size(p.input_width, p.input_height),
-                           cv::Scalar(p.mean[0], p.mean[1], p.mean[2]), p.swap_rb != 0,
-                           false, CV_32F);
-    det->net.setInput(det->blob);
-    det->net.forward(det->outs, det->out_names);
-
     det->candidates.clear();
     det->found.clear();
-    for (size_t i = 0; i < det->outs.size(); i++)
-        collect_rows(det, det->outs[i], i);
+    if (p.model_type == INFER_MODEL_ONNX_CROPS) {
+        collect_crops(det, image);
+    } else {
+        cv::dnn::blobFromImage(image, det->blob, p.scale, cv::Size(p.input_width, p.input_height),
+                               cv::Scalar(p.mean[0], p.mean[1], p.mean[2]), p.swap_rb != 0,
+                               false, CV_32F);
+        det->net.setInput(det->blob);
+        det->net.forward(det->outs, det->out_names);
+        for (size_t i = 0; i < det->outs.size(); i++)
+            collect_rows(det, det->outs[i], i);
+    }
 
     // NMS one class at a time: sort the candidates by class, then run each
     // class's stretch through NMSBoxes.
@@ -306,6 +377,17 @@ extern "C" const char *infer_result_str(enum infer_result result)
     return "unknown result";
 }
 
+extern "C" const char *infer_model_type_str(enum infer_model_type type)
+{
+    switch (type) {
+    case INFER_MODEL_DARKNET: return "darknet";
+    case INFER_MODEL_ONNX: return "onnx";
+    case INFER_MODEL_ONNX_CROPS: return "onnx_crops";
+    case INFER_MODEL_TYPE_MAX: break;
+    }
+    return "unknown";
+}
+
 extern "C" const char *infer_opencv_version(void)
 {
     return CV_VERSION;
@@ -426,7 +508,10 @@ extern "C" enum infer_result infer_detector_new(const struct infer_detector_para
         }
         det->net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
         det->net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-        det->out_names = det->net.getUnconnectedOutLayersNames();
+        if (params->model_type == INFER_MODEL_ONNX_CROPS)
+            det->out_names = {"score"};
+        else
+            det->out_names = det->net.getUnconnectedOutLayersNames();
         if (det->out_names.empty()) {
             set_error(reterr, reterr_len, "load", "the network has no output layer");
             result = INFER_ERR_MODEL;

@@ -257,7 +257,11 @@ static enum helper_result handle_jpeg(struct server *srv, uint32_t id,
     size_t reply_len = 0;
     double started = now_ms();
 
-    jr = jpg_plan(srv->decoder, payload, len, cfg->input_width, cfg->input_height, &plan);
+    int target_width = 0;
+    int target_height = 0;
+
+    config_decode_target(cfg, &target_width, &target_height);
+    jr = jpg_plan(srv->decoder, payload, len, target_width, target_height, &plan);
     if (jr != JPG_OK)
         return send_error(srv, id, "%s", jpg_result_str(jr));
     if (plan.bytes > HELPER_MAX_DECODED_BYTES)
@@ -273,7 +277,7 @@ static enum helper_result handle_jpeg(struct server *srv, uint32_t id,
         srv->pixels = grown;
         srv->pixels_cap = plan.bytes;
     }
-    jr = jpg_decode_into(srv->decoder, payload, len, cfg->input_width, cfg->input_height,
+    jr = jpg_decode_into(srv->decoder, payload, len, target_width, target_height,
                          JPG_FORMAT_BGR, srv->pixels, srv->pixels_cap, &decoded);
     if (jr != JPG_OK)
         return send_error(srv, id, "%s", jpg_result_str(jr));
@@ -451,6 +455,7 @@ static enum helper_result serve(const char *config_path)
     params.cfg_path = cfg->model_cfg;
     params.weights_path = cfg->model_weights;
     params.onnx_path = cfg->model_onnx;
+    params.crop_grid = cfg->crop_grid;
     params.input_width = cfg->input_width;
     params.input_height = cfg->input_height;
     params.num_classes = (int)cfg->num_classes;
@@ -487,7 +492,7 @@ static enum helper_result serve(const char *config_path)
             "tsd-helper %s: ready (opencv %s, %s model, input %dx%d, %zu classes, "
             "%d threads, max frame %zu bytes)\n",
             TSD_VERSION, infer_opencv_version(),
-            cfg->model_type == INFER_MODEL_DARKNET ? "darknet" : "onnx", cfg->input_width,
+            infer_model_type_str(cfg->model_type), cfg->input_width,
             cfg->input_height, cfg->num_classes, cfg->threads, cfg->max_frame_bytes);
     result = serve_loop(&srv);
 

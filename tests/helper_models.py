@@ -389,6 +389,53 @@ def write_tiny_onnx(directory):
     return path
 
 
+# The crop colour model: a crop's score is sigmoid(CROPS_GAIN * (max redness
+# - CROPS_FLOOR)) over its pixels (redness = R - G/2 - B/2 of the RGB input in
+# 0..1), so crops holding the red strands of color_scene() score near 1 and
+# the rest near 0. Input CROPS_SIDE x CROPS_SIDE, any batch size.
+CROPS_SIDE = 64
+CROPS_GAIN = 30.0
+CROPS_FLOOR = 0.2
+
+
+def write_crops_onnx(directory):
+    """A crop classifier for model_type onnx_crops: image [N, 3, S, S] ->
+    Conv 1x1 (redness) -> GlobalMaxPool -> Flatten -> Sigmoid -> score [N, 1]."""
+    weights = _onnx_tensor("W", [1, 3, 1, 1], 1, _floats([CROPS_GAIN, -CROPS_GAIN / 2, -CROPS_GAIN / 2]))
+    biases = _onnx_tensor("B", [1], 1, _floats([-CROPS_GAIN * CROPS_FLOOR]))
+    nodes = [
+        _onnx_node("Conv", ["image", "W", "B"], ["red"], "conv0",
+                   [_onnx_ints_attribute("kernel_shape", [1, 1])]),
+        _onnx_node("GlobalMaxPool", ["red"], ["pooled"], "pool0"),
+        _onnx_node("Flatten", ["pooled"], ["flat"], "flatten0"),
+        _onnx_node("Sigmoid", ["flat"], ["score"], "sigmoid0"),
+    ]
+    graph = (b"".join(_field_bytes(1, n) for n in nodes) + _field_bytes(2, "crops")
+             + _field_bytes(5, weights) + _field_bytes(5, biases)
+             + _field_bytes(11, _onnx_value_info("image", [1, 3, CROPS_SIDE, CROPS_SIDE]))
+             + _field_bytes(12, _onnx_value_info("score", [1, 1])))
+    model = (_field_varint(1, 7) + _field_bytes(2, "tsd-tests") + _field_bytes(7, graph)
+             + _field_bytes(8, _field_bytes(1, "") + _field_varint(2, 10)))
+    path = os.path.join(directory, "crops.onnx")
+    with open(path, "wb") as f:
+        f.write(model)
+    return path
+
+
+def write_crops_config(path, onnx, **extra):
+    fields = {
+        "model_type": "onnx_crops",
+        "model_onnx": onnx,
+        "input_width": CROPS_SIDE,
+        "input_height": CROPS_SIDE,
+        "classes": ["failure"],
+        "box_threshold": 0.5,
+        "nms_threshold": 1.0,
+    }
+    fields.update(extra)
+    return _write_config_fields(path, fields)
+
+
 def write_onnx_config(path, onnx, side, classes=("failure",), **extra):
     fields = {
         "model_type": "onnx",

@@ -443,3 +443,55 @@ def test_onnx_model(helper_bin, tmp_path, start):
     code, err, _ = run_config(helper_bin, hm.write_onnx_config(
         str(tmp_path / "junk.yaml"), str(junk), hm.ONNX_SIDE))
     assert code == 2 and "model" in err
+
+
+def crop_boxes(width, height, n=3):
+    """The crops of helper/infer.h, in pixels: the frame, then the grid."""
+    def bound(k, size):
+        return int(k * size / (n + 1) + 0.5)
+    boxes = [[0, 0, width, height]]
+    for j in range(n):
+        for i in range(n):
+            x0, y0 = bound(i, width), bound(j, height)
+            boxes.append([x0, y0, bound(i + 2, width) - x0, bound(j + 2, height) - y0])
+    return boxes
+
+
+def test_onnx_crops_scores_every_crop(helper_bin, tmp_path, start):
+    """model_type onnx_crops: the frame and a 3x3 grid of half-size cells are
+    scored in one batch; the crops holding the red strands are detections,
+    with the crop as the box, and the others are not."""
+    onnx = hm.write_crops_onnx(str(tmp_path))
+    helper = start(hm.write_crops_config(str(tmp_path / "crops.yaml"), onnx))
+    # Red strands only in the top-left cell of color_scene's 4x4 grid.
+    width, height = 320, 240
+    pixels = bytearray(hm.color_scene(width, height))
+    strands = hm.color_scene(width, height, red_cells=16, seed=3)
+    for y in range(height // 4):
+        row = y * width * 3
+        pixels[row:row + width // 4 * 3] = strands[row:row + width // 4 * 3]
+    reply = detections(*helper.detect(hm.encode_jpeg(bytes(pixels), width, height), 1, TIMEOUT), 1)
+    check_well_formed(reply, width, height)
+    found = sorted(d["box"] for d in reply["detections"])
+    crops = crop_boxes(width, height)
+    # The whole frame and the one cell over the top-left quarter hold it.
+    assert found == sorted([crops[0], crops[1]])
+    assert all(d["confidence"] > 0.9 for d in reply["detections"])
+    # A frame with no strand: nothing.
+    reply = detections(*helper.detect(hm.encode_jpeg(hm.color_scene(width, height), width, height), 2,
+                                      TIMEOUT), 2)
+    assert reply["detections"] == []
+
+
+def test_onnx_crops_config_errors(helper_bin, tmp_path):
+    onnx = hm.write_crops_onnx(str(tmp_path))
+    for name, extra, words in (
+            ("two.yaml", {"classes": ["a", "b"]}, "one class"),
+            ("grid.yaml", {"crop_grid": 9}, "crop_grid"),
+            ("zero.yaml", {"crop_grid": 0}, "crop_grid")):
+        code, err, _ = run_config(helper_bin, hm.write_crops_config(str(tmp_path / name), onnx, **extra))
+        assert code == 2 and words in err, err
+    # crop_grid belongs to onnx_crops only.
+    code, err, _ = run_config(helper_bin, hm.write_onnx_config(
+        str(tmp_path / "onnx.yaml"), onnx, hm.CROPS_SIDE, crop_grid=3))
+    assert code == 2 and "crop_grid" in err, err
