@@ -4,6 +4,7 @@
 #include "httpresp.h"
 #include "jpeg.h"
 #include "mjpeg.h"
+#include "monotime.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -270,14 +271,6 @@ struct grab_stream {
 
     unsigned char rx[GRAB_RX_SIZE];
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *grab_result_str(enum grab_result result)
 {
