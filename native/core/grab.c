@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
-#include "grab.h"
-#include "conn.h"
-#include "dechunk.h"
+/* The frame grabber (grab.h): connecting (through conn.c), the request
+ * and the response head, the engine that drives a session until a frame or
+ * a deadline, and the API. The body is grab_body.c's, the URLs grab_url.c's. */
+#include "grab_session.h"
 #include "errtext.h"
-#include "httpresp.h"
-#include "jpeg.h"
-#include "mjpeg.h"
 #include "monotime.h"
 
 #include <errno.h>
@@ -18,90 +16,6 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-#define GRAB_RX_SIZE (64u * 1024u)
-#define GRAB_REQUEST_SIZE (GRAB_MAX_URL + GRAB_MAX_HOST + 512u)
-/* Body bytes one pass reads before it looks at the clock and the interrupt
- * again (and, once a frame is ready, before poll returns it). */
-#define GRAB_DRAIN_MAX (4u * 1024u * 1024u)
-#define GRAB_SNAPSHOT_INITIAL (64u * 1024u)
-#define GRAB_USER_AGENT "TheSpaghettiDetective-grab/1"
-
-/* ---- the session ----------------------------------------------------------- */
-
-enum conn_state {
-    CS_IDLE = 0,   /* next: resolve (once per URL) and connect to the next address */
-    CS_CONNECTING, /* non-blocking connect in progress */
-    CS_HANDSHAKE,  /* TLS handshake */
-    CS_SENDING,    /* the request */
-    CS_HEAD,       /* the response head */
-    CS_BODY,
-    CS_DONE,       /* snapshot complete: the frame is in pending */
-    CS_FAILED,     /* error and error_text are final */
-};
-
-enum deadline_kind {
-    DL_NONE = 0,
-    DL_CONNECT,
-    DL_READ,
-    DL_TOTAL,
-    DL_FRAME,
-};
-
-struct grab_stream {
-    /* configuration, fixed at open */
-    bool snapshot;
-    int connect_timeout_ms;
-    int read_timeout_ms;
-    int total_timeout_ms;
-    int frame_timeout_ms;
-    size_t max_frame;
-    unsigned max_bad_frames;
-    char *ca_file;
-
-    /* the only fields other threads touch */
-    int wake_fd;
-    atomic_bool interrupted;
-
-    struct grab_url url; /* after the redirects so far */
-    unsigned redirects;
-    enum conn_state state;
-    enum grab_result error;
-    char error_text[GRAB_REASON_SIZE];
-
-    /* the connection (conn.h) */
-    struct conn conn;
-    bool started;
-    int64_t head_deadline; /* the response head; snapshot: everything */
-    char request[GRAB_REQUEST_SIZE];
-    size_t request_len;
-    size_t request_sent;
-
-    /* the response */
-    struct httpresp *head;
-    enum httpresp_body body_kind;
-    uint64_t body_left;    /* HTTPRESP_BODY_LENGTH: bytes still to come */
-    uint64_t body_length;
-    struct dechunk chunk;
-    bool multipart;        /* the body goes to the MJPEG parser */
-    unsigned char *body;   /* a snapshot that is not multipart */
-    size_t body_len;
-    size_t body_cap;
-
-    /* frames */
-    struct mjpeg *parser;
-    struct jpg_decoder *decoder;
-    struct grab_frame *pending; /* the newest valid frame, not taken yet */
-    int64_t last_frame_at;
-    uint64_t bytes_since_frame;
-    uint64_t too_big_mark;      /* parser too_big count at the last frame */
-    uint64_t invalid_since_frame;
-    unsigned bad_in_row;
-    enum jpg_result last_jpg_error;
-    struct grab_stream_stats stats;
-
-    unsigned char rx[GRAB_RX_SIZE];
-};
 
 const char *grab_result_str(enum grab_result result)
 {
@@ -148,11 +62,7 @@ struct grab_frame *grab_frame_free(struct grab_frame *frame)
 
 /* ---- the connection (conn.c does the work) ------------------------------- */
 
-static enum grab_result fail(struct grab_stream *s, enum grab_result result, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Ends the session with result (the first failure wins). */
-static enum grab_result fail(struct grab_stream *s, enum grab_result result, const char *fmt, ...)
+enum grab_result grab_fail(struct grab_stream *s, enum grab_result result, const char *fmt, ...)
 {
     va_list args;
 
@@ -170,7 +80,7 @@ static enum grab_result fail(struct grab_stream *s, enum grab_result result, con
 /* Ends the session with the connection's own failure. */
 static void conn_failed(struct grab_stream *s)
 {
-    fail(s, s->conn.error, "%s", s->conn.error_text);
+    grab_fail(s, s->conn.error, "%s", s->conn.error_text);
 }
 
 /* After conn_recv or conn_send: true when there is nothing to do but wait
@@ -213,7 +123,7 @@ static void connected(struct grab_stream *s)
 {
     build_request(s);
     if (s->request_len == 0) {
-        fail(s, GRAB_ERR_URL, "the request does not fit");
+        grab_fail(s, GRAB_ERR_URL, "the request does not fit");
         return;
     }
     if (s->url.tls) {
@@ -282,298 +192,22 @@ static void do_send(struct grab_stream *s)
     s->conn.want = POLLIN;
 }
 
-/* ---- frames and bodies ------------------------------------------------------- */
-
-static void fail_no_frames(struct grab_stream *s, const char *when)
-{
-    struct mjpeg_stats stats;
-
-    mjpeg_get_stats(s->parser, &stats);
-    if (stats.too_big > s->too_big_mark)
-        fail(s, GRAB_ERR_TOO_BIG, "no valid frame %s: parts larger than %zu bytes were skipped",
-             when, s->max_frame);
-    else if (s->invalid_since_frame > 0)
-        fail(s, GRAB_ERR_INVALID_JPEG, "no valid frame %s: %llu invalid JPEG frames (%s)", when,
-             (unsigned long long)s->invalid_since_frame, jpg_result_str(s->last_jpg_error));
-    else if (stats.frames == 0 && stats.bytes > 0 && stats.skipped_bytes == stats.bytes)
-        fail(s, GRAB_ERR_NO_BOUNDARY,
-             "no valid frame %s: the delimiter \"%.140s\" announced in the Content-Type never "
-             "appeared",
-             when, mjpeg_delimiter(s->parser));
-    else if (s->bytes_since_frame == 0)
-        fail(s, GRAB_ERR_TIMEOUT, "no data %s", when);
-    else
-        fail(s, GRAB_ERR_NO_FRAMES, "no valid frame %s (%llu bytes received)", when,
-             (unsigned long long)s->bytes_since_frame);
-}
-
-static void publish(struct grab_stream *s, unsigned char *data, size_t len, uint64_t seq,
-                    const struct jpg_info *info)
-{
-    struct grab_frame *frame = calloc(1, sizeof(*frame));
-
-    if (!frame) {
-        free(data);
-        fail(s, GRAB_ERR_NOMEM, "out of memory for a frame");
-        return;
-    }
-    frame->data = data;
-    frame->len = len;
-    frame->seq = seq;
-    frame->width = info->width;
-    frame->height = info->height;
-    frame->received_ms = (uint64_t)now_ms();
-    if (s->pending) {
-        grab_frame_free(s->pending);
-        s->stats.frames_replaced++;
-    }
-    s->pending = frame;
-    s->stats.frames++; /* snapshots; streams take the parser's count */
-    s->bad_in_row = 0;
-    s->invalid_since_frame = 0;
-    s->bytes_since_frame = 0;
-    s->last_frame_at = now_ms();
-    if (s->parser) {
-        struct mjpeg_stats stats;
-        mjpeg_get_stats(s->parser, &stats);
-        s->too_big_mark = stats.too_big;
-    }
-    if (s->snapshot) {
-        conn_close(&s->conn);
-        s->state = CS_DONE;
-    }
-}
-
-/* Takes the parser's newest frame, validates it, keeps it if valid. */
-static void collect_frames(struct grab_stream *s)
-{
-    struct mjpeg_frame *part = NULL;
-
-    while (s->state == CS_BODY && mjpeg_take_frame(s->parser, &part) == MJPEG_OK) {
-        struct jpg_info info;
-        enum jpg_result valid = jpg_validate(s->decoder, part->data, part->len, &info);
-        unsigned char *data;
-        size_t len;
-        uint64_t seq;
-
-        if (valid != JPG_OK) {
-            mjpeg_frame_free(part);
-            part = NULL;
-            s->stats.invalid_frames++;
-            s->invalid_since_frame++;
-            s->bad_in_row++;
-            s->last_jpg_error = valid;
-            if (s->bad_in_row >= s->max_bad_frames)
-                fail(s, GRAB_ERR_INVALID_JPEG, "%u frames in a row are not valid JPEG (%s)",
-                     s->bad_in_row, jpg_result_str(valid));
-            continue;
-        }
-        data = part->data;
-        len = part->len;
-        seq = part->seq;
-        part->data = NULL;
-        mjpeg_frame_free(part);
-        part = NULL;
-        publish(s, data, len, seq, &info);
-    }
-}
-
-static uint64_t frame_budget(const struct grab_stream *s)
-{
-    return 2u * (uint64_t)s->max_frame + GRAB_BUDGET_SLACK;
-}
-
-static void feed_parser(struct grab_stream *s, const unsigned char *data, size_t len)
-{
-    char when[64];
-
-    mjpeg_feed(s->parser, data, len); /* stream problems are counted, not fatal */
-    s->bytes_since_frame += len;
-    collect_frames(s);
-    if (s->state != CS_BODY || s->bytes_since_frame <= frame_budget(s))
-        return;
-    snprintf(when, sizeof(when), "in %llu bytes", (unsigned long long)s->bytes_since_frame);
-    fail_no_frames(s, when);
-}
-
-static void append_body(struct grab_stream *s, const unsigned char *data, size_t len)
-{
-    if (len > s->max_frame - s->body_len) {
-        fail(s, GRAB_ERR_TOO_BIG, "the snapshot is larger than %zu bytes", s->max_frame);
-        return;
-    }
-    if (s->body_len + len > s->body_cap) {
-        size_t cap = s->body_cap ? s->body_cap * 2 : GRAB_SNAPSHOT_INITIAL;
-        unsigned char *grown;
-
-        if (cap > s->max_frame)
-            cap = s->max_frame;
-        if (cap < s->body_len + len)
-            cap = s->body_len + len;
-        grown = realloc(s->body, cap);
-        if (!grown) {
-            fail(s, GRAB_ERR_NOMEM, "out of memory for the snapshot");
-            return;
-        }
-        s->body = grown;
-        s->body_cap = cap;
-    }
-    memcpy(s->body + s->body_len, data, len);
-    s->body_len += len;
-}
-
-static void finish_snapshot(struct grab_stream *s)
-{
-    struct jpg_info info;
-    enum jpg_result valid = jpg_validate(s->decoder, s->body, s->body_len, &info);
-    unsigned char *data;
-
-    if (valid != JPG_OK) {
-        fail(s, GRAB_ERR_INVALID_JPEG, "the snapshot (%zu bytes) is not a valid JPEG: %s",
-             s->body_len, jpg_result_str(valid));
-        return;
-    }
-    data = s->body;
-    s->body = NULL;
-    s->body_cap = 0;
-    publish(s, data, s->body_len, 1, &info);
-}
-
-/* The body ended: the connection closed (truncated says whether the framing
- * expected more) or the framing said so. */
-static void body_end(struct grab_stream *s, bool truncated)
-{
-    conn_close(&s->conn);
-    if (s->multipart) {
-        bool mid_frame = mjpeg_finish(s->parser) == MJPEG_ERR_TRUNCATED;
-
-        collect_frames(s);
-        if (s->state != CS_BODY)
-            return;
-        fail(s, GRAB_ERR_CLOSED, "the camera ended the stream%s",
-             mid_frame || truncated ? " in the middle of a frame" : "");
-        return;
-    }
-    if (truncated) {
-        if (s->body_kind == HTTPRESP_BODY_LENGTH)
-            fail(s, GRAB_ERR_CLOSED,
-                 "the connection closed after %zu of the %llu bytes of the snapshot",
-                 s->body_len, (unsigned long long)s->body_length);
-        else
-            fail(s, GRAB_ERR_CLOSED, "the connection closed in the middle of the chunked snapshot");
-        return;
-    }
-    finish_snapshot(s);
-}
-
-static void body_bytes(struct grab_stream *s, unsigned char *data, size_t len)
-{
-    bool end = false;
-
-    if (s->body_kind == HTTPRESP_BODY_CHUNKED) {
-        size_t out = 0;
-        if (!dechunk_feed(&s->chunk, data, len, &out)) {
-            fail(s, GRAB_ERR_HTTP, "malformed chunked body");
-            return;
-        }
-        len = out;
-        end = dechunk_done(&s->chunk);
-    } else if (s->body_kind == HTTPRESP_BODY_LENGTH) {
-        if (len > s->body_left)
-            len = (size_t)s->body_left;
-        s->body_left -= len;
-        end = s->body_left == 0;
-    }
-    s->stats.bytes += len;
-    if (len > 0) {
-        if (s->multipart)
-            feed_parser(s, data, len);
-        else
-            append_body(s, data, len);
-    }
-    if (end && s->state == CS_BODY)
-        body_end(s, false);
-}
-
-static void start_body(struct grab_stream *s, const struct httpresp_info *info)
-{
-    const char *type = info->content_type;
-    bool multipart = false;
-    enum mjpeg_result made;
-
-    if (type) {
-        while (httpresp_is_ows((unsigned char)*type))
-            type++;
-        multipart = strncasecmp(type, "multipart/", 10) == 0;
-    }
-    s->body_kind = info->body;
-    s->body_length = info->content_length;
-    s->body_left = info->content_length;
-    memset(&s->chunk, 0, sizeof(s->chunk));
-    dechunk_start(&s->chunk);
-    s->last_frame_at = now_ms();
-    s->bytes_since_frame = 0;
-    if (!s->snapshot && !multipart) {
-        fail(s, GRAB_ERR_NOT_MULTIPART,
-             "the Content-Type is \"%.80s\", not multipart/x-mixed-replace: is this the "
-             "stream URL?",
-             type ? type : "(none)");
-        return;
-    }
-    if (multipart) {
-        made = mjpeg_new(type, s->max_frame, &s->parser);
-        if (made == MJPEG_ERR_NOMEM) {
-            fail(s, GRAB_ERR_NOMEM, "out of memory for the MJPEG parser");
-            return;
-        }
-        if (made == MJPEG_ERR_NOT_MULTIPART) {
-            fail(s, GRAB_ERR_NOT_MULTIPART, "the Content-Type \"%.80s\" is not multipart", type);
-            return;
-        }
-        if (made != MJPEG_OK) {
-            fail(s, GRAB_ERR_NO_BOUNDARY, "the Content-Type \"%.80s\" has no usable boundary",
-                 type);
-            return;
-        }
-        s->multipart = true;
-        s->stats.connected = !s->snapshot;
-    } else if (info->body == HTTPRESP_BODY_LENGTH) {
-        if (info->content_length > s->max_frame) {
-            fail(s, GRAB_ERR_TOO_BIG, "the snapshot is %llu bytes, more than the %zu allowed",
-                 (unsigned long long)info->content_length, s->max_frame);
-            return;
-        }
-        if (info->content_length == 0) {
-            fail(s, GRAB_ERR_INVALID_JPEG, "the snapshot is empty (Content-Length: 0)");
-            return;
-        }
-        s->body = malloc((size_t)info->content_length);
-        if (!s->body) {
-            fail(s, GRAB_ERR_NOMEM, "out of memory for the snapshot");
-            return;
-        }
-        s->body_cap = (size_t)info->content_length;
-    }
-    s->state = CS_BODY;
-    s->conn.want = POLLIN;
-}
-
 static void follow_redirect(struct grab_stream *s, const struct httpresp_info *info)
 {
     struct grab_url next;
     char why[GRAB_REASON_SIZE];
 
     if (!info->location) {
-        fail(s, GRAB_ERR_HTTP_STATUS, "HTTP %d %.64s without a Location", info->status,
+        grab_fail(s, GRAB_ERR_HTTP_STATUS, "HTTP %d %.64s without a Location", info->status,
              info->reason);
         return;
     }
     if (s->redirects >= GRAB_MAX_REDIRECTS) {
-        fail(s, GRAB_ERR_REDIRECT, "more than %u redirects", GRAB_MAX_REDIRECTS);
+        grab_fail(s, GRAB_ERR_REDIRECT, "more than %u redirects", GRAB_MAX_REDIRECTS);
         return;
     }
     if (grab_url_resolve(&s->url, info->location, &next, why, sizeof(why)) != GRAB_OK) {
-        fail(s, GRAB_ERR_REDIRECT, "%s", why);
+        grab_fail(s, GRAB_ERR_REDIRECT, "%s", why);
         return;
     }
     s->redirects++;
@@ -592,7 +226,7 @@ static bool on_head(struct grab_stream *s)
     struct httpresp_info info;
 
     if (httpresp_get_info(s->head, &info) != HTTPRESP_OK) {
-        fail(s, GRAB_ERR_HTTP, "the response head cannot be read");
+        grab_fail(s, GRAB_ERR_HTTP, "the response head cannot be read");
         return false;
     }
     s->stats.http_status = info.status;
@@ -608,15 +242,15 @@ static bool on_head(struct grab_stream *s)
         break;
     }
     if (info.status < 200 || info.status > 299) {
-        fail(s, GRAB_ERR_HTTP_STATUS, "%s answered HTTP %d %.64s", s->url.host, info.status,
+        grab_fail(s, GRAB_ERR_HTTP_STATUS, "%s answered HTTP %d %.64s", s->url.host, info.status,
              info.reason);
         return false;
     }
     if (info.body == HTTPRESP_BODY_NONE || info.status == 204 || info.status == 205) {
-        fail(s, GRAB_ERR_HTTP_STATUS, "HTTP %d %.64s has no body", info.status, info.reason);
+        grab_fail(s, GRAB_ERR_HTTP_STATUS, "HTTP %d %.64s has no body", info.status, info.reason);
         return false;
     }
-    start_body(s, &info);
+    grab_body_start(s, &info);
     return false;
 }
 
@@ -630,7 +264,7 @@ static void do_head(struct grab_stream *s)
         if (io_stopped(s, n))
             return;
         if (n == 0) {
-            fail(s, GRAB_ERR_CLOSED, "%s closed the connection without a complete response",
+            grab_fail(s, GRAB_ERR_CLOSED, "%s closed the connection without a complete response",
                  s->conn.addr_text);
             return;
         }
@@ -642,7 +276,7 @@ static void do_head(struct grab_stream *s)
             if (parsed == HTTPRESP_NEED_MORE)
                 break;
             if (parsed != HTTPRESP_OK) {
-                fail(s, GRAB_ERR_HTTP, "malformed response head from %s: %s", s->conn.addr_text,
+                grab_fail(s, GRAB_ERR_HTTP, "malformed response head from %s: %s", s->conn.addr_text,
                      httpresp_result_str(parsed));
                 return;
             }
@@ -651,7 +285,7 @@ static void do_head(struct grab_stream *s)
             if (on_head(s))
                 continue;
             if (s->state == CS_BODY && len > 0)
-                body_bytes(s, data, len);
+                grab_body_bytes(s, data, len);
             return;
         }
     }
@@ -669,11 +303,11 @@ static void do_body(struct grab_stream *s)
         if (n == 0) {
             bool truncated = (s->body_kind == HTTPRESP_BODY_LENGTH && s->body_left > 0) ||
                              (s->body_kind == HTTPRESP_BODY_CHUNKED && !dechunk_done(&s->chunk));
-            body_end(s, truncated);
+            grab_body_end(s, truncated);
             return;
         }
         total += (size_t)n;
-        body_bytes(s, s->rx, (size_t)n);
+        grab_body_bytes(s, s->rx, (size_t)n);
     }
     s->conn.want = POLLIN;
 }
@@ -768,27 +402,27 @@ static void on_deadline(struct grab_stream *s, enum deadline_kind kind)
         break;
     case DL_TOTAL:
         if (s->state == CS_CONNECTING)
-            fail(s, GRAB_ERR_CONNECT_TIMEOUT, "connecting to %s: no answer within %d ms",
+            grab_fail(s, GRAB_ERR_CONNECT_TIMEOUT, "connecting to %s: no answer within %d ms",
                  s->conn.addr_text, s->total_timeout_ms);
         else if (s->snapshot)
-            fail(s, GRAB_ERR_TIMEOUT, "the snapshot took more than %d ms", s->total_timeout_ms);
+            grab_fail(s, GRAB_ERR_TIMEOUT, "the snapshot took more than %d ms", s->total_timeout_ms);
         else
-            fail(s, GRAB_ERR_TIMEOUT, "no complete response head within %d ms",
+            grab_fail(s, GRAB_ERR_TIMEOUT, "no complete response head within %d ms",
                  s->total_timeout_ms);
         break;
     case DL_READ:
         if (s->state == CS_BODY && s->multipart)
-            fail(s, GRAB_ERR_TIMEOUT, "the stream sent nothing for %d ms", s->read_timeout_ms);
+            grab_fail(s, GRAB_ERR_TIMEOUT, "the stream sent nothing for %d ms", s->read_timeout_ms);
         else if (s->state == CS_BODY)
-            fail(s, GRAB_ERR_TIMEOUT, "the snapshot stopped arriving for %d ms (%zu bytes so far)",
+            grab_fail(s, GRAB_ERR_TIMEOUT, "the snapshot stopped arriving for %d ms (%zu bytes so far)",
                  s->read_timeout_ms, s->body_len);
         else
-            fail(s, GRAB_ERR_TIMEOUT, "%s sent no response for %d ms", s->conn.addr_text,
+            grab_fail(s, GRAB_ERR_TIMEOUT, "%s sent no response for %d ms", s->conn.addr_text,
                  s->read_timeout_ms);
         break;
     case DL_FRAME:
         snprintf(when, sizeof(when), "for %d ms", s->frame_timeout_ms);
-        fail_no_frames(s, when);
+        grab_fail_no_frames(s, when);
         break;
     case DL_NONE:
         break;
@@ -821,7 +455,7 @@ static enum grab_result run(struct grab_stream *s, int64_t until)
         int n;
 
         if (atomic_load(&s->interrupted))
-            return fail(s, GRAB_ERR_INTERRUPTED, "interrupted");
+            return grab_fail(s, GRAB_ERR_INTERRUPTED, "interrupted");
         advance(s, revents);
         revents = 0;
         if (finished(s))
@@ -855,7 +489,7 @@ static enum grab_result run(struct grab_stream *s, int64_t until)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return fail(s, GRAB_ERR_SYSTEM, "poll: %s", errno_text(errno, text, sizeof(text)));
+            return grab_fail(s, GRAB_ERR_SYSTEM, "poll: %s", errno_text(errno, text, sizeof(text)));
         }
         revents = fds[0].revents;
     }
@@ -1006,7 +640,7 @@ enum grab_result grab_stream_poll(struct grab_stream *stream, int timeout_ms, ch
     }
     if (atomic_load(&stream->interrupted)) {
         /* Whatever happened before: the caller asked to stop. */
-        fail(stream, GRAB_ERR_INTERRUPTED, "interrupted");
+        grab_fail(stream, GRAB_ERR_INTERRUPTED, "interrupted");
         set_reason(reterr, reterr_len, "interrupted");
         return GRAB_ERR_INTERRUPTED;
     }
