@@ -146,22 +146,32 @@ static const char *scalar_text(const struct parse_ctx *ctx, const char *name,
     return text;
 }
 
-static enum config_result get_long(const struct parse_ctx *ctx, const char *name,
-                                   const yaml_node_t *node, long min, long max, long *ret_value)
+/* A number from min to max: an integer (base 10) when integer, otherwise
+ * any finite number. */
+static enum config_result get_number(const struct parse_ctx *ctx, const char *name,
+                                     const yaml_node_t *node, bool integer, double min,
+                                     double max, double *ret_value)
 {
     enum config_result result = CONFIG_OK;
     const char *text = scalar_text(ctx, name, node, &result);
     char quoted[CONFIG_QUOTE_MAX + 1];
+    const char *shown;
     char *end = NULL;
-    long value;
+    double value;
 
     if (!text)
         goto out;
     errno = 0;
-    value = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || errno != 0 || value < min || value > max) {
-        result = field_error(ctx, name, node, "must be an integer from %ld to %ld (got '%s')",
-                             min, max, quote(text, quoted, sizeof(quoted)));
+    value = integer ? (double)strtol(text, &end, 10) : strtod(text, &end);
+    if (end == text || *end != '\0' || errno != 0 || !isfinite(value) || value < min ||
+        value > max) {
+        shown = quote(text, quoted, sizeof(quoted));
+        if (integer)
+            result = field_error(ctx, name, node, "must be an integer from %ld to %ld (got '%s')",
+                                 (long)min, (long)max, shown);
+        else
+            result = field_error(ctx, name, node, "must be a number from %g to %g (got '%s')",
+                                 min, max, shown);
         goto out;
     }
     *ret_value = value;
@@ -170,29 +180,27 @@ out:
     return result;
 }
 
+static enum config_result get_long(const struct parse_ctx *ctx, const char *name,
+                                   const yaml_node_t *node, long min, long max, long *ret_value)
+{
+    double value;
+    enum config_result result = get_number(ctx, name, node, true, (double)min, (double)max,
+                                           &value);
+
+    if (result == CONFIG_OK)
+        *ret_value = (long)value;
+    return result;
+}
+
 static enum config_result get_float(const struct parse_ctx *ctx, const char *name,
                                     const yaml_node_t *node, double min, double max,
                                     float *ret_value)
 {
-    enum config_result result = CONFIG_OK;
-    const char *text = scalar_text(ctx, name, node, &result);
-    char quoted[CONFIG_QUOTE_MAX + 1];
-    char *end = NULL;
     double value;
+    enum config_result result = get_number(ctx, name, node, false, min, max, &value);
 
-    if (!text)
-        goto out;
-    errno = 0;
-    value = strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !isfinite(value) || value < min ||
-        value > max) {
-        result = field_error(ctx, name, node, "must be a number from %g to %g (got '%s')",
-                             min, max, quote(text, quoted, sizeof(quoted)));
-        goto out;
-    }
-    *ret_value = (float)value;
-
-out:
+    if (result == CONFIG_OK)
+        *ret_value = (float)value;
     return result;
 }
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
 #include "frame.h"
+#include "lebytes.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -38,31 +39,6 @@ const char *frame_result_str(enum frame_result result)
     return "unknown result";
 }
 
-static uint16_t get_u16(const unsigned char *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-
-static void put_u16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)(v & 0xffu);
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v & 0xffu);
-    p[1] = (unsigned char)((v >> 8) & 0xffu);
-    p[2] = (unsigned char)((v >> 16) & 0xffu);
-    p[3] = (unsigned char)(v >> 24);
-}
-
 enum frame_result frame_header_parse(const unsigned char *buf, size_t len, const char *magic,
                                      struct frame_header *ret_header)
 {
@@ -79,9 +55,9 @@ enum frame_result frame_header_parse(const unsigned char *buf, size_t len, const
     }
     header.version = buf[4];
     header.type = buf[5];
-    header.reserved = get_u16(buf + 6);
-    header.id = get_u32(buf + 8);
-    header.length = get_u32(buf + 12);
+    header.reserved = get_u16le(buf + 6);
+    header.id = get_u32le(buf + 8);
+    header.length = get_u32le(buf + 12);
     if (header.version != FRAME_VERSION) {
         result = FRAME_ERR_VERSION;
         goto out;
@@ -102,9 +78,9 @@ void frame_header_encode(unsigned char out[FRAME_HEADER_LEN], const char *magic,
     memcpy(out, magic, 4);
     out[4] = (unsigned char)FRAME_VERSION;
     out[5] = type;
-    put_u16(out + 6, 0);
-    put_u32(out + 8, id);
-    put_u32(out + 12, length);
+    put_u16le(out + 6, 0);
+    put_u32le(out + 8, id);
+    put_u32le(out + 12, length);
 }
 
 enum frame_result frame_parser_new(size_t max_payload, struct frame_parser **ret_parser)

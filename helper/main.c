@@ -45,9 +45,11 @@
 
 #include "config.h"
 #include "errtext.h"
+#include "fdio.h"
 #include "frame.h"
 #include "infer.h"
 #include "jpeg.h"
+#include "monotime.h"
 #include "reply.h"
 
 #ifndef TSD_VERSION
@@ -187,29 +189,6 @@ out:
     return result;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
-/* Writes all of len bytes; false (with errno) on failure. */
-static bool write_all(int fd, const unsigned char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* Sends the response whose payload (len bytes) is already in place after
  * the header room of srv->reply. */
 static enum helper_result send_reply(struct server *srv, uint8_t type, uint32_t id, size_t len)
@@ -255,7 +234,7 @@ static enum helper_result handle_jpeg(struct server *srv, uint32_t id,
     char err[HELPER_MAX_MESSAGE] = "";
     size_t count = 0;
     size_t reply_len = 0;
-    double started = now_ms();
+    double started = now_ms_precise();
 
     int target_width = 0;
     int target_height = 0;
@@ -287,7 +266,7 @@ static enum helper_result handle_jpeg(struct server *srv, uint32_t id,
     if (ir != INFER_OK)
         return send_error(srv, id, "%s: %s", infer_result_str(ir), err);
     if (reply_detections((char *)srv->reply + FRAME_HEADER_LEN, srv->reply_cap, id,
-                         now_ms() - started, decoded.info.width, decoded.info.height,
+                         now_ms_precise() - started, decoded.info.width, decoded.info.height,
                          srv->detections, count, srv->class_names, cfg->num_classes,
                          &reply_len) != REPLY_OK)
         return send_error(srv, id, "detections do not fit in the reply");

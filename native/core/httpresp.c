@@ -404,6 +404,19 @@ static void skip_ows(const char *value, size_t *pos)
         (*pos)++;
 }
 
+/* Counts one character of a parameter value and, with out, stores it at
+ * *len; false when out (size bytes with the NUL) is full. */
+static bool put_value_char(char *out, size_t size, size_t *len, unsigned char c)
+{
+    if (out) {
+        if (*len + 1 >= size)
+            return false;
+        out[*len] = (char)c;
+    }
+    (*len)++;
+    return true;
+}
+
 /* A parameter value at *pos: a quoted-string (unquoted into out) or a run of
  * visible characters other than ';' and '"'. With out NULL the value is only
  * checked and skipped. Returns false when malformed or, with out, longer than
@@ -428,12 +441,8 @@ static bool take_param_value(const char *value, size_t *pos, char *out, size_t s
             }
             if (c == '\0' || !is_field_char(c))
                 return false; /* unterminated, or a control character */
-            if (out) {
-                if (len + 1 >= size)
-                    return false;
-                out[len] = (char)c;
-            }
-            len++;
+            if (!put_value_char(out, size, &len, c))
+                return false;
             (*pos)++;
         }
     } else {
@@ -441,12 +450,8 @@ static bool take_param_value(const char *value, size_t *pos, char *out, size_t s
             c = (unsigned char)value[*pos];
             if (c <= 0x20 || c == 0x7f || c == ';' || c == '"')
                 break;
-            if (out) {
-                if (len + 1 >= size)
-                    return false;
-                out[len] = (char)c;
-            }
-            len++;
+            if (!put_value_char(out, size, &len, c))
+                return false;
             (*pos)++;
         }
         if (len == 0)

@@ -121,6 +121,19 @@ static json_t *load_object(const char *body, size_t len, enum linkmsg_result *re
     return root;
 }
 
+/* The start of both parsers: *ret zeroed (when there is one), body loaded
+ * as a JSON object. NULL with *ret_result set when either fails. */
+static json_t *start_parse(const char *body, size_t len, void *ret, size_t ret_size,
+                           enum linkmsg_result *ret_result)
+{
+    if (!ret) {
+        *ret_result = LINKMSG_ERR_INVALID;
+        return NULL;
+    }
+    memset(ret, 0, ret_size);
+    return load_object(body, len, ret_result);
+}
+
 static void parse_message(const json_t *entry, struct linkmsg_unlinked *out)
 {
     struct linkmsg_message message;
@@ -169,10 +182,7 @@ enum linkmsg_result linkmsg_parse_unlinked(const char *body, size_t len, struct 
     size_t index;
     const json_t *entry;
 
-    if (!ret)
-        return LINKMSG_ERR_INVALID;
-    memset(ret, 0, sizeof(*ret));
-    root = load_object(body, len, &result);
+    root = start_parse(body, len, ret, sizeof(*ret), &result);
     if (!root)
         return result;
     messages = json_object_get(root, "messages");
@@ -224,10 +234,7 @@ enum linkmsg_result linkmsg_parse_verify(const char *body, size_t len, struct li
     const json_t *name;
     json_t *root;
 
-    if (!ret)
-        return LINKMSG_ERR_INVALID;
-    memset(ret, 0, sizeof(*ret));
-    root = load_object(body, len, &result);
+    root = start_parse(body, len, ret, sizeof(*ret), &result);
     if (!root)
         return result;
     printer = json_object_get(root, "printer");

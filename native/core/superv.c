@@ -23,6 +23,8 @@
  */
 #include "superv.h"
 #include "errtext.h"
+#include "lebytes.h"
+#include "monotime.h"
 /* Only the framing constants (plain C, no dependencies); frame.c is not
  * linked into the core. */
 #include "../../helper/frame.h"
@@ -155,42 +157,12 @@ void superv_config_init(struct superv_config *config)
     config->nice_increment = -1;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double now_ms_precise(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
-
 static void close_fd(int *fd)
 {
     if (*fd >= 0) {
         close(*fd);
         *fd = -1;
     }
-}
-
-static void put_u32le(unsigned char *buf, uint32_t value)
-{
-    buf[0] = (unsigned char)(value & 0xffu);
-    buf[1] = (unsigned char)((value >> 8) & 0xffu);
-    buf[2] = (unsigned char)((value >> 16) & 0xffu);
-    buf[3] = (unsigned char)((value >> 24) & 0xffu);
-}
-
-static uint32_t get_u32le(const unsigned char *buf)
-{
-    return (uint32_t)buf[0] | (uint32_t)buf[1] << 8 | (uint32_t)buf[2] << 16 |
-           (uint32_t)buf[3] << 24;
 }
 
 /* Records message as the health's last error and copies it into reterr;

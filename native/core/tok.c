@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
 #include "tok.h"
 #include "errtext.h"
+#include "fdio.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -460,25 +461,6 @@ out:
 }
 
 /* ---- file system ----------------------------------------------------------- */
-
-static bool write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        if (n == 0) {
-            errno = EIO;
-            return false;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
 
 /* Reads until end of file or until cap bytes are in buf. */
 static bool read_up_to(int fd, char *buf, size_t cap, size_t *ret_len)

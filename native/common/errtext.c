@@ -1,14 +1,5 @@
-/* SPDX-License-Identifier: AGPL-3.0-or-later
- *
- * errtext: the text of an errno value, thread-safe (never strerror()).
- */
-#ifndef TSD_ERRTEXT_H
-#define TSD_ERRTEXT_H
-
-#include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <string.h>
+/* SPDX-License-Identifier: AGPL-3.0-or-later */
+#include "errtext.h"
 
 /* strerror_r is the GNU variant (returns a char *, may ignore buf) under
  * _GNU_SOURCE on glibc and the XSI one (returns int, fills buf) elsewhere:
@@ -18,8 +9,7 @@
         char *: strerror_r((err), (buf), (len)),                                 \
         default: ((void)strerror_r((err), (buf), (len)), (const char *)(buf)))
 
-/* (transfer none) The text for err: static storage or buf. */
-static inline const char *errno_text(int err, char *buf, size_t len)
+const char *errno_text(int err, char *buf, size_t len)
 {
     const char *text;
 
@@ -32,11 +22,7 @@ static inline const char *errno_text(int err, char *buf, size_t len)
     return text;
 }
 
-/* Writes a reason into an optional reterr buffer (NULL or 0 length: no-op). */
-static inline void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static inline void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
+void set_reason(char *reterr, size_t reterr_len, const char *fmt, ...)
 {
     va_list args;
 
@@ -47,11 +33,7 @@ static inline void set_reason(char *reterr, size_t reterr_len, const char *fmt, 
     va_end(args);
 }
 
-/* 1 if the file at path can be opened for reading; otherwise 0, with
- * "<label> <path>: <why>" in reterr. Used to refuse a CA file up front: TLS
- * libraries only fail later, and less clearly. */
-static inline int file_is_readable(const char *label, const char *path,
-                                   char *reterr, size_t reterr_len)
+int file_is_readable(const char *label, const char *path, char *reterr, size_t reterr_len)
 {
     char why[128];
     FILE *file = fopen(path, "re");
@@ -64,5 +46,3 @@ static inline int file_is_readable(const char *label, const char *path,
     fclose(file);
     return 1;
 }
-
-#endif

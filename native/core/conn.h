@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later
+ *
+ * conn: the frame grabber's client connection, apart from the grabbing.
+ * TCP to each address of a name in turn, TLS (1.2 or later, the peer's
+ * certificate and name checked), the connection's deadlines (connecting,
+ * the last byte received), and recv/send.
+ *
+ * Nothing here blocks: a step that has to wait sets want (the poll events)
+ * and returns CONN_WAIT; the caller polls fd and calls it again. A step that
+ * fails sets error and error_text and returns CONN_FAILED; the caller ends
+ * its session with them and closes the connection. Not thread-safe: one
+ * thread drives a connection.
+ */
+#ifndef TSD_CONN_H
+#define TSD_CONN_H
+
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "grab.h"
+
+#define CONN_ADDR_TEXT 64u
+
+enum conn_status {
+    CONN_DONE = 0, /* the step is complete */
+    CONN_WAIT,     /* poll fd for want, then call the step again */
+    CONN_NEXT,     /* this address failed (connect_error says why): connect to the next */
+    CONN_FAILED,   /* error and error_text say why */
+};
+
+/* What conn_recv and conn_send return besides a byte count. */
+#define CONN_IO_WAIT ((ssize_t)-1)   /* want is set */
+#define CONN_IO_FAILED ((ssize_t)-2) /* error and error_text are set */
+
+struct conn {
+    int fd;     /* -1: none */
+    short want; /* poll events the pending step waits for */
+    struct addrinfo *addrs;
+    struct addrinfo *next_addr;
+    char addr_text[CONN_ADDR_TEXT];    /* the address being tried, for messages */
+    enum grab_result connect_error;    /* why the last address failed */
+    char connect_text[GRAB_REASON_SIZE];
+    SSL_CTX *ssl_ctx;
+    SSL *ssl;
+    BIO_METHOD *bio_method;
+    int io_errno;             /* the last socket error seen by the TLS BIO */
+    int64_t connect_deadline; /* now_ms() clock */
+    int64_t last_io;          /* connected, or the last byte received */
+    enum grab_result error;
+    char error_text[GRAB_REASON_SIZE];
+};
+
+void conn_init(struct conn *c);
+
+/* Closes the socket and the TLS state; keeps the resolved addresses. */
+void conn_close(struct conn *c);
+
+/* Drops the resolved addresses (a redirect to another host; the end). */
+void conn_forget_addresses(struct conn *c);
+
+/* Resolves url's host (once) and starts connecting to the next address:
+ * CONN_DONE (connected), CONN_WAIT (in progress: call conn_finish_connect
+ * once fd is writable, or conn_connect_timed_out at connect_deadline) or
+ * CONN_FAILED (the name does not resolve, or no address is left: the last
+ * address's reason). */
+enum conn_status conn_connect(struct conn *c, const struct grab_url *url,
+                              int connect_timeout_ms);
+
+/* A connect in progress has an answer: CONN_DONE or CONN_NEXT. */
+enum conn_status conn_finish_connect(struct conn *c);
+
+/* A connect in progress took longer than connect_timeout_ms: recorded as
+ * the address's reason, and the socket is closed (connect to the next). */
+void conn_connect_timed_out(struct conn *c, int connect_timeout_ms);
+
+/* Sets up TLS on a connected socket for url's host, checking the peer
+ * against ca_file (NULL: the system's CAs): CONN_DONE or CONN_FAILED. */
+enum conn_status conn_tls_start(struct conn *c, const struct grab_url *url,
+                                const char *ca_file);
+
+/* Drives the TLS handshake: CONN_DONE, CONN_WAIT or CONN_FAILED. */
+enum conn_status conn_handshake(struct conn *c, const char *host);
+
+/* > 0: bytes received; 0: the peer closed; CONN_IO_WAIT; CONN_IO_FAILED. */
+ssize_t conn_recv(struct conn *c, void *buf, size_t len);
+
+/* > 0 (or 0): bytes sent; CONN_IO_WAIT; CONN_IO_FAILED. */
+ssize_t conn_send(struct conn *c, const void *buf, size_t len);
+
+#endif
