@@ -89,7 +89,9 @@ enum infer_model_type {
  * to input_width x input_height, no letterbox, (pixel - mean) * scale) as one
  * batch, and the model's output named "score" must hold one value in [0, 1]
  * per crop. A crop scoring above box_threshold is a detection of class 0
- * whose box is the crop; NMS and max_detections apply as below.
+ * whose box is the crop; NMS and max_detections apply as below. An output
+ * named "signature", when the model has one, gives each detection its
+ * crop's signature (see struct infer_detection).
  * tools/train/train_crops.py trains such models and cuts the same crops. */
 #define INFER_MAX_CROP_GRID 8
 
@@ -125,10 +127,18 @@ struct infer_detector_params {
     enum infer_box_units box_units;
 };
 
+/* An appearance signature of a detection: onnx_crops models with an output
+ * named "signature" (N x INFER_SIGNATURE_DIMS, one row per crop) give each
+ * detection the row of its crop. The plugin compares signatures to recognise
+ * what the owner already marked as fine on this printer. */
+#define INFER_SIGNATURE_DIMS 32
+
 struct infer_detection {
     int class_id;     /* 0..num_classes-1 */
     float confidence; /* (box_threshold, 1] */
     float x, y, w, h; /* top-left corner and size, normalized to the image */
+    int signature_len; /* 0 (none) or INFER_SIGNATURE_DIMS */
+    float signature[INFER_SIGNATURE_DIMS];
 };
 
 struct infer_detector;

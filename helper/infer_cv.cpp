@@ -38,6 +38,7 @@ struct infer_detector {
     std::vector<int> class_index;            // into candidates
     std::vector<int> keep;
     std::vector<infer_detection> found;
+    bool has_signature = false;              // onnx_crops: a "signature" output
     std::vector<cv::Mat> crops;              // onnx_crops: views into the frame
     std::vector<infer_detection> crop_boxes; // onnx_crops: each crop's box
 };
@@ -162,7 +163,7 @@ void collect_rows(infer_detector *det, const cv::Mat &blob, size_t output_number
         const float y1 = clip_unit(cy + h / 2.0f);
         if (!(x1 > x0) || !(y1 > y0))
             continue;
-        infer_detection d;
+        infer_detection d{};
         d.class_id = best;
         d.confidence = confidence > 1.0f ? 1.0f : confidence;
         d.x = x0;
@@ -190,7 +191,7 @@ void cut_crops(infer_detector *det, const cv::Mat &image)
     det->crops.clear();
     det->crop_boxes.clear();
     det->crops.push_back(image);
-    det->crop_boxes.push_back(infer_detection{0, 0.0f, 0.0f, 0.0f, 1.0f, 1.0f});
+    det->crop_boxes.push_back(infer_detection{0, 0.0f, 0.0f, 0.0f, 1.0f, 1.0f, 0, {}});
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < n; i++) {
             const int x0 = crop_bound(i, n + 1, w);
@@ -200,7 +201,7 @@ void cut_crops(infer_detector *det, const cv::Mat &image)
             det->crops.push_back(image(cv::Rect(x0, y0, std::min(x1, w) - x0, std::min(y1, h) - y0)));
             det->crop_boxes.push_back(infer_detection{
                 0, 0.0f, static_cast<float>(x0) / w, static_cast<float>(y0) / h,
-                static_cast<float>(x1 - x0) / w, static_cast<float>(y1 - y0) / h});
+                static_cast<float>(x1 - x0) / w, static_cast<float>(y1 - y0) / h, 0, {}});
         }
     }
 }
@@ -223,6 +224,15 @@ void collect_crops(infer_detector *det, const cv::Mat &image)
                                  " values for " + std::to_string(det->crops.size()) +
                                  " crops; expected one per crop");
     const cv::Mat flat = score.isContinuous() ? score : score.clone();
+    cv::Mat signatures;
+    if (det->has_signature) {
+        const cv::Mat &sig = det->outs.at(1);
+        if (sig.type() != CV_32F || sig.total() != det->crops.size() * INFER_SIGNATURE_DIMS)
+            throw std::runtime_error("model output \"signature\" has " + std::to_string(sig.total()) +
+                                     " values; expected " + std::to_string(INFER_SIGNATURE_DIMS) +
+                                     " per crop");
+        signatures = sig.isContinuous() ? sig : sig.clone();
+    }
     for (size_t i = 0; i < det->crops.size(); i++) {
         const float confidence = flat.ptr<float>()[i];
         // Also drops NaN, which compares false.
@@ -230,6 +240,17 @@ void collect_crops(infer_detector *det, const cv::Mat &image)
             continue;
         infer_detection d = det->crop_boxes[i];
         d.confidence = confidence > 1.0f ? 1.0f : confidence;
+        if (det->has_signature) {
+            const float *row = signatures.ptr<float>() + i * INFER_SIGNATURE_DIMS;
+            // Bounded values keep the reply within REPLY_DETECTIONS_BYTES.
+            bool usable = true;
+            for (int k = 0; k < INFER_SIGNATURE_DIMS; k++)
+                usable = usable && std::isfinite(row[k]) && std::fabs(row[k]) <= 1e6f;
+            if (usable) {
+                std::memcpy(d.signature, row, sizeof(d.signature));
+                d.signature_len = INFER_SIGNATURE_DIMS;
+            }
+        }
         det->candidates.push_back(d);
     }
 }
@@ -508,8 +529,12 @@ extern "C" enum infer_result infer_detector_new(const struct infer_detector_para
         }
         det->net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
         det->net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-        if (params->model_type == INFER_MODEL_ONNX_CROPS)
+        if (params->model_type == INFER_MODEL_ONNX_CROPS) {
+            det->has_signature = det->net.getLayerId("signature") >= 0;
             det->out_names = {"score"};
+            if (det->has_signature)
+                det->out_names.push_back("signature");
+        }
         else
             det->out_names = det->net.getUnconnectedOutLayersNames();
         if (det->out_names.empty()) {

@@ -163,7 +163,16 @@ enum reply_result reply_detections(char *buf, size_t cap, uint32_t id, double ms
         put_json_string(&o, class_names[d->class_id], INFER_MAX_CLASS_NAME);
         put_str(&o, ",\"confidence\":");
         put_number(&o, d->confidence);
-        put_fmt(&o, ",\"box\":[%ld,%ld,%ld,%ld]}", x, y, x1 - x, y1 - y);
+        put_fmt(&o, ",\"box\":[%ld,%ld,%ld,%ld]", x, y, x1 - x, y1 - y);
+        if (d->signature_len > 0) {
+            put_str(&o, ",\"sig\":[");
+            for (int k = 0; k < d->signature_len && k < INFER_SIGNATURE_DIMS; k++) {
+                put_str(&o, k ? "," : "");
+                put_number(&o, d->signature[k]);
+            }
+            put_str(&o, "]");
+        }
+        put_str(&o, "}");
     }
     put_str(&o, "]}");
     if (o.full) {

@@ -5,6 +5,8 @@
  *
  *   detections: {"id":7,"ms":12.5,"w":640,"h":480,"detections":[
  *                  {"class":"failure","confidence":0.53,"box":[x,y,w,h]},...]}
+ *               A detection with a signature (infer.h) also has
+ *               "sig":[v1,...,v32] after its box.
  *               ms is decode + inference time in milliseconds; w and h are
  *               the JPEG's own size; box is the top-left corner, width and
  *               height in pixels of that JPEG (integers). Detections come
@@ -35,7 +37,8 @@ enum reply_result {
 #define REPLY_MAX_ERROR 1024u
 /* A buffer of this many bytes holds any detections reply of n detections
  * whose class names are printable ASCII of at most INFER_MAX_CLASS_NAME bytes. */
-#define REPLY_DETECTIONS_BYTES(n) (160u + (size_t)(n) * (2u * INFER_MAX_CLASS_NAME + 128u))
+#define REPLY_DETECTIONS_BYTES(n) \
+    (160u + (size_t)(n) * (2u * INFER_MAX_CLASS_NAME + 128u + 24u * INFER_SIGNATURE_DIMS))
 /* ... and this many any error reply. */
 #define REPLY_ERROR_BYTES (64u + 6u * REPLY_MAX_ERROR)
 
