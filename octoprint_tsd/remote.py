@@ -20,6 +20,7 @@ STATUS_INTERVAL = 50.0       # seconds, idle
 STATUS_INTERVAL_BOOSTED = 10.0
 BOOST_SECONDS = 120.0        # after a passthru call
 SETTINGS_INTERVAL = 30 * 60.0
+MAX_ERROR_TEXT = 512         # characters of an error ack
 TEMPERATURE_KEY = re.compile(r"^(tool\d+|bed|chamber)$")
 AGENT_NAME = "octoprint_obico"  # the server checks agent names/versions it knows
 PRINT_EVENTS = {
@@ -201,7 +202,14 @@ class Remote:
             self._logger.warning("[proto] %s", exc)
             return
         for action in actions:
-            self._perform(action)
+            # One failing action never costs the others their turn or their ack.
+            try:
+                self._perform(action)
+            except Exception as exc:
+                self.actions_refused += 1
+                self._logger.exception("[proto] the server's %s failed", action["action"])
+                if action.get("ref"):
+                    self._ack(action["ref"], error=str(exc))
 
     # ---- actions -------------------------------------------------------------
 
@@ -238,13 +246,29 @@ class Remote:
             self._logger.warning("[proto] ignored a server message: %s", action["reason"])
 
     def _ack(self, ref, ret=None, error=None):
-        body = {"ref": ref}
-        if error is not None:
-            body["error"] = error
-        else:
-            body["ret"] = ret
+        """Answers one passthru call. A reply that cannot be sent (larger than
+        the outgoing lane, or not serializable) is answered with an error
+        instead: every call gets an answer."""
         tunnel = self._tunnel
-        if tunnel is not None and not tunnel.send(json.dumps({"passthru": body}, default=str)):
+        if tunnel is None:
+            return
+        if error is None:
+            try:
+                self._send_ack(tunnel, {"ref": ref, "ret": ret})
+                return
+            except (bridge.TunnelError, TypeError, ValueError) as exc:
+                error = "the reply could not be sent: {}".format(exc)
+                self.actions_refused += 1
+                self._logger.warning("[proto] %s", error)
+        try:
+            self._send_ack(tunnel, {"ref": ref, "error": str(error)[:MAX_ERROR_TEXT]})
+        except (bridge.TunnelError, ValueError) as exc:
+            self._logger.warning("[tunnel] an error ack was not sent: %s", exc)
+
+    def _send_ack(self, tunnel, body):
+        """(raises TunnelError; ValueError for a message larger than the
+        lane; TypeError or ValueError for a reply that is not JSON)"""
+        if not tunnel.send(json.dumps({"passthru": body}, default=str)):
             self._logger.warning("[tunnel] outgoing lane full, an ack was dropped")
 
     def _passthru(self, action):

@@ -45,6 +45,9 @@ def link():
     plugin.current_printer_profile.return_value = {"axes": {"x": {"inverted": True}, "y": {"inverted": False}}}
     plugin.agent_version.return_value = "2.6.1"
     plugin._printer.jog.return_value = None
+    plugin._printer.is_printing.return_value = True
+    plugin._printer.is_paused.return_value = False
+    plugin._settings.get_float.return_value = None  # the owner's heater limits: unset
     r = remote.Remote(plugin, mock.Mock(name="logger"), clock=lambda: 1700000000.5)
     r._tunnel = FakeTunnel()
     r._dispatcher = bridge.new_dispatcher()
@@ -161,3 +164,57 @@ def test_status_cadence_idle_and_boosted(link, monkeypatch):
         thread.join(5)
     assert 3 <= idle <= 5       # every 0.5 s for 1.6 s, the first at once
     assert 7 <= boosted <= 12   # every 0.1 s for 1.0 s
+
+
+# ---- issue 11: the remote-control path ------------------------------------------------
+
+def set_state(plugin, state):
+    """The printer as OctoPrint reports it: "idle", "printing" or "paused"."""
+    plugin._printer.is_printing.return_value = state == "printing"
+    plugin._printer.is_paused.return_value = state == "paused"
+
+
+def ack_of(r, ref):
+    for sent in reversed(r._tunnel.sent):
+        if sent.get("passthru", {}).get("ref") == ref:
+            return sent["passthru"]
+    return None
+
+
+def call(r, ref, func, *args, target="_printer", **kwargs):
+    body = {"ref": ref, "target": target, "func": func, "args": list(args)}
+    if kwargs:
+        body["kwargs"] = kwargs
+    message(r, {"passthru": body})
+    return ack_of(r, ref)
+
+
+class NativeLaneTunnel(FakeTunnel):
+    """Records what is sent, after the native tunnel's own outgoing lane
+    (not started, so nothing leaves) accepted it: the same size limit."""
+    def __init__(self):
+        super().__init__()
+        self.native = bridge.new_tunnel("wss://localhost:9/ws/dev/", "a" * 20)
+
+    def send(self, text):
+        accepted = self.native.send(text)
+        super().send(text)
+        return accepted
+
+
+def test_sec11_every_action_is_acked_after_an_oversized_reply(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    r._tunnel = NativeLaneTunnel()
+    # A listing larger than the outgoing lane (2 MiB).
+    plugin._file_manager.list_files.return_value = {
+        "local": {"f%d" % i: {"name": "x" * 1000} for i in range(3000)}}
+    plugin._printer.get_connection_options.return_value = {"ports": ["VIRTUAL"]}
+    plugin._printer.resume_print.side_effect = RuntimeError("not paused")
+    message(r, {"commands": [{"cmd": "resume"}, {"cmd": "cancel"}],
+                "passthru": {"ref": "big", "target": "_file_manager", "func": "list_files"}})
+    plugin._printer.cancel_print.assert_called_once_with()  # after the failing resume
+    ack = ack_of(r, "big")
+    assert ack is not None and "error" in ack and "too big" in ack["error"], ack
+    message(r, {"passthru": {"ref": "next", "target": "_printer", "func": "get_connection_options"}})
+    assert ack_of(r, "next") == {"ref": "next", "ret": {"ports": ["VIRTUAL"]}}
