@@ -294,7 +294,7 @@ class Remote:
                     raise ValueError("no such file: %s" % params["path"])
                 ret = printer.select_file(params["path"], False, printAfterSelect=params["print"])
             elif call == "connect":
-                ret = printer.connect(port=params["port"], baudrate=params["baudrate"])
+                ret = self._connect(params)
             elif call == "get_connection_options":
                 ret = printer.get_connection_options()
             elif call == "list_files":
@@ -309,6 +309,18 @@ class Remote:
         self.actions_done += 1
         self._ack(action["ref"], ret=ret)
         self.boost()
+
+    def _connect(self, params):
+        """Connects only to a port and at a baud rate that OctoPrint itself
+        offers now (None or "AUTO": OctoPrint's own detection among them)."""
+        printer = self._plugin._printer
+        options = printer.get_connection_options() or {}
+        port, baudrate = params["port"], params["baudrate"]
+        if port not in (None, "AUTO") and port not in (options.get("ports") or []):
+            raise ValueError("connect: {} is not one of OctoPrint's serial ports".format(port))
+        if baudrate is not None and baudrate not in (options.get("baudrates") or []):
+            raise ValueError("connect: OctoPrint does not offer {} baud".format(baudrate))
+        return printer.connect(port=port, baudrate=baudrate)
 
     def _list_files(self, params):
         name_filter = None

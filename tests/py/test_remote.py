@@ -189,6 +189,23 @@ def call(r, ref, func, *args, target="_printer", **kwargs):
     return ack_of(r, ref)
 
 
+def test_sec07_connect_only_to_a_port_octoprint_offers(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    plugin._printer.get_connection_options.return_value = {
+        "ports": ["VIRTUAL", "/dev/ttyUSB0"], "baudrates": [250000, 115200],
+        "portPreference": None, "baudratePreference": None, "autoconnect": False}
+    for ref, port, baud in (("c1", "/dev/sda", 115200), ("c2", "/etc/passwd", None),
+                            ("c3", "VIRTUAL", 57600), ("c4", "virtual", 115200)):
+        ack = call(r, ref, "connect", port, baud)
+        assert "error" in ack, (port, baud)
+    plugin._printer.connect.assert_not_called()
+    assert "error" not in call(r, "ok", "connect", "/dev/ttyUSB0", 250000)
+    assert "error" not in call(r, "auto", "connect", None, None)
+    assert plugin._printer.connect.call_args_list == [
+        mock.call(port="/dev/ttyUSB0", baudrate=250000), mock.call(port=None, baudrate=None)]
+
+
 class NativeLaneTunnel(FakeTunnel):
     """Records what is sent, after the native tunnel's own outgoing lane
     (not started, so nothing leaves) accepted it: the same size limit."""
