@@ -160,7 +160,7 @@ class TsdPlugin(
                     self._logger.error("[token] %s; the printer is treated as unlinked", error)
                 self._remote_state = {"state": "unlinked", "detail": error or ""}
                 return False
-            remote = Remote(self, self._logger)
+            remote = Remote(self, self._logger, modes=self._pause_sequence.modes)
             self._remote = remote
         return remote.start(
             record["server"],

@@ -15,6 +15,7 @@ import threading
 import time
 
 from . import bridge
+from .pause import ModeTracker
 
 STATUS_INTERVAL = 50.0       # seconds, idle
 STATUS_INTERVAL_BOOSTED = 10.0
@@ -58,11 +59,22 @@ def ws_url(server_url):
     raise ValueError("the server URL must start with https:// (or http:// for a LAN server)")
 
 
+HEATER_LIMIT_SETTINGS = ("max_tool_temp", "max_bed_temp", "max_chamber_temp")
+# Events after which the printer profile or the owner's limits may differ.
+PROFILE_EVENTS = {"SettingsUpdated", "PrinterProfileModified", "PrinterProfileAdded",
+                  "PrinterProfileDeleted", "Connected"}
+PROFILE_FACTS_SECONDS = 10.0  # and read again at least this often
+
+
 class Remote:
-    def __init__(self, plugin, logger, clock=time.time):
+    def __init__(self, plugin, logger, clock=time.time, modes=None):
+        """modes: the ModeTracker that follows what OctoPrint sends to the
+        printer (the plugin's pause sequence owns it)."""
         self._plugin = plugin
         self._logger = logger
         self._clock = clock
+        self._modes = modes if modes is not None else ModeTracker()
+        self._profile_facts = None  # (read again after, facts)
         self._lock = threading.Lock()
         self._tunnel = None
         self._pump = None
@@ -195,9 +207,54 @@ class Remote:
         elif kind == bridge.TUNNEL_EVENT_MESSAGE:
             self._on_message(payload)
 
+    def printer_facts(self):
+        """What the native allow-list needs to know about the printer for one
+        message: its state and positioning modes (read now), its profile and
+        the owner's heater limits (see _read_profile_facts)."""
+        printer = self._plugin._printer
+        if printer.is_paused():
+            state = "paused"
+        elif printer.is_printing():  # also starting, pausing, resuming, cancelling, finishing
+            state = "printing"
+        else:
+            state = "idle"
+        facts = {
+            "state": state,
+            "print_id": self.current_print_ts,
+            "absolute_xyz": self._modes.absolute_xyz,
+            "absolute_e": self._modes.absolute_e,
+            "now_ms": int(time.monotonic() * 1000),
+        }
+        cached = self._profile_facts
+        if cached is None or time.monotonic() >= cached[0]:
+            cached = (time.monotonic() + PROFILE_FACTS_SECONDS, self._read_profile_facts())
+            self._profile_facts = cached
+        facts.update(cached[1])
+        return facts
+
+    def _read_profile_facts(self):
+        """The printer profile's extruders and heaters and the owner's heater
+        limits (absent: the fixed ceilings). Reading them from OctoPrint costs
+        milliseconds, too much for every message of a flooding server: they
+        are kept until an event in PROFILE_EVENTS or PROFILE_FACTS_SECONDS."""
+        plugin = self._plugin
+        profile = plugin.current_printer_profile() or {}
+        extruder = profile.get("extruder") or {}
+        facts = {
+            "extruders": int(extruder.get("count") or 1),
+            "shared_nozzle": bool(extruder.get("sharedNozzle")),
+            "heated_bed": bool(profile.get("heatedBed")),
+            "heated_chamber": bool(profile.get("heatedChamber")),
+        }
+        for key in HEATER_LIMIT_SETTINGS:
+            limit = plugin._settings.get_float([key])
+            if limit is not None:
+                facts[key] = limit
+        return facts
+
     def _on_message(self, payload):
         try:
-            actions = json.loads(self._dispatcher.dispatch(payload))
+            actions = json.loads(self._dispatcher.dispatch(payload, **self.printer_facts()))
         except bridge.TsdError as exc:
             self._logger.warning("[proto] %s", exc)
             return
@@ -342,6 +399,8 @@ class Remote:
         self._wake.set()
 
     def on_print_event(self, event, payload):
+        if event in PROFILE_EVENTS:
+            self._profile_facts = None
         if event not in PRINT_EVENTS:
             return
         if event == "PrintStarted":
