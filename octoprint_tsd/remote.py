@@ -254,7 +254,13 @@ class Remote:
 
     def _on_message(self, payload):
         try:
-            actions = json.loads(self._dispatcher.dispatch(payload, **self.printer_facts()))
+            facts = self.printer_facts()
+        except Exception:
+            # Never lose a pause for it: the strictest state, the fewest heaters.
+            self._logger.exception("[proto] reading the printer's state failed; as if printing")
+            facts = {"state": "printing", "print_id": self.current_print_ts}
+        try:
+            actions = json.loads(self._dispatcher.dispatch(payload, **facts))
         except bridge.TsdError as exc:
             self._logger.warning("[proto] %s", exc)
             return

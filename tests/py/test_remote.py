@@ -361,3 +361,13 @@ def test_sec12_the_owner_lowers_the_heater_limits(link):
     limits["max_tool_temp"] = 200
     r.on_print_event("SettingsUpdated", {})
     assert "error" in call(r, "hot2", "set_temperature", "tool0", 210)
+
+
+def test_sec03_unreadable_printer_state_means_the_strictest_rules(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    plugin.current_printer_profile.side_effect = RuntimeError("profile manager gone")
+    assert "printing" in call(r, "jog", "jog", {"x": 1})["error"]
+    plugin._printer.jog.assert_not_called()
+    message(r, {"commands": [{"cmd": "pause"}]})  # a pause still happens
+    plugin.remote_pause.assert_called_once()
