@@ -43,6 +43,10 @@ def pause_latency(pki):
     plugin = mock.Mock()
     plugin._printer.get_current_data.return_value = {}
     plugin._printer.get_current_temperatures.return_value = {}
+    plugin._printer.is_printing.return_value = True
+    plugin._printer.is_paused.return_value = False
+    plugin.current_printer_profile.return_value = {}
+    plugin._settings.get_float.return_value = None
     plugin.agent_version.return_value = "bench"
 
     def on_pause(action):

@@ -21,7 +21,7 @@ from . import bridge
 from .discovery import Discovery, Refused, confirm_page, local_address, peer_address, refused_page, server_origin
 from .link import LinkError, verify_code
 from .pause import PauseSequence
-from .remote import Remote
+from .remote import HEATER_LIMIT_SETTINGS, Remote
 from .upload import Uploader
 from .watch import Watcher, pick_webcam, resolve_webcam_url, webcam_choices
 
@@ -160,7 +160,7 @@ class TsdPlugin(
                     self._logger.error("[token] %s; the printer is treated as unlinked", error)
                 self._remote_state = {"state": "unlinked", "detail": error or ""}
                 return False
-            remote = Remote(self, self._logger)
+            remote = Remote(self, self._logger, modes=self._pause_sequence.modes)
             self._remote = remote
         return remote.start(
             record["server"],
@@ -569,6 +569,11 @@ class TsdPlugin(
             "detection_enabled": True,
             "model_config": "",
             "allow_raw_gcode": False,
+            # Remote heater limits in °C; None: the fixed ceilings (proto.h).
+            # OctoPrint's printer profiles carry no maximum temperature.
+            "max_tool_temp": None,
+            "max_bed_temp": None,
+            "max_chamber_temp": None,
         }
 
     def get_settings_version(self):
@@ -591,7 +596,8 @@ class TsdPlugin(
         return {
             "never": SECRET_SETTING_PATHS,
             "admin": [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["allow_raw_gcode"],
-                      ["webcam_ca_file"], ["model_config"]],
+                      ["webcam_ca_file"], ["model_config"], ["max_tool_temp"], ["max_bed_temp"],
+                      ["max_chamber_temp"]],
         }
 
     def on_settings_save(self, data):
@@ -610,6 +616,12 @@ class TsdPlugin(
                 data["frame_interval"] = min(120, max(1, int(data["frame_interval"])))
             except (TypeError, ValueError):
                 data.pop("frame_interval")
+        for key in HEATER_LIMIT_SETTINGS:  # None: the fixed ceilings
+            if key in data:
+                try:
+                    data[key] = None if data[key] in (None, "") else max(0.0, float(data[key]))
+                except (TypeError, ValueError):
+                    data.pop(key)
         result = octoprint.plugin.SettingsPlugin.on_settings_save(self, data)
         self._webcams = (0.0, [])
         if self._watcher is not None:

@@ -22,7 +22,9 @@ LIFT_FEED = 600
 
 
 class ModeTracker:
-    """Follows G90/G91 and M82/M83 as OctoPrint sends them to the printer."""
+    """Follows G90/G91 and M82/M83 as OctoPrint sends them to the printer.
+    The one record of the printer's modes: the pause G-code restores them,
+    and the remote allow-list (remote.Remote) reads them."""
 
     def __init__(self):
         self.absolute_xyz = True

@@ -15,11 +15,13 @@ import threading
 import time
 
 from . import bridge
+from .pause import ModeTracker
 
 STATUS_INTERVAL = 50.0       # seconds, idle
 STATUS_INTERVAL_BOOSTED = 10.0
 BOOST_SECONDS = 120.0        # after a passthru call
 SETTINGS_INTERVAL = 30 * 60.0
+MAX_ERROR_TEXT = 512         # characters of an error ack
 TEMPERATURE_KEY = re.compile(r"^(tool\d+|bed|chamber)$")
 AGENT_NAME = "octoprint_obico"  # the server checks agent names/versions it knows
 PRINT_EVENTS = {
@@ -57,11 +59,22 @@ def ws_url(server_url):
     raise ValueError("the server URL must start with https:// (or http:// for a LAN server)")
 
 
+HEATER_LIMIT_SETTINGS = ("max_tool_temp", "max_bed_temp", "max_chamber_temp")
+# Events after which the printer profile or the owner's limits may differ.
+PROFILE_EVENTS = {"SettingsUpdated", "PrinterProfileModified", "PrinterProfileAdded",
+                  "PrinterProfileDeleted", "Connected"}
+PROFILE_FACTS_SECONDS = 10.0  # and read again at least this often
+
+
 class Remote:
-    def __init__(self, plugin, logger, clock=time.time):
+    def __init__(self, plugin, logger, clock=time.time, modes=None):
+        """modes: the ModeTracker that follows what OctoPrint sends to the
+        printer (the plugin's pause sequence owns it)."""
         self._plugin = plugin
         self._logger = logger
         self._clock = clock
+        self._modes = modes if modes is not None else ModeTracker()
+        self._profile_facts = None  # (read again after, facts)
         self._lock = threading.Lock()
         self._tunnel = None
         self._pump = None
@@ -194,14 +207,72 @@ class Remote:
         elif kind == bridge.TUNNEL_EVENT_MESSAGE:
             self._on_message(payload)
 
+    def printer_facts(self):
+        """What the native allow-list needs to know about the printer for one
+        message: its state and positioning modes (read now), its profile and
+        the owner's heater limits (see _read_profile_facts)."""
+        printer = self._plugin._printer
+        if printer.is_paused():
+            state = "paused"
+        elif printer.is_printing():  # also starting, pausing, resuming, cancelling, finishing
+            state = "printing"
+        else:
+            state = "idle"
+        facts = {
+            "state": state,
+            "print_id": self.current_print_ts,
+            "absolute_xyz": self._modes.absolute_xyz,
+            "absolute_e": self._modes.absolute_e,
+            "now_ms": int(time.monotonic() * 1000),
+        }
+        cached = self._profile_facts
+        if cached is None or time.monotonic() >= cached[0]:
+            cached = (time.monotonic() + PROFILE_FACTS_SECONDS, self._read_profile_facts())
+            self._profile_facts = cached
+        facts.update(cached[1])
+        return facts
+
+    def _read_profile_facts(self):
+        """The printer profile's extruders and heaters and the owner's heater
+        limits (absent: the fixed ceilings). Reading them from OctoPrint costs
+        milliseconds, too much for every message of a flooding server: they
+        are kept until an event in PROFILE_EVENTS or PROFILE_FACTS_SECONDS."""
+        plugin = self._plugin
+        profile = plugin.current_printer_profile() or {}
+        extruder = profile.get("extruder") or {}
+        facts = {
+            "extruders": int(extruder.get("count") or 1),
+            "shared_nozzle": bool(extruder.get("sharedNozzle")),
+            "heated_bed": bool(profile.get("heatedBed")),
+            "heated_chamber": bool(profile.get("heatedChamber")),
+        }
+        for key in HEATER_LIMIT_SETTINGS:
+            limit = plugin._settings.get_float([key])
+            if limit is not None:
+                facts[key] = limit
+        return facts
+
     def _on_message(self, payload):
         try:
-            actions = json.loads(self._dispatcher.dispatch(payload))
+            facts = self.printer_facts()
+        except Exception:
+            # Never lose a pause for it: the strictest state, the fewest heaters.
+            self._logger.exception("[proto] reading the printer's state failed; as if printing")
+            facts = {"state": "printing", "print_id": self.current_print_ts}
+        try:
+            actions = json.loads(self._dispatcher.dispatch(payload, **facts))
         except bridge.TsdError as exc:
             self._logger.warning("[proto] %s", exc)
             return
         for action in actions:
-            self._perform(action)
+            # One failing action never costs the others their turn or their ack.
+            try:
+                self._perform(action)
+            except Exception as exc:
+                self.actions_refused += 1
+                self._logger.exception("[proto] the server's %s failed", action["action"])
+                if action.get("ref"):
+                    self._ack(action["ref"], error=str(exc))
 
     # ---- actions -------------------------------------------------------------
 
@@ -238,13 +309,29 @@ class Remote:
             self._logger.warning("[proto] ignored a server message: %s", action["reason"])
 
     def _ack(self, ref, ret=None, error=None):
-        body = {"ref": ref}
-        if error is not None:
-            body["error"] = error
-        else:
-            body["ret"] = ret
+        """Answers one passthru call. A reply that cannot be sent (larger than
+        the outgoing lane, or not serializable) is answered with an error
+        instead: every call gets an answer."""
         tunnel = self._tunnel
-        if tunnel is not None and not tunnel.send(json.dumps({"passthru": body}, default=str)):
+        if tunnel is None:
+            return
+        if error is None:
+            try:
+                self._send_ack(tunnel, {"ref": ref, "ret": ret})
+                return
+            except (bridge.TunnelError, TypeError, ValueError) as exc:
+                error = "the reply could not be sent: {}".format(exc)
+                self.actions_refused += 1
+                self._logger.warning("[proto] %s", error)
+        try:
+            self._send_ack(tunnel, {"ref": ref, "error": str(error)[:MAX_ERROR_TEXT]})
+        except (bridge.TunnelError, ValueError) as exc:
+            self._logger.warning("[tunnel] an error ack was not sent: %s", exc)
+
+    def _send_ack(self, tunnel, body):
+        """(raises TunnelError; ValueError for a message larger than the
+        lane; TypeError or ValueError for a reply that is not JSON)"""
+        if not tunnel.send(json.dumps({"passthru": body}, default=str)):
             self._logger.warning("[tunnel] outgoing lane full, an ack was dropped")
 
     def _passthru(self, action):
@@ -270,7 +357,7 @@ class Remote:
                     raise ValueError("no such file: %s" % params["path"])
                 ret = printer.select_file(params["path"], False, printAfterSelect=params["print"])
             elif call == "connect":
-                ret = printer.connect(port=params["port"], baudrate=params["baudrate"])
+                ret = self._connect(params)
             elif call == "get_connection_options":
                 ret = printer.get_connection_options()
             elif call == "list_files":
@@ -285,6 +372,18 @@ class Remote:
         self.actions_done += 1
         self._ack(action["ref"], ret=ret)
         self.boost()
+
+    def _connect(self, params):
+        """Connects only to a port and at a baud rate that OctoPrint itself
+        offers now (None or "AUTO": OctoPrint's own detection among them)."""
+        printer = self._plugin._printer
+        options = printer.get_connection_options() or {}
+        port, baudrate = params["port"], params["baudrate"]
+        if port not in (None, "AUTO") and port not in (options.get("ports") or []):
+            raise ValueError("connect: {} is not one of OctoPrint's serial ports".format(port))
+        if baudrate is not None and baudrate not in (options.get("baudrates") or []):
+            raise ValueError("connect: OctoPrint does not offer {} baud".format(baudrate))
+        return printer.connect(port=port, baudrate=baudrate)
 
     def _list_files(self, params):
         name_filter = None
@@ -306,6 +405,8 @@ class Remote:
         self._wake.set()
 
     def on_print_event(self, event, payload):
+        if event in PROFILE_EVENTS:
+            self._profile_facts = None
         if event not in PRINT_EVENTS:
             return
         if event == "PrintStarted":

@@ -9,8 +9,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The only state that outlives one message besides the ref memory: what the
+ * server has used of the per-print and per-minute allowances. */
+struct proto_budget {
+    bool print_known;           /* print_id below is set */
+    long long print_id;
+    double babystep_mm;         /* net M290 Z in this print */
+    double extrude_mm;          /* what is left of the extrusion allowance */
+    bool refill_known;          /* refilled_ms below is set */
+    long long refilled_ms;
+};
+
 struct proto {
     struct proto_options options;
+    struct proto_budget budget;
     char refs[PROTO_REF_MEMORY][PROTO_MAX_REF + 1];
     size_t ref_next;
 };
@@ -39,6 +51,7 @@ enum proto_result proto_new(const struct proto_options *options, struct proto **
         return PROTO_ERR_NOMEM;
     if (options)
         proto->options = *options;
+    proto->budget.extrude_mm = PROTO_MAX_EXTRUDE_PER_MINUTE_MM;
     *ret_proto = proto;
     return PROTO_OK;
 }
@@ -187,71 +200,181 @@ static bool words_within(const struct gcode_word *words, int count, const char *
     return true;
 }
 
-int proto_gcode_line_is_safe(const char *line, size_t len)
-{
-    struct gcode_word words[8];
+/* What a line of the safe set does. The kinds from GCODE_FIRST_IDLE_ONLY on
+ * move something or change how later moves are read, so they are refused
+ * while a print runs or is paused. */
+enum gcode_kind {
+    GCODE_UNSAFE = 0,
+    GCODE_MESSAGE,        /* M117 */
+    GCODE_QUERY,          /* M105 M114 M115 M400 */
+    GCODE_EMERGENCY_STOP, /* M112 */
+    GCODE_FAN,            /* M106 M107 */
+    GCODE_FACTOR,         /* M220 M221: speed and flow factors */
+    GCODE_BABYSTEP,       /* M290 Z */
+    GCODE_MODE,           /* G90 G91 M82 M83 */
+    GCODE_FIRST_IDLE_ONLY = GCODE_MODE,
+    GCODE_MOTORS_OFF,     /* M18 M84 */
+    GCODE_EXTRUDE,        /* G0/G1 E [F] */
+    GCODE_TOOL,           /* T0..T15 */
+};
+
+struct gcode_line {
+    enum gcode_kind kind;
     char command[8];
+    double amount; /* E mm (extrude), Z mm (baby-step), index (tool) */
+};
+
+static bool command_is(const char *command, const char *const *names)
+{
+    for (; *names; names++)
+        if (strcmp(command, *names) == 0)
+            return true;
+    return false;
+}
+
+/* The kind of one line; fills ret_line's command and amount. */
+static enum gcode_kind gcode_kind_of(const char *line, size_t len, struct gcode_line *ret_line)
+{
+    static const char *const queries[] = {"M105", "M114", "M115", "M400", NULL};
+    static const char *const modes[] = {"G90", "G91", "M82", "M83", NULL};
+    static const char *const motors_off[] = {"M18", "M84", NULL};
+    static const char *const moves[] = {"G0", "G1", NULL};
+    struct gcode_word words[8];
+    char *command = ret_line->command;
     size_t n = 0;
     const char *p = line;
     const char *end = line + len;
     int count;
 
+    ret_line->amount = 0;
+    command[0] = '\0';
     if (!line || len == 0 || len > PROTO_MAX_GCODE_LINE || !text_is_printable(line, len))
-        return 0;
-    while (p < end && n < sizeof(command) - 1 && *p != ' ')
+        return GCODE_UNSAFE;
+    while (p < end && n < sizeof(ret_line->command) - 1 && *p != ' ')
         command[n++] = (char)toupper((unsigned char)*p++);
     command[n] = '\0';
     if (p < end && *p != ' ')
-        return 0;
+        return GCODE_UNSAFE;
 
     if (strcmp(command, "M117") == 0)
-        return 1; /* a message on the printer's display: text only */
+        return GCODE_MESSAGE; /* a message on the printer's display: text only */
     count = parse_words(p, end, words, 8);
     if (count < 0)
-        return 0;
-    if (strcmp(command, "M18") == 0 || strcmp(command, "M84") == 0 ||
-        strcmp(command, "M105") == 0 || strcmp(command, "M114") == 0 ||
-        strcmp(command, "M115") == 0 || strcmp(command, "M400") == 0 ||
-        strcmp(command, "M112") == 0 || strcmp(command, "G90") == 0 ||
-        strcmp(command, "G91") == 0 || strcmp(command, "M82") == 0 ||
-        strcmp(command, "M83") == 0 || strcmp(command, "M107") == 0)
-        return count == 0 || (strcmp(command, "M18") == 0 && words_within(words, count, "XYZE", 0, 0)) ||
-               (strcmp(command, "M84") == 0 && words_within(words, count, "XYZE", 0, 0));
-    if (strcmp(command, "M106") == 0)
-        return words_within(words, count, "SP", 0, 255);
-    if (strcmp(command, "M220") == 0 || strcmp(command, "M221") == 0)
-        return count == 1 && words_within(words, count, "S", 10, 300);
-    if (strcmp(command, "M290") == 0)
-        return words_within(words, count, "Z", -1, 1);
-    if ((strcmp(command, "G0") == 0 || strcmp(command, "G1") == 0)) {
-        /* Only extrusion and retraction: E (mm) and F (mm/min). */
+        return GCODE_UNSAFE;
+    if (command_is(command, queries) && count == 0)
+        return GCODE_QUERY;
+    if (strcmp(command, "M112") == 0 && count == 0)
+        return GCODE_EMERGENCY_STOP;
+    if (command_is(command, modes) && count == 0)
+        return GCODE_MODE;
+    if (command_is(command, motors_off) && words_within(words, count, "XYZE", 0, 0))
+        return GCODE_MOTORS_OFF;
+    if ((strcmp(command, "M107") == 0 && count == 0) ||
+        (strcmp(command, "M106") == 0 && words_within(words, count, "SP", 0, 255)))
+        return GCODE_FAN;
+    if ((strcmp(command, "M220") == 0 || strcmp(command, "M221") == 0) && count == 1 &&
+        words_within(words, count, "S", 10, 300))
+        return GCODE_FACTOR;
+    if (strcmp(command, "M290") == 0) {
+        if (!words_within(words, count, "Z", -PROTO_MAX_BABYSTEP_MM, PROTO_MAX_BABYSTEP_MM))
+            return GCODE_UNSAFE;
+        for (int i = 0; i < count; i++)
+            ret_line->amount += words[i].value;
+        return GCODE_BABYSTEP;
+    }
+    if (command_is(command, moves)) {
+        /* Only extrusion and retraction: one E (mm), optionally F (mm/min).
+         * A move without E would only set the feed rate for what follows. */
+        bool has_e = false;
         for (int i = 0; i < count; i++) {
-            if (words[i].letter == 'E' && (!words[i].has_value || fabs(words[i].value) > 100))
-                return 0;
-            if (words[i].letter == 'F' && (!words[i].has_value || words[i].value <= 0 ||
-                                            words[i].value > 10000))
-                return 0;
-            if (words[i].letter != 'E' && words[i].letter != 'F')
-                return 0;
+            if (words[i].letter == 'E' && !has_e && words[i].has_value &&
+                fabs(words[i].value) <= PROTO_MAX_EXTRUDE_MM) {
+                has_e = true;
+                ret_line->amount = words[i].value;
+            } else if (!(words[i].letter == 'F' && words[i].has_value && words[i].value > 0 &&
+                         words[i].value <= PROTO_MAX_FEEDRATE)) {
+                return GCODE_UNSAFE;
+            }
         }
-        return count > 0;
+        return has_e ? GCODE_EXTRUDE : GCODE_UNSAFE;
     }
     if (command[0] == 'T' && n >= 2 && n <= 3 && count == 0) {
         for (size_t i = 1; i < n; i++)
             if (!isdigit((unsigned char)command[i]))
-                return 0;
-        return strtol(command + 1, NULL, 10) <= 15;
+                return GCODE_UNSAFE;
+        ret_line->amount = (double)strtol(command + 1, NULL, 10);
+        return ret_line->amount < PROTO_MAX_TOOLS ? GCODE_TOOL : GCODE_UNSAFE;
     }
-    return 0;
+    return GCODE_UNSAFE;
+}
+
+static void classify_gcode(const char *line, size_t len, struct gcode_line *ret_line)
+{
+    ret_line->kind = gcode_kind_of(line, len, ret_line);
+}
+
+int proto_gcode_line_is_safe(const char *line, size_t len)
+{
+    struct gcode_line parsed;
+
+    classify_gcode(line, len, &parsed);
+    return parsed.kind != GCODE_UNSAFE;
 }
 
 /* ---- actions ---------------------------------------------------------------- */
 
 struct dispatch {
     struct proto *proto;
+    const struct proto_printer *printer;
     json_t *actions;
     bool nomem;
+    char error[160]; /* room for an error text that names the call */
 };
+
+static const char *printer_state_name(enum proto_printer_state state)
+{
+    switch (state) {
+    case PROTO_PRINTER_IDLE: return "idle";
+    case PROTO_PRINTER_PRINTING: return "printing";
+    case PROTO_PRINTER_PAUSED: return "paused";
+    case PROTO_PRINTER_STATE_MAX: break;
+    }
+    return "in an unknown state";
+}
+
+static const char *not_while_printing(struct dispatch *d, const char *what)
+{
+    snprintf(d->error, sizeof(d->error), "%s is not allowed while %s", what,
+             printer_state_name(d->printer->state));
+    return d->error;
+}
+
+/* A limit from the owner's settings, never above the fixed ceiling; a value
+ * that is not a number allows nothing but "off". */
+static double heater_limit(double limit, double ceiling)
+{
+    if (!(limit >= 0))
+        return 0;
+    return limit < ceiling ? limit : ceiling;
+}
+
+/* Starts a new baby-step total when the print changed, and refills the
+ * extrusion allowance for the time that passed. */
+static void budget_update(struct proto_budget *budget, const struct proto_printer *printer)
+{
+    if (!budget->print_known || budget->print_id != printer->print_id) {
+        budget->print_known = true;
+        budget->print_id = printer->print_id;
+        budget->babystep_mm = 0;
+    }
+    if (budget->refill_known && printer->now_ms > budget->refilled_ms) {
+        double refill = (double)(printer->now_ms - budget->refilled_ms) *
+                        (PROTO_MAX_EXTRUDE_PER_MINUTE_MM / 60000.0);
+        budget->extrude_mm = fmin(PROTO_MAX_EXTRUDE_PER_MINUTE_MM, budget->extrude_mm + refill);
+    }
+    budget->refill_known = true;
+    budget->refilled_ms = printer->now_ms;
+}
 
 static void add_action(struct dispatch *d, json_t *action)
 {
@@ -444,29 +567,127 @@ static json_t *build_home(struct dispatch *d, json_t *args, json_t *kwargs, cons
 static json_t *build_set_temperature(struct dispatch *d, json_t *args, json_t *kwargs,
                                      const char **ret_error)
 {
+    const struct proto_printer *printer = d->printer;
     const char *heater = get_text(json_array_get(args, 0), 8);
+    int tools = printer->shared_nozzle ? 1 : printer->extruders;
     double limit = 0;
     double value;
 
-    (void)d;
     (void)kwargs;
-    if (heater && strcmp(heater, "bed") == 0) {
-        limit = PROTO_MAX_BED_TEMP;
-    } else if (heater && strcmp(heater, "chamber") == 0) {
-        limit = PROTO_MAX_CHAMBER_TEMP;
+    if (heater && strcmp(heater, "bed") == 0 && printer->heated_bed) {
+        limit = heater_limit(printer->max_bed_temp, PROTO_MAX_BED_TEMP);
+    } else if (heater && strcmp(heater, "chamber") == 0 && printer->heated_chamber) {
+        limit = heater_limit(printer->max_chamber_temp, PROTO_MAX_CHAMBER_TEMP);
     } else if (heater && strncmp(heater, "tool", 4) == 0 && heater[4] && strlen(heater) <= 6 &&
                isdigit((unsigned char)heater[4]) && (!heater[5] || isdigit((unsigned char)heater[5])) &&
-               strtol(heater + 4, NULL, 10) <= 15) {
-        limit = PROTO_MAX_TOOL_TEMP;
+               (heater[4] != '0' || !heater[5]) && strtol(heater + 4, NULL, 10) < tools) {
+        limit = heater_limit(printer->max_tool_temp, PROTO_MAX_TOOL_TEMP);
     } else {
-        *ret_error = "heater must be tool0..tool15, bed or chamber";
+        char last_tool[24] = "";
+
+        if (tools > 1)
+            snprintf(last_tool, sizeof(last_tool), "..tool%d", tools - 1);
+        snprintf(d->error, sizeof(d->error),
+                 "this printer's heaters are tool0%s%s%s (see its printer profile)", last_tool,
+                 printer->heated_bed ? ", bed" : "", printer->heated_chamber ? ", chamber" : "");
+        *ret_error = d->error;
         return NULL;
     }
     if (!get_number(json_array_get(args, 1), 0, limit, &value)) {
-        *ret_error = "temperature out of range";
+        snprintf(d->error, sizeof(d->error), "temperature out of range (0 to %.0f for %s)", limit,
+                 heater);
+        *ret_error = d->error;
         return NULL;
     }
     return json_pack("{s:s, s:f}", "heater", heater, "value", value);
+}
+
+/* The G-code rules beyond the single line: what the printer's state allows,
+ * extrusion only in relative mode and within the allowances, baby-steps
+ * within the print's total. On success, commits to the budget and appends
+ * the lines that put back the printer's positioning modes if they changed. */
+static bool check_gcode_lines(struct dispatch *d, json_t *lines, const char **ret_error)
+{
+    const struct proto_printer *printer = d->printer;
+    struct proto_budget *budget = &d->proto->budget;
+    bool absolute_xyz = printer->absolute_xyz;
+    bool absolute_e = printer->absolute_e;
+    double extruded = 0;
+    double babystep = 0;
+    size_t index;
+    json_t *value;
+
+    json_array_foreach(lines, index, value) {
+        struct gcode_line line;
+
+        classify_gcode(json_string_value(value), json_string_length(value), &line);
+        if (line.kind == GCODE_UNSAFE) {
+            *ret_error = "G-code not in the allowed set (raw G-code is disabled in the plugin's settings)";
+            return false;
+        }
+        if (line.kind >= GCODE_FIRST_IDLE_ONLY && printer->state != PROTO_PRINTER_IDLE) {
+            *ret_error = not_while_printing(d, line.command);
+            return false;
+        }
+        switch (line.kind) {
+        case GCODE_MODE:
+            if (strcmp(line.command, "G90") == 0 || strcmp(line.command, "G91") == 0)
+                absolute_xyz = absolute_e = strcmp(line.command, "G90") == 0;
+            else
+                absolute_e = strcmp(line.command, "M82") == 0;
+            break;
+        case GCODE_EXTRUDE:
+            /* In absolute mode E is a position, not a distance: "G1 E-100"
+             * could unwind the whole filament path. */
+            if (absolute_e) {
+                *ret_error = "extrusion only in relative mode (send M83 first)";
+                return false;
+            }
+            extruded += fabs(line.amount);
+            break;
+        case GCODE_TOOL:
+            if ((int)line.amount >= printer->extruders) {
+                *ret_error = "no such tool on this printer (see its printer profile)";
+                return false;
+            }
+            break;
+        case GCODE_BABYSTEP:
+            babystep += line.amount;
+            break;
+        default:
+            break;
+        }
+    }
+    if (extruded > PROTO_MAX_EXTRUDE_MM) {
+        snprintf(d->error, sizeof(d->error), "at most %.0f mm of extrusion in one call",
+                 PROTO_MAX_EXTRUDE_MM);
+        *ret_error = d->error;
+        return false;
+    }
+    if (extruded > budget->extrude_mm) {
+        snprintf(d->error, sizeof(d->error),
+                 "at most %.0f mm of extrusion per minute (%.1f mm left now)",
+                 PROTO_MAX_EXTRUDE_PER_MINUTE_MM, budget->extrude_mm);
+        *ret_error = d->error;
+        return false;
+    }
+    if (fabs(budget->babystep_mm + babystep) > PROTO_MAX_BABYSTEP_TOTAL_MM + 1e-9) {
+        snprintf(d->error, sizeof(d->error),
+                 "baby-steps may move Z by at most %.1f mm in one print (now %+.2f mm)",
+                 PROTO_MAX_BABYSTEP_TOTAL_MM, budget->babystep_mm);
+        *ret_error = d->error;
+        return false;
+    }
+    if (absolute_xyz != (bool)printer->absolute_xyz || absolute_e != (bool)printer->absolute_e) {
+        if (json_array_append_new(lines, json_string(printer->absolute_xyz ? "G90" : "G91")) != 0 ||
+            json_array_append_new(lines, json_string(printer->absolute_e ? "M82" : "M83")) != 0) {
+            d->nomem = true;
+            return false;
+        }
+    }
+    budget->extrude_mm -= extruded;
+    budget->babystep_mm += babystep;
+    return true;
 }
 
 static json_t *build_commands(struct dispatch *d, json_t *args, json_t *kwargs, const char **ret_error)
@@ -522,10 +743,6 @@ static json_t *build_commands(struct dispatch *d, json_t *args, json_t *kwargs, 
                     *ret_error = "a G-code line is too long or has control characters";
                     goto fail;
                 }
-                if (!d->proto->options.allow_raw_gcode && !proto_gcode_line_is_safe(line, trimmed)) {
-                    *ret_error = "G-code not in the allowed set (raw G-code is disabled in the plugin's settings)";
-                    goto fail;
-                }
                 json_array_append_new(lines, json_stringn(line, trimmed));
             }
             if (!newline)
@@ -537,6 +754,9 @@ static json_t *build_commands(struct dispatch *d, json_t *args, json_t *kwargs, 
         *ret_error = "no G-code to send";
         goto fail;
     }
+    /* Raw G-code is the owner's explicit trust in the server: sent as is. */
+    if (!d->proto->options.allow_raw_gcode && !check_gcode_lines(d, lines, ret_error))
+        goto fail;
     json_decref(pieces);
     return json_pack("{s:o}", "lines", lines);
 
@@ -651,20 +871,23 @@ static json_t *build_list_files(struct dispatch *d, json_t *args, json_t *kwargs
                      (int)level, "filter", filter ? json_string(filter) : json_null());
 }
 
+/* mid_print: allowed while a print runs or is paused (commands then checks
+ * each line by its kind). */
 static const struct passthru_entry {
     const char *target;
     const char *func;
     const char *call;
     passthru_builder build;
+    bool mid_print;
 } passthru_allow_list[] = {
-    {"_printer", "jog", "jog", build_jog},
-    {"_printer", "home", "home", build_home},
-    {"_printer", "set_temperature", "set_temperature", build_set_temperature},
-    {"_printer", "commands", "commands", build_commands},
-    {"_printer", "select_file", "select_file", build_select_file},
-    {"_printer", "connect", "connect", build_connect},
-    {"_printer", "get_connection_options", "get_connection_options", build_no_params},
-    {"_file_manager", "list_files", "list_files", build_list_files},
+    {"_printer", "jog", "jog", build_jog, false},
+    {"_printer", "home", "home", build_home, false},
+    {"_printer", "set_temperature", "set_temperature", build_set_temperature, true},
+    {"_printer", "commands", "commands", build_commands, true},
+    {"_printer", "select_file", "select_file", build_select_file, false},
+    {"_printer", "connect", "connect", build_connect, false},
+    {"_printer", "get_connection_options", "get_connection_options", build_no_params, true},
+    {"_file_manager", "list_files", "list_files", build_list_files, true},
 };
 
 static bool ref_seen_before(struct proto *proto, const char *ref)
@@ -718,6 +941,10 @@ static void handle_passthru(struct dispatch *d, json_t *passthru)
         const struct passthru_entry *entry = &passthru_allow_list[i];
         if (strcmp(entry->target, target) != 0 || strcmp(entry->func, func) != 0)
             continue;
+        if (!entry->mid_print && d->printer->state != PROTO_PRINTER_IDLE) {
+            passthru_error(d, ref, not_while_printing(d, entry->func));
+            return;
+        }
         params = entry->build(d, args, kwargs, &error);
         if (!params) {
             if (error)
@@ -733,18 +960,27 @@ static void handle_passthru(struct dispatch *d, json_t *passthru)
     passthru_error(d, ref, "not allowed");
 }
 
-enum proto_result proto_dispatch(struct proto *proto, const char *message, size_t len,
-                                 char **ret_actions, size_t *ret_len)
+enum proto_result proto_dispatch(struct proto *proto, const struct proto_printer *printer,
+                                 const char *message, size_t len, char **ret_actions,
+                                 size_t *ret_len)
 {
     enum proto_result result = PROTO_OK;
-    struct dispatch d = {.proto = proto};
+    struct proto_printer known;
+    struct dispatch d = {.proto = proto, .printer = &known};
     json_t *root = NULL;
     json_t *value;
     json_error_t error;
     char *text = NULL;
 
-    if (!proto || !message || !ret_actions || !ret_len || len > PROTO_MAX_MESSAGE)
+    if (!proto || !printer || !message || !ret_actions || !ret_len || len > PROTO_MAX_MESSAGE ||
+        printer->state < PROTO_PRINTER_IDLE || printer->state >= PROTO_PRINTER_STATE_MAX)
         return PROTO_ERR_INVALID;
+    known = *printer;
+    if (known.extruders < 1)
+        known.extruders = 1;
+    if (known.extruders > PROTO_MAX_TOOLS)
+        known.extruders = PROTO_MAX_TOOLS;
+    budget_update(&proto->budget, &known);
     root = json_loadb(message, len, JSON_REJECT_DUPLICATES, &error);
     if (!root) {
         result = PROTO_ERR_PARSE;

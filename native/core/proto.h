@@ -19,8 +19,20 @@
  * where NAME is one of jog, home, set_temperature, commands, select_file,
  * connect, get_connection_options, list_files.
  *
+ * What is allowed depends on the printer, which the shim describes on every
+ * call (struct proto_printer): while a print runs or is paused only the calls
+ * that cannot move the print head or change the print's feed rate or position
+ * pass (temperatures within the printer's limits, fans, speed and flow
+ * factors, baby-steps within a per-print total, messages, queries, emergency
+ * stop, file listings); jog, home, connect, select_file, motors off, moves,
+ * tool changes and mode changes are refused with an error. The heaters that
+ * exist and their limits come from the printer profile and the owner's
+ * settings, never above the fixed ceilings below.
+ *
  * The dispatcher remembers the last PROTO_REF_MEMORY passthru refs and drops
- * repeats (the same call may arrive twice).
+ * repeats (the same call may arrive twice), and owns the only state that
+ * outlives a message: struct proto_budget (the baby-step total of the current
+ * print and the extrusion allowance per minute).
  */
 #ifndef TSD_PROTO_H
 #define TSD_PROTO_H
@@ -50,9 +62,42 @@ enum proto_result {
 #define PROTO_MAX_TOOL_TEMP 320.0
 #define PROTO_MAX_BED_TEMP 150.0
 #define PROTO_MAX_CHAMBER_TEMP 90.0
+#define PROTO_MAX_TOOLS 16
+/* Baby-steps (M290 Z): per line, and the net offset over one print. */
+#define PROTO_MAX_BABYSTEP_MM 0.5
+#define PROTO_MAX_BABYSTEP_TOTAL_MM 1.0
+/* Extrusion (G0/G1 E, relative only, idle only): per passthru call, and per
+ * minute (an allowance that refills continuously). */
+#define PROTO_MAX_EXTRUDE_MM 100.0
+#define PROTO_MAX_EXTRUDE_PER_MINUTE_MM 200.0
+#define PROTO_MAX_FEEDRATE 10000.0
 
 struct proto_options {
     int allow_raw_gcode; /* 0: only the safe G-code set in passthru commands */
+};
+
+enum proto_printer_state {
+    PROTO_PRINTER_IDLE = 0, /* not printing: connected and ready, or not connected */
+    PROTO_PRINTER_PRINTING, /* starting, printing, pausing, resuming, cancelling, finishing */
+    PROTO_PRINTER_PAUSED,
+    PROTO_PRINTER_STATE_MAX
+};
+
+/* What the shim knows about the printer when a message arrives. Passed to
+ * every proto_dispatch(); nothing of it is kept except print_id. */
+struct proto_printer {
+    enum proto_printer_state state;
+    long long print_id;    /* the current print; a new id starts a new baby-step total */
+    int absolute_xyz;      /* the positioning modes last sent to the printer (G90/G91) */
+    int absolute_e;        /* (M82/M83) */
+    int extruders;         /* the printer profile's extruder count: T0..T<n-1> */
+    int shared_nozzle;     /* one heater (tool0) for all extruders */
+    int heated_bed;
+    int heated_chamber;
+    double max_tool_temp;  /* the owner's limits; each capped at its PROTO_MAX_*_TEMP */
+    double max_bed_temp;
+    double max_chamber_temp;
+    long long now_ms;      /* a monotonic clock, for the extrusion allowance */
 };
 
 struct proto;
@@ -68,10 +113,12 @@ void proto_set_options(struct proto *proto, const struct proto_options *options)
 
 /* On PROTO_OK, *ret_actions is a (transfer full) NUL-terminated JSON array
  * (possibly empty) to release with free(), and *ret_len its length. */
-enum proto_result proto_dispatch(struct proto *proto, const char *message, size_t len,
-                                 char **ret_actions, size_t *ret_len);
+enum proto_result proto_dispatch(struct proto *proto, const struct proto_printer *printer,
+                                 const char *message, size_t len, char **ret_actions,
+                                 size_t *ret_len);
 
-/* Exposed for tests: 1 if one G-code line is in the safe set. */
+/* Exposed for tests: 1 if one G-code line is in the safe set, taken alone
+ * (the printer's state, modes and the budgets are checked by proto_dispatch). */
 int proto_gcode_line_is_safe(const char *line, size_t len);
 
 #endif

@@ -5,6 +5,7 @@
 #include "common.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/proto.h"
 
@@ -41,19 +42,44 @@ static void dispatcher_dealloc(PyObject *self)
     tsd_object_free(self);
 }
 
-static PyObject *dispatcher_dispatch(PyObject *self, PyObject *args)
+static PyObject *dispatcher_dispatch(PyObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *keywords[] = {"message", "state", "print_id", "absolute_xyz", "absolute_e",
+                               "extruders", "shared_nozzle", "heated_bed", "heated_chamber",
+                               "max_tool_temp", "max_bed_temp", "max_chamber_temp", "now_ms",
+                               NULL};
+    static const char *const states[] = {"idle", "printing", "paused"};
     struct dispatcher_object *obj = (struct dispatcher_object *)self;
+    struct proto_printer printer = {
+        .print_id = -1, .absolute_xyz = 1, .absolute_e = 1, .extruders = 1,
+        .max_tool_temp = PROTO_MAX_TOOL_TEMP, .max_bed_temp = PROTO_MAX_BED_TEMP,
+        .max_chamber_temp = PROTO_MAX_CHAMBER_TEMP,
+    };
     const char *message;
+    const char *state;
     Py_ssize_t len;
     char *actions = NULL;
     size_t actions_len = 0;
     enum proto_result result;
     PyObject *ret;
+    size_t i;
 
-    if (!PyArg_ParseTuple(args, "y#:dispatch", &message, &len))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#s|$LppipppdddL:dispatch", keywords,
+                                     &message, &len, &state, &printer.print_id,
+                                     &printer.absolute_xyz, &printer.absolute_e,
+                                     &printer.extruders, &printer.shared_nozzle,
+                                     &printer.heated_bed, &printer.heated_chamber,
+                                     &printer.max_tool_temp, &printer.max_bed_temp,
+                                     &printer.max_chamber_temp, &printer.now_ms))
         return NULL;
-    result = proto_dispatch(obj->proto, message, (size_t)len, &actions, &actions_len);
+    for (i = 0; i < sizeof(states) / sizeof(states[0]) && strcmp(state, states[i]) != 0; i++)
+        ;
+    if (i == sizeof(states) / sizeof(states[0])) {
+        PyErr_SetString(PyExc_ValueError, "state must be idle, printing or paused");
+        return NULL;
+    }
+    printer.state = (enum proto_printer_state)i;
+    result = proto_dispatch(obj->proto, &printer, message, (size_t)len, &actions, &actions_len);
     if (result != PROTO_OK)
         return tsd_raise(tsd_type_state(Py_TYPE(self)), &tsd_proto_errors, result, NULL);
     ret = PyUnicode_DecodeUTF8(actions, (Py_ssize_t)actions_len, "strict");
@@ -85,9 +111,13 @@ static PyObject *dispatcher_gcode_line_is_safe(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef dispatcher_methods[] = {
-    {"dispatch", dispatcher_dispatch, METH_VARARGS,
-     "dispatch(message: bytes) -> str\n\nValidate one server message against the allow-list "
-     "and return a JSON array of normalized actions."},
+    {"dispatch", (PyCFunction)(void (*)(void))dispatcher_dispatch, METH_VARARGS | METH_KEYWORDS,
+     "dispatch(message: bytes, state: str, *, print_id=-1, absolute_xyz=True, absolute_e=True,\n"
+     "         extruders=1, shared_nozzle=False, heated_bed=False, heated_chamber=False,\n"
+     "         max_tool_temp, max_bed_temp, max_chamber_temp, now_ms=0) -> str\n\n"
+     "Validate one server message against the allow-list for a printer in state 'idle',\n"
+     "'printing' or 'paused' (the rest describes the printer: see proto.h) and return a JSON\n"
+     "array of normalized actions. The temperature limits default to the fixed ceilings."},
     {"set_allow_raw_gcode", dispatcher_set_allow_raw_gcode, METH_O,
      "Allow any G-code in passthru commands (off by default)."},
     {"gcode_line_is_safe", dispatcher_gcode_line_is_safe, METH_VARARGS,

@@ -213,15 +213,20 @@ def test_pause_resume_cancel_from_the_server(linked):
     assert wait_for(lambda: linked.printer_state() == "Operational", 60)
 
 
+def ack_of(linked, ref):
+    """The printer's answer to the server's call ref, or None."""
+    for message in linked.server.messages(TOKEN):
+        body = (message.json or {}).get("passthru")
+        if body and body.get("ref") == ref:
+            return body
+    return None
+
+
 def test_passthru_allow_list(linked):
     acks = {}
 
     def ack(ref):
-        for message in linked.server.messages(TOKEN):
-            body = (message.json or {}).get("passthru")
-            if body and body.get("ref") == ref:
-                return body
-        return None
+        return ack_of(linked, ref)
 
     mark = len(linked.serial_log())
     linked.send({"passthru": {"ref": "home-1", "target": "_printer", "func": "home", "args": [["x", "y"]]}})
@@ -250,6 +255,50 @@ def test_passthru_allow_list(linked):
     linked.send({"passthru": {"ref": "home-1", "target": "_printer", "func": "home", "args": [["x"]]}})
     time.sleep(1.5)
     assert len([m for m in linked.server.messages(TOKEN) if "home-1" in m.text]) == count
+
+
+def call(linked, ref, func, *args):
+    linked.send({"passthru": {"ref": ref, "target": "_printer", "func": func, "args": list(args)}})
+    return wait_for(lambda: ack_of(linked, ref), 30)
+
+
+def test_sec03_no_motion_while_printing_or_paused(linked):
+    start_print(linked)
+    mark = len(linked.serial_log())
+    for state in ("printing", "paused"):
+        if state == "paused":
+            linked.send({"commands": [{"cmd": "pause", "initiator": "user",
+                                       "args": {"retract": 0, "lift_z": 0}}]})
+            assert wait_for(lambda: linked.printer_state() == "Paused", 60)
+        for ref, func, args in [("jog", "jog", [{"x": 10}]), ("home", "home", [["x", "y"]]),
+                                ("connect", "connect", ["VIRTUAL", 115200]),
+                                ("motors", "commands", ["M84"]),
+                                ("select", "select_file", ["remote-test.gcode", None])]:
+            ack = call(linked, "%s-%s" % (ref, state), func, *args)
+            assert "error" in ack and state in ack["error"], ack
+        assert "error" in call(linked, "feed-" + state, "commands", "G1 F100")
+        # What is safe mid-print still works.
+        assert call(linked, "fan-" + state, "commands", "M106 S77") == {"ref": "fan-" + state, "ret": None}
+        assert wait_for(lambda: "M106 S77" in linked.sent_since(mark), 30)
+        assert linked.printer_state() == ("Printing" if state == "printing" else "Paused")
+    sent = linked.sent_since(mark)
+    assert not [line for line in sent if line.startswith(("G28", "M84", "G1 X10", "G1 F100"))], sent
+    linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
+    assert wait_for(lambda: linked.printer_state() == "Operational", 90)
+
+
+def test_sec07_connect_only_to_a_port_octoprint_offers(linked):
+    ack = call(linked, "connect-null", "connect", "/dev/null", 115200)
+    assert "error" in ack and "/dev/null" in ack["error"], ack
+    assert linked.printer_state() == "Operational"
+
+
+def test_sec12_heaters_follow_the_printer_profile(linked):
+    # OctoPrint's default profile: one extruder, a heated bed, no chamber.
+    for ref, heater in (("heat-tool1", "tool1"), ("heat-chamber", "chamber")):
+        ack = call(linked, ref, "set_temperature", heater, 40)
+        assert "error" in ack, ack
+    assert call(linked, "heat-tool0", "set_temperature", "tool0", 0) == {"ref": "heat-tool0", "ret": None}
 
 
 def test_close_4321_is_reported(linked):

@@ -8,10 +8,11 @@ import pytest
 from octoprint_tsd import _tsd
 
 
-def dispatch(message, dispatcher=None):
+def dispatch(message, dispatcher=None, state="idle", **printer):
     dispatcher = dispatcher or _tsd.Dispatcher()
     raw = message if isinstance(message, bytes) else json.dumps(message).encode()
-    return json.loads(dispatcher.dispatch(raw))
+    printer.setdefault("heated_bed", True)
+    return json.loads(dispatcher.dispatch(raw, state, **printer))
 
 
 def passthru(target, func, args=None, kwargs=None, ref="r1", **extra):
@@ -82,10 +83,11 @@ def test_jog_home_and_temperatures():
     assert temp["params"] == {"heater": "tool0", "value": 210.0}
     for args in (["tool0", 900], ["bed", 200], ["tool99", 100], ["heater; rm", 10], ["bed", "hot"]):
         raw = json.dumps(passthru("_printer", "set_temperature", args)).encode()
-        assert json.loads(_tsd.Dispatcher().dispatch(raw))[0]["action"] == "passthru_error", args
+        assert json.loads(_tsd.Dispatcher().dispatch(raw, "idle"))[0]["action"] == "passthru_error", args
     # NaN is not JSON at all: the whole message is refused.
     with pytest.raises(_tsd.TsdError):
-        _tsd.Dispatcher().dispatch(json.dumps(passthru("_printer", "set_temperature", ["bed", float("nan")])).encode())
+        _tsd.Dispatcher().dispatch(json.dumps(passthru("_printer", "set_temperature", ["bed", float("nan")])).encode(),
+                                   "idle")
 
 
 @pytest.mark.parametrize("line, safe", [
@@ -95,6 +97,7 @@ def test_jog_home_and_temperatures():
     ("G28", False), ("G1 X10", False), ("G1 Z100 E1", False), ("M104 S300", False),
     ("M140 S200", False), ("M500", False), ("M502", False), ("M303 E0 S200", False),
     ("M220 S5000", False), ("G1 E500", False), ("M106 S999", False), ("T99", False),
+    ("G1 F300", False), ("G0 F9000", False), ("M290 Z-0.6", False), ("G1 E1 E1", False),
     ("M997", False), ("M30 /sd/file.gco", False), ("", False),
 ])
 def test_safe_gcode_set(line, safe):
@@ -104,7 +107,8 @@ def test_safe_gcode_set(line, safe):
 def test_commands_are_restricted_unless_raw_gcode_is_enabled():
     message = passthru("_printer", "commands", ["M106 S255\nM83\nG1 E5 F300 ; extrude"])
     (ok,) = dispatch(message)
-    assert ok["params"]["lines"] == ["M106 S255", "M83", "G1 E5 F300"]
+    # The printer's positioning modes are put back after the call.
+    assert ok["params"]["lines"] == ["M106 S255", "M83", "G1 E5 F300", "G90", "M82"]
     message = passthru("_printer", "commands", ["M106 S255\nM500"], ref="r2")
     (refused,) = dispatch(message)
     assert refused["action"] == "passthru_error" and "raw G-code" in refused["error"]
@@ -155,15 +159,23 @@ def test_passthru_without_ref_cannot_be_acked():
 @pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null", b'"text"', b'{"a":1,"a":2}', b"\xff\xfe"])
 def test_malformed_messages_raise_a_clear_error(raw):
     with pytest.raises(_tsd.TsdError, match="server message ignored"):
-        _tsd.Dispatcher().dispatch(raw)
+        _tsd.Dispatcher().dispatch(raw, "idle")
 
 
 def test_wrong_types_never_crash():
     dispatcher = _tsd.Dispatcher()
     for value in (None, 1, 1.5, "s", [], {}, [None], [{}], {"args": 5}):
         for key in ("commands", "passthru", "remote_status"):
-            json.loads(dispatcher.dispatch(json.dumps({key: value}).encode()))
+            json.loads(dispatcher.dispatch(json.dumps({key: value}).encode(), "idle"))
         for field in ("ref", "target", "func", "args", "kwargs"):
             body = {"ref": "t", "target": "_printer", "func": "jog", "args": [{"x": 1}]}
             body[field] = value
-            json.loads(dispatcher.dispatch(json.dumps({"passthru": body}).encode()))
+            json.loads(dispatcher.dispatch(json.dumps({"passthru": body}).encode(), "printing"))
+
+
+def test_the_printer_state_is_required_and_checked():
+    raw = json.dumps(passthru("_printer", "home", [["x"]])).encode()
+    with pytest.raises(TypeError):
+        _tsd.Dispatcher().dispatch(raw)
+    with pytest.raises(ValueError, match="idle, printing or paused"):
+        _tsd.Dispatcher().dispatch(raw, "operational")

@@ -43,6 +43,8 @@ def test_settings_version_and_restricted_paths(plugin):
     restricted = plugin.get_settings_restricted_paths()
     assert ["auth_token"] in restricted["never"]
     assert ["server_url"] in restricted["admin"]
+    for key in ("max_tool_temp", "max_bed_temp", "max_chamber_temp"):
+        assert [key] in restricted["admin"]  # only an admin may change the heater limits
 
 
 def test_migration_scrubs_a_secret_left_in_config(plugin):
@@ -74,6 +76,12 @@ def test_migration_leaves_clean_config_alone(plugin):
         ({"frame_interval": 0}, {"frame_interval": 1}),
         ({"frame_interval": "30"}, {"frame_interval": 30}),
         ({"auth_token": "abc", "server_url": "https://x.example"}, {"server_url": "https://x.example"}),
+        # The owner's remote heater limits: a number >= 0, or empty for the ceilings
+        # (which the native allow-list applies above any setting).
+        ({"max_tool_temp": "250"}, {"max_tool_temp": 250.0}),
+        ({"max_bed_temp": -3}, {"max_bed_temp": 0.0}),
+        ({"max_chamber_temp": ""}, {"max_chamber_temp": None}),
+        ({"max_tool_temp": "hot"}, {}),
     ],
 )
 def test_settings_save_validates(plugin, incoming, expected):

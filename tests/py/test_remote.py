@@ -42,9 +42,14 @@ def link():
         "tool0": {"actual": 210.0, "target": 210.0}, "bed": {"actual": 60.0, "target": 60.0},
         "W": {"actual": 1.0}, "chamber": {"actual": 30.0, "target": 0},
     }
-    plugin.current_printer_profile.return_value = {"axes": {"x": {"inverted": True}, "y": {"inverted": False}}}
+    plugin.current_printer_profile.return_value = {
+        "axes": {"x": {"inverted": True}, "y": {"inverted": False}},
+        "extruder": {"count": 1, "sharedNozzle": False}, "heatedBed": True, "heatedChamber": False}
     plugin.agent_version.return_value = "2.6.1"
     plugin._printer.jog.return_value = None
+    plugin._printer.is_printing.return_value = False
+    plugin._printer.is_paused.return_value = False
+    plugin._settings.get_float.return_value = None  # the owner's heater limits: unset
     r = remote.Remote(plugin, mock.Mock(name="logger"), clock=lambda: 1700000000.5)
     r._tunnel = FakeTunnel()
     r._dispatcher = bridge.new_dispatcher()
@@ -161,3 +166,208 @@ def test_status_cadence_idle_and_boosted(link, monkeypatch):
         thread.join(5)
     assert 3 <= idle <= 5       # every 0.5 s for 1.6 s, the first at once
     assert 7 <= boosted <= 12   # every 0.1 s for 1.0 s
+
+
+# ---- issue 11: the remote-control path ------------------------------------------------
+
+def set_state(plugin, state):
+    """The printer as OctoPrint reports it: "idle", "printing" or "paused"."""
+    plugin._printer.is_printing.return_value = state == "printing"
+    plugin._printer.is_paused.return_value = state == "paused"
+
+
+def ack_of(r, ref):
+    for sent in reversed(r._tunnel.sent):
+        if sent.get("passthru", {}).get("ref") == ref:
+            return sent["passthru"]
+    return None
+
+
+def call(r, ref, func, *args, target="_printer", **kwargs):
+    body = {"ref": ref, "target": target, "func": func, "args": list(args)}
+    if kwargs:
+        body["kwargs"] = kwargs
+    message(r, {"passthru": body})
+    return ack_of(r, ref)
+
+
+@pytest.mark.parametrize("state", ["printing", "paused"])
+def test_sec03_motion_is_refused_mid_print(link, state):
+    r, plugin = link
+    set_state(plugin, state)
+    printer = plugin._printer
+    refused = [
+        call(r, "jog", "jog", {"x": 10}),
+        call(r, "home", "home", ["x", "y"]),
+        call(r, "connect", "connect", "VIRTUAL", 115200),
+        call(r, "select", "select_file", "a.gcode", None),
+        call(r, "motors", "commands", "M84"),
+        call(r, "extrude", "commands", "M83\nG1 E5 F300"),
+        call(r, "tool", "commands", "T0"),
+        call(r, "mode", "commands", "G91"),
+    ]
+    for ack in refused:
+        assert ack is not None and "error" in ack, ack
+        assert state in ack["error"], ack
+    assert "error" in call(r, "feed", "commands", "G1 F100")  # not even when idle
+    printer.jog.assert_not_called()
+    printer.home.assert_not_called()
+    printer.connect.assert_not_called()
+    printer.select_file.assert_not_called()
+    printer.commands.assert_not_called()
+    # What is safe mid-print still works.
+    for ref, func, args in [("temp", "set_temperature", ["tool0", 215]),
+                            ("fan", "commands", [["M106 S128", "M220 S110", "M221 S95"]]),
+                            ("baby", "commands", ["M290 Z0.05"]),
+                            ("opts", "get_connection_options", [])]:
+        assert "error" not in call(r, ref, func, *args), ref
+    printer.set_temperature.assert_called_once_with("tool0", 215.0)
+    assert printer.commands.call_args_list == [mock.call(["M106 S128", "M220 S110", "M221 S95"]),
+                                               mock.call(["M290 Z0.05"])]
+
+
+def test_sec03_motion_is_allowed_when_idle(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    plugin._printer.home.return_value = None
+    assert call(r, "jog", "jog", {"x": 10}) == {"ref": "jog", "ret": None}
+    assert call(r, "home", "home", ["x"]) == {"ref": "home", "ret": None}
+
+
+def test_sec04_absolute_extrusion_is_refused(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    # The printer is in absolute extrusion (the default, or M82 from a file).
+    assert "error" in call(r, "abs", "commands", "G1 E-100")
+    # M82 then a move in the same call: an absolute move to E=-100.
+    assert "error" in call(r, "m82", "commands", ["M82", "G1 E-100"])
+    plugin._printer.commands.assert_not_called()
+    # Relative extrusion is allowed, and the printer's modes are put back.
+    assert "error" not in call(r, "rel", "commands", ["M83", "G1 E5 F300"])
+    plugin._printer.commands.assert_called_once_with(["M83", "G1 E5 F300", "G90", "M82"])
+
+
+def test_sec04_extrusion_is_bounded_per_call_and_per_minute(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    assert "error" in call(r, "big", "commands", ["M83"] + ["G1 E60"] * 2)
+    plugin._printer.commands.assert_not_called()
+    accepted = 0
+    for i in range(10):
+        if "error" not in call(r, "e%d" % i, "commands", ["M83", "G1 E50 F300"]):
+            accepted += 1
+    assert accepted == 4  # 200 mm per minute
+
+
+def test_sec04_feed_rate_only_moves_are_refused(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    for ref, line in (("f1", "G1 F100"), ("f2", "G0 F9000")):
+        assert "error" in call(r, ref, "commands", line)
+    plugin._printer.commands.assert_not_called()
+
+
+def test_sec04_babystep_total_is_bounded_per_print(link):
+    r, plugin = link
+    set_state(plugin, "printing")
+    r.on_print_event("PrintStarted", {})
+    assert "error" in call(r, "b-many", "commands", ["M290 Z-0.1"] * 20)
+    accepted = sum("error" not in call(r, "b%d" % i, "commands", "M290 Z-0.25") for i in range(10))
+    assert accepted == 4  # 1 mm in total
+    # Upwards again is allowed: the bound is on the net offset.
+    assert "error" not in call(r, "up", "commands", "M290 Z0.25")
+    # A new print starts a new total.
+    r._clock = lambda: 1700000100.0
+    r.on_print_event("PrintStarted", {})
+    assert "error" not in call(r, "next", "commands", "M290 Z-0.25")
+
+
+def test_sec07_connect_only_to_a_port_octoprint_offers(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    plugin._printer.get_connection_options.return_value = {
+        "ports": ["VIRTUAL", "/dev/ttyUSB0"], "baudrates": [250000, 115200],
+        "portPreference": None, "baudratePreference": None, "autoconnect": False}
+    for ref, port, baud in (("c1", "/dev/sda", 115200), ("c2", "/etc/passwd", None),
+                            ("c3", "VIRTUAL", 57600), ("c4", "virtual", 115200)):
+        ack = call(r, ref, "connect", port, baud)
+        assert "error" in ack, (port, baud)
+    plugin._printer.connect.assert_not_called()
+    assert "error" not in call(r, "ok", "connect", "/dev/ttyUSB0", 250000)
+    assert "error" not in call(r, "auto", "connect", None, None)
+    assert plugin._printer.connect.call_args_list == [
+        mock.call(port="/dev/ttyUSB0", baudrate=250000), mock.call(port=None, baudrate=None)]
+
+
+class NativeLaneTunnel(FakeTunnel):
+    """Records what is sent, after the native tunnel's own outgoing lane
+    (not started, so nothing leaves) accepted it: the same size limit."""
+    def __init__(self):
+        super().__init__()
+        self.native = bridge.new_tunnel("wss://localhost:9/ws/dev/", "a" * 20)
+
+    def send(self, text):
+        accepted = self.native.send(text)
+        super().send(text)
+        return accepted
+
+
+def test_sec11_every_action_is_acked_after_an_oversized_reply(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    r._tunnel = NativeLaneTunnel()
+    # A listing larger than the outgoing lane (2 MiB).
+    plugin._file_manager.list_files.return_value = {
+        "local": {"f%d" % i: {"name": "x" * 1000} for i in range(3000)}}
+    plugin._printer.get_connection_options.return_value = {"ports": ["VIRTUAL"]}
+    plugin._printer.resume_print.side_effect = RuntimeError("not paused")
+    message(r, {"commands": [{"cmd": "resume"}, {"cmd": "cancel"}],
+                "passthru": {"ref": "big", "target": "_file_manager", "func": "list_files"}})
+    plugin._printer.cancel_print.assert_called_once_with()  # after the failing resume
+    ack = ack_of(r, "big")
+    assert ack is not None and "error" in ack and "too big" in ack["error"], ack
+    message(r, {"passthru": {"ref": "next", "target": "_printer", "func": "get_connection_options"}})
+    assert ack_of(r, "next") == {"ref": "next", "ret": {"ports": ["VIRTUAL"]}}
+
+
+def test_sec12_heaters_follow_the_printer_profile(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    plugin.current_printer_profile.return_value = {
+        "extruder": {"count": 1, "sharedNozzle": False}, "heatedBed": False, "heatedChamber": False}
+    for ref, heater in (("t1", "tool1"), ("bed", "bed"), ("ch", "chamber")):
+        assert "error" in call(r, ref, "set_temperature", heater, 50), heater
+    plugin._printer.set_temperature.assert_not_called()
+    assert "error" not in call(r, "t0", "set_temperature", "tool0", 200)
+    plugin.current_printer_profile.return_value = {
+        "extruder": {"count": 2, "sharedNozzle": False}, "heatedBed": True, "heatedChamber": False}
+    assert "error" in call(r, "t1a", "set_temperature", "tool1", 200)  # not read again yet
+    r.on_print_event("PrinterProfileModified", {})
+    assert "error" not in call(r, "t1b", "set_temperature", "tool1", 200)
+    assert "error" not in call(r, "bedb", "set_temperature", "bed", 60)
+    assert "error" in call(r, "t2", "commands", "T2")
+
+
+def test_sec12_the_owner_lowers_the_heater_limits(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    limits = {"max_tool_temp": 250, "max_bed_temp": 900, "max_chamber_temp": None}
+    plugin._settings.get_float.side_effect = lambda path, **kwargs: limits[path[0]]
+    assert "error" in call(r, "hot", "set_temperature", "tool0", 260)
+    assert "error" not in call(r, "ok", "set_temperature", "tool0", 250)
+    # Never above the fixed ceilings, whatever the setting says.
+    assert "error" in call(r, "bed", "set_temperature", "bed", 151)
+    assert "error" not in call(r, "bed2", "set_temperature", "bed", 150)
+    limits["max_tool_temp"] = 200
+    r.on_print_event("SettingsUpdated", {})
+    assert "error" in call(r, "hot2", "set_temperature", "tool0", 210)
+
+
+def test_sec03_unreadable_printer_state_means_the_strictest_rules(link):
+    r, plugin = link
+    set_state(plugin, "idle")
+    plugin.current_printer_profile.side_effect = RuntimeError("profile manager gone")
+    assert "printing" in call(r, "jog", "jog", {"x": 1})["error"]
+    plugin._printer.jog.assert_not_called()
+    message(r, {"commands": [{"cmd": "pause"}]})  # a pause still happens
+    plugin.remote_pause.assert_called_once()
