@@ -24,6 +24,7 @@ import time
 import urllib.parse
 
 from . import bridge
+from .learned import LearnedScene
 from .remote import _time_scale
 
 STATE_DISABLED = "disabled"   # no camera, or detection turned off
@@ -41,6 +42,7 @@ HISTORY_MAX = 2000            # points of the score plot (one print)
 LOOKS_FINE_FACTOR = 0.5       # bending factor multiplier per "looks fine"
 MIN_BENDING_FACTOR = 0.05
 CAMERA_RETRY_MAX_S = 60.0
+RECENT_FRAMES_LEARNED = 3     # "looks fine" teaches the detections of this many frames
 COOLDOWN_S = 90.0             # after a resume or "looks fine", as the Obico server's
                               # alert cooldown: no new action before it has passed
 
@@ -120,7 +122,7 @@ class Watcher:
     ``failure_action(action, summary, frame)``, ``failure_warning(summary,
     frame)`` and ``publish(update)``."""
 
-    def __init__(self, host, logger, helper_path=None, time_scale=None):
+    def __init__(self, host, logger, helper_path=None, time_scale=None, learned=None):
         self._host = host
         self._logger = logger
         self._helper_path = helper_path or bridge.helper_path()
@@ -157,6 +159,11 @@ class Watcher:
         self._frame_listeners = []
         self._long_term = None       # (mean, count) to restore into a new decider
         self._quiet_until = 0.0      # no action before this (monotonic)
+        # What the owner marked as fine on this printer, and the detections
+        # of the newest frames (what "looks fine" teaches it).
+        self._learned = learned if learned is not None else LearnedScene()
+        self._recent = collections.deque(maxlen=RECENT_FRAMES_LEARNED)
+        self.suppressed = 0
 
     # ---- life cycle ------------------------------------------------------------
 
@@ -237,9 +244,25 @@ class Watcher:
             if self.state in (STATE_WARNING, STATE_FAILING):
                 self.state = STATE_WATCHING
             bending = self._bending_factor
-        self._logger.info("[detect] marked as looking fine; bending factor now %.3f", bending)
+            recent = list(self._recent)
+        learned = 0
+        try:
+            for camera, detections, width, height in recent:
+                learned += self._learned.learn(camera, detections, width, height)
+        except OSError as exc:
+            self._logger.warning("[detect] could not save what was learned: %s", exc)
+        self._logger.info("[detect] marked as looking fine; bending factor now %.3f; %d detection(s) "
+                          "learned as fine on this printer (%d in all)", bending, learned,
+                          self._learned.count())
         self._publish()
         return bending
+
+    def forget_learned(self):
+        """Forgets what "looks fine" taught; returns how many were forgotten."""
+        gone = self._learned.forget()
+        self._logger.info("[detect] forgot %d detection(s) learned as fine", gone)
+        self._publish()
+        return gone
 
     def restore_long_term(self, mean, count):
         """The printer's long-term mean, saved from an earlier run."""
@@ -272,6 +295,8 @@ class Watcher:
                 "detection_errors": self.detection_errors,
                 "actions_taken": self.actions_taken,
                 "bending_factor": self._bending_factor,
+                "learned": self._learned.count(),
+                "suppressed": self.suppressed,
                 "last": self.last_result,
                 "thresholds": {"low": THRESHOLD_LOW, "high": THRESHOLD_HIGH,
                                "pause_factor": PAUSE_FACTOR},
@@ -345,6 +370,14 @@ class Watcher:
             self._publish()
             return
         self._detect(config, jpeg, width, height, seq)
+
+    def _learned_camera(self):
+        """The camera's identity for what was learned: OctoPrint's webcam
+        name (stable when its URL changes), else the URL."""
+        key = self._camera_key
+        if not key:
+            return ""
+        return str(key[2].get("name") or key[0])
 
     def _ensure_camera(self, config):
         camera_choice = config.get("camera")
@@ -471,7 +504,11 @@ class Watcher:
             return
         detections = [d for d in reply.get("detections", [])
                       if isinstance(d, dict) and 0 <= float(d.get("confidence", -1)) <= 1]
+        camera = self._learned_camera()
+        self._recent.append((camera, detections, width, height))
+        detections, suppressed = self._learned.filter(camera, detections, width, height)
         with self._lock:
+            self.suppressed += suppressed
             decider = self._decider_for(config)
             result = decider.add_frame([float(d["confidence"]) for d in detections])
             self.detections_ok += 1

@@ -59,6 +59,8 @@ def main(argv=None):
     head.load_state_dict(torch.load(args.head, weights_only=False)["head"])
     head.eval()
     worst = 0.0
+    worst_sig = 1.0
+    projection, offset = signature_weights(os.path.join(args.model, "failure.onnx"))
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(os.path.join(args.model, "failure.onnx"), tmp)
         text = open(os.path.join(args.model, "helper.yaml")).read()
@@ -78,9 +80,20 @@ def main(argv=None):
                     mine = torch.sigmoid(head(feats)).numpy()
                 w, h = reply["w"], reply["h"]
                 theirs = {}
+                their_sigs = {}
                 for d in reply["detections"]:
                     bx, by, bw, bh = d["box"]
-                    theirs[(round(bx / w, 2), round(by / h, 2), round(bw / w, 2))] = d["confidence"]
+                    key = (round(bx / w, 2), round(by / h, 2), round(bw / w, 2))
+                    theirs[key] = d["confidence"]
+                    if "sig" in d:
+                        their_sigs[key] = np.array(d["sig"], dtype=np.float64)
+                if projection is not None:
+                    sigs = feats.numpy().astype(np.float64) @ projection.T + offset
+                    for c, mine_sig in zip(crops, sigs):
+                        other = their_sigs.get((round(c[0], 2), round(c[1], 2), round(c[2] - c[0], 2)))
+                        cos = -1.0 if other is None else float(
+                            other @ mine_sig / (np.linalg.norm(other) * np.linalg.norm(mine_sig) + 1e-12))
+                        worst_sig = min(worst_sig, cos)
                 for c, s in zip(crops, mine):
                     other = theirs.get((round(c[0], 2), round(c[1], 2), round(c[2] - c[0], 2)))
                     diff = abs(float(s) - other) if other is not None else 1.0
@@ -94,7 +107,23 @@ def main(argv=None):
             proc.stdin.close()
             proc.wait(timeout=30)
     print("check_crops: worst score difference %.4f (tolerance %.4f)" % (worst, args.tolerance))
-    return 0 if worst <= args.tolerance else 1
+    if projection is not None:
+        print("check_crops: lowest signature cosine %.5f (helper vs pytorch, want > 0.99)" % worst_sig)
+    return 0 if worst <= args.tolerance and (projection is None or worst_sig > 0.99) else 1
+
+
+def signature_weights(onnx_path):
+    """(projection [D x 1280], offset [D]) of the model's "signature" Gemm,
+    or (None, None) when it has none."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(onnx_path)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Gemm" and list(node.output) == ["signature"]:
+            return inits[node.input[1]].astype(np.float64), inits[node.input[2]].astype(np.float64)
+    return None, None
 
 
 if __name__ == "__main__":

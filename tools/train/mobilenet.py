@@ -139,9 +139,11 @@ def _fold(conv, bn):
     return (w * scale[:, None, None, None]).astype(np.float32), (beta - mean * scale).astype(np.float32)
 
 
-def export_onnx(backbone, head, path):
-    """image (N x 3 x S x S, already normalised) -> score (N x 1, sigmoid)
-    and embedding (N x 1280, the pooled features)."""
+def export_onnx(backbone, head, path, signature=None):
+    """image (N x 3 x S x S, already normalised) -> score (N x 1, sigmoid);
+    with signature = (projection [1280 x D], offset [D]) also signature
+    (N x D) = embedding @ projection + offset, the crop's appearance
+    signature that the helper hands to the plugin (tsd-helper: "sig")."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -192,12 +194,17 @@ def export_onnx(backbone, head, path):
     nodes.append(helper.make_node("Gemm", ["h1r", const(head.fc2.weight.detach().numpy(), "fc2w"),
                                            const(head.fc2.bias.detach().numpy(), "fc2b")], ["logit"], transB=1))
     nodes.append(helper.make_node("Sigmoid", ["logit"], ["score"]))
-    graph = helper.make_graph(
-        nodes, "tsd_failure_crops",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "S", "S"])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1]),
-         helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", FEATURES])],
-        inits)
+    outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])]
+    if signature is not None:
+        projection, offset = signature
+        # [D x 1280] with transB: the only Gemm layout OpenCV 4.6 reads.
+        nodes.append(helper.make_node("Gemm", ["embedding", const(np.asarray(projection, np.float32).T, "sigw"),
+                                               const(np.asarray(offset, np.float32), "sigb")], ["signature"],
+                                      transB=1))
+        outputs.append(helper.make_tensor_value_info("signature", TensorProto.FLOAT, ["N", len(offset)]))
+    graph = helper.make_graph(nodes, "tsd_failure_crops",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "S", "S"])],
+                              outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)],
                               producer_name="tsd tools/train/mobilenet.py")
     model.ir_version = 6

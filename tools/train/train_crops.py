@@ -331,6 +331,24 @@ def mark_hard_negatives(head, images, share=0.1):
         images[i].setdefault("hard", set()).add(j)
 
 
+SIGNATURE_DIMS = 32  # helper/infer.h INFER_SIGNATURE_DIMS
+
+
+def signature_projection(images, seed, sample=20000):
+    """The principal components of the training crops' features: the
+    signature is a crop's coordinates on the first SIGNATURE_DIMS of them
+    (centred), so that the plugin's cosine of two signatures says how alike
+    two crops look. Returns (projection [1280 x D], offset [D])."""
+    feats = np.concatenate([im["features"] for im in images]).astype(np.float64)
+    rng = np.random.default_rng([seed, 5])
+    if len(feats) > sample:
+        feats = feats[rng.choice(len(feats), sample, replace=False)]
+    mean = feats.mean(axis=0)
+    _, _, vt = np.linalg.svd(feats - mean, full_matrices=False)
+    projection = vt[:SIGNATURE_DIMS].T.astype(np.float32)
+    return projection, (-mean @ projection).astype(np.float32)
+
+
 def write_helper_yaml(path):
     with open(path, "w") as f:
         f.write("# tsd-helper configuration of the shipped detector (see helper/README.md and\n"
@@ -401,7 +419,8 @@ def main(argv=None):
         json.dump({"report": report, "counts": counts, "backbone_sha256": backbone_sha,
                    "synth_manifest_sha256": synth_sha}, f, indent=1, sort_keys=True)
     if args.out:
-        mobilenet.export_onnx(backbone, head, os.path.join(args.out, "failure.onnx"))
+        mobilenet.export_onnx(backbone, head, os.path.join(args.out, "failure.onnx"),
+                              signature=signature_projection(train, args.seed))
         write_helper_yaml(os.path.join(args.out, "helper.yaml"))
         log("exported %s/failure.onnx and helper.yaml" % args.out)
 
