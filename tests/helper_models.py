@@ -398,9 +398,15 @@ CROPS_GAIN = 30.0
 CROPS_FLOOR = 0.2
 
 
-def write_crops_onnx(directory):
+CROPS_SIGNATURE_DIMS = 32  # helper/infer.h INFER_SIGNATURE_DIMS
+
+
+def write_crops_onnx(directory, signature=False):
     """A crop classifier for model_type onnx_crops: image [N, 3, S, S] ->
-    Conv 1x1 (redness) -> GlobalMaxPool -> Flatten -> Sigmoid -> score [N, 1]."""
+    Conv 1x1 (redness) -> GlobalMaxPool -> Flatten -> Sigmoid -> score [N, 1].
+    With signature=True also signature [N, 32]: 32 fixed colour mixtures of
+    the crop (Conv 1x1 -> Relu -> GlobalAveragePool -> Flatten), so that
+    crops that look alike have alike signatures."""
     weights = _onnx_tensor("W", [1, 3, 1, 1], 1, _floats([CROPS_GAIN, -CROPS_GAIN / 2, -CROPS_GAIN / 2]))
     biases = _onnx_tensor("B", [1], 1, _floats([-CROPS_GAIN * CROPS_FLOOR]))
     nodes = [
@@ -410,10 +416,25 @@ def write_crops_onnx(directory):
         _onnx_node("Flatten", ["pooled"], ["flat"], "flatten0"),
         _onnx_node("Sigmoid", ["flat"], ["score"], "sigmoid0"),
     ]
+    tensors = [weights, biases]
+    outputs = [_onnx_value_info("score", [1, 1])]
+    if signature:
+        rng = random.Random(20261207)
+        dims = CROPS_SIGNATURE_DIMS
+        tensors.append(_onnx_tensor("SW", [dims, 3, 1, 1], 1, _floats([rng.uniform(-1, 1) for _ in range(dims * 3)])))
+        tensors.append(_onnx_tensor("SB", [dims], 1, _floats([rng.uniform(0, 0.5) for _ in range(dims)])))
+        nodes += [
+            _onnx_node("Conv", ["image", "SW", "SB"], ["mix"], "conv1",
+                       [_onnx_ints_attribute("kernel_shape", [1, 1])]),
+            _onnx_node("Relu", ["mix"], ["mix_relu"], "relu1"),
+            _onnx_node("GlobalAveragePool", ["mix_relu"], ["mix_pooled"], "pool1"),
+            _onnx_node("Flatten", ["mix_pooled"], ["signature"], "flatten1"),
+        ]
+        outputs.append(_onnx_value_info("signature", [1, dims]))
     graph = (b"".join(_field_bytes(1, n) for n in nodes) + _field_bytes(2, "crops")
-             + _field_bytes(5, weights) + _field_bytes(5, biases)
+             + b"".join(_field_bytes(5, t) for t in tensors)
              + _field_bytes(11, _onnx_value_info("image", [1, 3, CROPS_SIDE, CROPS_SIDE]))
-             + _field_bytes(12, _onnx_value_info("score", [1, 1])))
+             + b"".join(_field_bytes(12, o) for o in outputs))
     model = (_field_varint(1, 7) + _field_bytes(2, "tsd-tests") + _field_bytes(7, graph)
              + _field_bytes(8, _field_bytes(1, "") + _field_varint(2, 10)))
     path = os.path.join(directory, "crops.onnx")
@@ -434,6 +455,37 @@ def write_crops_config(path, onnx, **extra):
     }
     fields.update(extra)
     return _write_config_fields(path, fields)
+
+
+def learn_scene(width, height, strands=False, seed=0):
+    """A BGR picture for "learning this printer": color_scene's bed and
+    block, a red object that never moves in the top-left (something the
+    detector mistakes for a failure), and, with strands=True, red strands in
+    the bottom-right quarter (a real failure elsewhere in the frame)."""
+    img = bytearray(color_scene(width, height))
+    x0, x1, y0, y1 = width // 16, width // 6, height // 12, height // 5
+    for y in range(y0, y1):
+        img[(y * width + x0) * 3:(y * width + x1) * 3] = bytes([30, 30, 220]) * (x1 - x0)
+    if strands:
+        red = color_scene(width, height, red_cells=COLOR_GRID * COLOR_GRID, seed=seed)
+        for y in range(height * 5 // 8, height):
+            row = (y * width + width * 5 // 8) * 3
+            end = (y + 1) * width * 3
+            img[row:end] = red[row:end]
+    return bytes(img)
+
+
+def write_learn_frames(directory, width=320, height=240, frames=4):
+    """print/ (the red object alone) and spaghetti/ (the object and strands
+    elsewhere) folders for tests/webcam_sim.py --frames."""
+    for scene, strands in (("print", False), ("spaghetti", True)):
+        folder = os.path.join(directory, scene)
+        os.makedirs(folder, exist_ok=True)
+        for index in range(frames):
+            jpeg = encode_jpeg(learn_scene(width, height, strands, seed=index), width, height)
+            with open(os.path.join(folder, "{:03d}.jpg".format(index)), "wb") as f:
+                f.write(jpeg)
+    return directory
 
 
 def write_onnx_config(path, onnx, side, classes=("failure",), **extra):

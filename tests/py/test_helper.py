@@ -495,3 +495,28 @@ def test_onnx_crops_config_errors(helper_bin, tmp_path):
     code, err, _ = run_config(helper_bin, hm.write_onnx_config(
         str(tmp_path / "onnx.yaml"), onnx, hm.CROPS_SIDE, crop_grid=3))
     assert code == 2 and "crop_grid" in err, err
+
+
+def test_onnx_crops_signatures(helper_bin, tmp_path, start):
+    """A crop model with a "signature" output: every detection carries its
+    crop's signature ("sig", 32 numbers); the same crop gives the same one,
+    a crop that looks different a different one."""
+    onnx = hm.write_crops_onnx(str(tmp_path), signature=True)
+    helper = start(hm.write_crops_config(str(tmp_path / "sig.yaml"), onnx))
+    width, height = 320, 240
+    calm = hm.encode_jpeg(hm.learn_scene(width, height), width, height)
+    failing = hm.encode_jpeg(hm.learn_scene(width, height, strands=True), width, height)
+    first = detections(*helper.detect(calm, 1, TIMEOUT), 1)["detections"]
+    again = detections(*helper.detect(calm, 2, TIMEOUT), 2)["detections"]
+    both = detections(*helper.detect(failing, 3, TIMEOUT), 3)["detections"]
+    crops = crop_boxes(width, height)
+    # The red object fires the frame and the top-left cell; the strands add
+    # the bottom-right cells.
+    assert sorted(d["box"] for d in first) == sorted([crops[0], crops[1]])
+    assert crops[9] in [d["box"] for d in both]
+    for d in first + both:
+        assert len(d["sig"]) == hm.CROPS_SIGNATURE_DIMS
+        assert all(isinstance(v, (int, float)) for v in d["sig"])
+    assert [d["sig"] for d in first] == [d["sig"] for d in again]
+    cell = {tuple(d["box"]): d["sig"] for d in both}
+    assert cell[tuple(crops[9])] != cell[tuple(crops[1])]
