@@ -228,7 +228,8 @@ static void emit_allow_when_arg(struct filter *f, long nr, unsigned arg, uint32_
 {
     emit(f, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, 5));
     emit(f, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                         offsetof(struct seccomp_data, args[arg])));
+                                         offsetof(struct seccomp_data, args) +
+                                             arg * sizeof(((struct seccomp_data *)0)->args[0])));
     emit(f, (struct sock_filter)BPF_STMT(BPF_ALU | BPF_AND | BPF_K, mask));
     emit(f, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, value, 0, 1));
     emit(f, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
@@ -237,8 +238,6 @@ static void emit_allow_when_arg(struct filter *f, long nr, unsigned arg, uint32_
 
 static void build_filter(struct filter *f, uint32_t kill, pid_t self)
 {
-    const uint32_t load_nr_offset = offsetof(struct seccomp_data, nr);
-
     f->len = 0;
     f->overflow = false;
     /* Another architecture's numbers mean other calls: kill. */
@@ -246,7 +245,8 @@ static void build_filter(struct filter *f, uint32_t kill, pid_t self)
                                          offsetof(struct seccomp_data, arch)));
     emit(f, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_AUDIT_ARCH, 1, 0));
     emit(f, (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, kill));
-    emit(f, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, load_nr_offset));
+    emit(f, (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                         offsetof(struct seccomp_data, nr)));
 #ifdef __x86_64__
     /* The x32 ABI shares AUDIT_ARCH_X86_64 with its own numbers. */
     emit(f, (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1));
