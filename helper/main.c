@@ -43,6 +43,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <turbojpeg.h>
+
 #include "config.h"
 #include "errtext.h"
 #include "fdio.h"
@@ -51,6 +53,10 @@
 #include "jpeg.h"
 #include "monotime.h"
 #include "reply.h"
+#include "sandbox.h"
+#ifdef TSD_HELPER_TEST_HOOKS
+#include "test_probe.h"
+#endif
 
 #ifndef TSD_VERSION
 #error "meson passes TSD_VERSION"
@@ -223,48 +229,70 @@ static enum helper_result send_error(struct server *srv, uint32_t id, const char
     return send_reply(srv, FRAME_RESPONSE_ERROR, id, len);
 }
 
-static enum helper_result handle_jpeg(struct server *srv, uint32_t id,
-                                      const unsigned char *payload, size_t len)
+/* Decodes one JPEG and runs the model on it: srv->detections holds *ret_count
+ * detections. False, with the reason for the requester in why, when it
+ * cannot. */
+static bool detect_jpeg(struct server *srv, const unsigned char *payload, size_t len,
+                        struct jpg_output *ret_decoded, size_t *ret_count, char *why,
+                        size_t why_len)
 {
     const struct helper_config *cfg = srv->cfg;
     struct jpg_output plan;
-    struct jpg_output decoded;
     enum jpg_result jr;
     enum infer_result ir;
-    char err[HELPER_MAX_MESSAGE] = "";
-    size_t count = 0;
-    size_t reply_len = 0;
-    double started = now_ms_precise();
-
+    char err[HELPER_MAX_MESSAGE / 2] = "";
     int target_width = 0;
     int target_height = 0;
 
     config_decode_target(cfg, &target_width, &target_height);
     jr = jpg_plan(srv->decoder, payload, len, target_width, target_height, &plan);
-    if (jr != JPG_OK)
-        return send_error(srv, id, "%s", jpg_result_str(jr));
-    if (plan.bytes > HELPER_MAX_DECODED_BYTES)
-        return send_error(srv, id, "decoded image of %dx%d is too large", plan.width,
-                          plan.height);
+    if (jr != JPG_OK) {
+        snprintf(why, why_len, "%s", jpg_result_str(jr));
+        return false;
+    }
+    if (plan.bytes > HELPER_MAX_DECODED_BYTES) {
+        snprintf(why, why_len, "decoded image of %dx%d is too large", plan.width, plan.height);
+        return false;
+    }
     if (plan.bytes > srv->pixels_cap) {
         /* Grows to the largest frame seen and stays there: a steady stream
          * of frames allocates nothing. */
         unsigned char *grown = realloc(srv->pixels, plan.bytes);
-        if (!grown)
-            return send_error(srv, id, "out of memory for a %dx%d image", plan.width,
-                              plan.height);
+        if (!grown) {
+            snprintf(why, why_len, "out of memory for a %dx%d image", plan.width, plan.height);
+            return false;
+        }
         srv->pixels = grown;
         srv->pixels_cap = plan.bytes;
     }
     jr = jpg_decode_into(srv->decoder, payload, len, target_width, target_height,
-                         JPG_FORMAT_BGR, srv->pixels, srv->pixels_cap, &decoded);
-    if (jr != JPG_OK)
-        return send_error(srv, id, "%s", jpg_result_str(jr));
-    ir = infer_detector_run(srv->detector, srv->pixels, decoded.width, decoded.height,
-                            decoded.stride, srv->detections, cfg->max_detections, &count,
-                            err, sizeof(err));
-    if (ir != INFER_OK)
-        return send_error(srv, id, "%s: %s", infer_result_str(ir), err);
+                         JPG_FORMAT_BGR, srv->pixels, srv->pixels_cap, ret_decoded);
+    if (jr != JPG_OK) {
+        snprintf(why, why_len, "%s", jpg_result_str(jr));
+        return false;
+    }
+    ir = infer_detector_run(srv->detector, srv->pixels, ret_decoded->width,
+                            ret_decoded->height, ret_decoded->stride, srv->detections,
+                            cfg->max_detections, ret_count, err, sizeof(err));
+    if (ir != INFER_OK) {
+        snprintf(why, why_len, "%s: %s", infer_result_str(ir), err);
+        return false;
+    }
+    return true;
+}
+
+static enum helper_result handle_jpeg(struct server *srv, uint32_t id,
+                                      const unsigned char *payload, size_t len)
+{
+    const struct helper_config *cfg = srv->cfg;
+    struct jpg_output decoded;
+    char why[HELPER_MAX_MESSAGE] = "";
+    size_t count = 0;
+    size_t reply_len = 0;
+    double started = now_ms_precise();
+
+    if (!detect_jpeg(srv, payload, len, &decoded, &count, why, sizeof(why)))
+        return send_error(srv, id, "%s", why);
     if (reply_detections((char *)srv->reply + FRAME_HEADER_LEN, srv->reply_cap, id,
                          now_ms_precise() - started, decoded.info.width, decoded.info.height,
                          srv->detections, count, srv->class_names, cfg->num_classes,
@@ -385,6 +413,73 @@ static bool take_stdout(int *ret_fd)
     return true;
 }
 
+/* A made-up frame (a colour gradient, the model's input size, 4:2:0 like a
+ * webcam's) through decode and model once, before the sandbox is locked:
+ * OpenCV starts its worker threads and libjpeg-turbo probes the CPU on first
+ * use, and both may read files then (see sandbox.h). */
+static enum helper_result warm_up(struct server *srv)
+{
+    enum helper_result result = HELPER_ERR_FAILED;
+    int width = srv->cfg->input_width;
+    int height = srv->cfg->input_height;
+    size_t bytes = (size_t)width * (size_t)height * 3u;
+    unsigned char *picture = malloc(bytes);
+    unsigned char *jpeg = NULL;
+    unsigned long jpeg_len = 0;
+    struct jpg_output decoded;
+    char why[HELPER_MAX_MESSAGE] = "";
+    size_t count = 0;
+    tjhandle encoder = tjInitCompress();
+
+    if (!picture || !encoder) {
+        fprintf(stderr, "tsd-helper: out of memory for the warm-up frame\n");
+        goto out;
+    }
+    for (size_t i = 0; i < bytes; i++)
+        picture[i] = (unsigned char)(i % 251u);
+    if (tjCompress2(encoder, picture, width, 0, height, TJPF_BGR, &jpeg, &jpeg_len, TJSAMP_420,
+                    90, 0) != 0) {
+        fprintf(stderr, "tsd-helper: cannot encode the warm-up frame: %s\n",
+                tjGetErrorStr2(encoder));
+        goto out;
+    }
+    if (!detect_jpeg(srv, jpeg, jpeg_len, &decoded, &count, why, sizeof(why))) {
+        fprintf(stderr, "tsd-helper: model: the warm-up frame failed: %s\n", why);
+        result = HELPER_ERR_USAGE;
+        goto out;
+    }
+    result = HELPER_OK;
+
+out:
+    tjFree(jpeg);
+    if (encoder)
+        tjDestroy(encoder);
+    free(picture);
+    return result;
+}
+
+/* Warms up, then keeps only the pipes and locks the sandbox (sandbox.h). */
+static enum helper_result enter_sandbox(struct server *srv, enum sandbox_filter *ret_filter)
+{
+    char err[HELPER_MAX_MESSAGE] = "";
+    enum helper_result result = warm_up(srv);
+
+    if (result != HELPER_OK)
+        return result;
+    if (!sandbox_close_other_fds(srv->out_fd, err, sizeof(err))) {
+        fprintf(stderr, "tsd-helper: sandbox: %s\n", err);
+        return HELPER_ERR_FAILED;
+    }
+    *ret_filter = sandbox_lock(err, sizeof(err));
+    if (*ret_filter == SANDBOX_FILTER_FAILED) {
+        /* Exit status 2: the supervisor waits its longest backoff, instead
+         * of restarting a helper that cannot be sandboxed again and again. */
+        fprintf(stderr, "tsd-helper: cannot lock the sandbox: %s\n", err);
+        return HELPER_ERR_USAGE;
+    }
+    return HELPER_OK;
+}
+
 static enum helper_result serve(const char *config_path)
 {
     enum helper_result result = HELPER_OK;
@@ -395,7 +490,13 @@ static enum helper_result serve(const char *config_path)
     char err[HELPER_MAX_MESSAGE] = "";
     enum config_result cr;
     enum infer_result ir;
+    enum sandbox_filter filter = SANDBOX_FILTER_FAILED;
 
+    if (!sandbox_restrict_process(err, sizeof(err))) {
+        fprintf(stderr, "tsd-helper: sandbox: %s\n", err);
+        result = HELPER_ERR_USAGE;
+        goto out;
+    }
     /* A write to a closed pipe must fail with EPIPE, not kill the helper. */
     memset(&ignore, 0, sizeof(ignore));
     ignore.sa_handler = SIG_IGN;
@@ -467,12 +568,19 @@ static enum helper_result serve(const char *config_path)
         result = HELPER_ERR_FAILED;
         goto out;
     }
+    result = enter_sandbox(&srv, &filter);
+    if (result != HELPER_OK)
+        goto out;
     fprintf(stderr,
             "tsd-helper %s: ready (opencv %s, %s model, input %dx%d, %zu classes, "
-            "%d threads, max frame %zu bytes)\n",
+            "%d threads, max frame %zu bytes, sandbox %s)\n",
             TSD_VERSION, infer_opencv_version(),
             infer_model_type_str(cfg->model_type), cfg->input_width,
-            cfg->input_height, cfg->num_classes, cfg->threads, cfg->max_frame_bytes);
+            cfg->input_height, cfg->num_classes, cfg->threads, cfg->max_frame_bytes,
+            sandbox_filter_str(filter));
+#ifdef TSD_HELPER_TEST_HOOKS
+    helper_test_probe();
+#endif
     result = serve_loop(&srv);
 
 out:

@@ -244,6 +244,10 @@ static void describe_status(bool known, int status, char *buf, size_t len)
         snprintf(buf, len, "exited (status unknown)");
     else if (WIFEXITED(status))
         snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGSYS)
+        /* The seccomp filter of helper/sandbox.h: a bug, or an exploit of
+         * the decoder, tried something inference never needs. */
+        snprintf(buf, len, "killed by its sandbox (SIGSYS: a forbidden system call)");
     else if (WIFSIGNALED(status))
         snprintf(buf, len, "killed by signal %d", WTERMSIG(status));
     else

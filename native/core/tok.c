@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -568,6 +569,22 @@ static int remove_temps(int dir_fd)
     return err;
 }
 
+/* Takes the writers' lock of the token directory: flock() on dir_fd, held
+ * until dir_fd is closed. Saves and deletes in this and other processes take
+ * it too, so while it is held no other writer has a temporary file in
+ * progress and the leftovers of killed saves may be removed. Returns false
+ * where the file system has no flock() (some network file systems): the
+ * caller then removes only its own temporary file. */
+static bool lock_writers(int dir_fd)
+{
+    for (;;) {
+        if (flock(dir_fd, LOCK_EX) == 0)
+            return true;
+        if (errno != EINTR)
+            return false;
+    }
+}
+
 /* fsync of a directory; file systems that cannot do it say EINVAL. */
 static bool sync_dir(int dir_fd)
 {
@@ -599,6 +616,7 @@ enum tok_result tok_save(const char *dir, const struct tok_record *record,
     size_t len = 0;
     char temp_name[sizeof(TOK_TEMP_PREFIX) + TEMP_RANDOM];
     bool temp_exists = false;
+    bool writers_locked = false;
     int dir_fd = -1;
     int fd = -1;
     struct stat st;
@@ -617,6 +635,7 @@ enum tok_result tok_save(const char *dir, const struct tok_record *record,
         result = TOK_ERR_IO; /* saving needs the directory to exist */
         goto out;
     }
+    writers_locked = lock_writers(dir_fd);
 
     /* rename() would replace a symlink rather than follow it, but a link
      * there means someone tampered with the data folder: refuse. */
@@ -671,8 +690,11 @@ enum tok_result tok_save(const char *dir, const struct tok_record *record,
         goto out;
     }
     temp_exists = false;
-    /* Leftovers of saves that were killed hold old tokens: best effort. */
-    (void)remove_temps(dir_fd);
+    /* Leftovers of saves that were killed hold old tokens: best effort, and
+     * only under the writers' lock, when no other save is in progress (sec13:
+     * removing a live writer's file made its rename fail). */
+    if (writers_locked)
+        (void)remove_temps(dir_fd);
     if (!sync_dir(dir_fd)) {
         result = fail_errno(reterr, reterr_len, TOK_ERR_IO, errno,
                             "the token file was replaced but fsync of its directory failed");
@@ -800,6 +822,9 @@ enum tok_result tok_delete(const char *dir, char *reterr, size_t reterr_len)
     }
     if (result != TOK_OK)
         goto out;
+    /* Waits for a save in progress; without flock() the temporary files are
+     * removed anyway: after an unlink no token may stay on disk. */
+    (void)lock_writers(dir_fd);
     if (unlinkat(dir_fd, TOK_FILE_NAME, 0) != 0 && errno != ENOENT) {
         result = fail_errno(reterr, reterr_len, TOK_ERR_IO, errno,
                             "cannot remove the token file");

@@ -36,9 +36,11 @@
  * human-readable reason on failure; it is left untouched on TOK_OK. Reasons
  * never contain the token.
  *
- * The functions are safe to call from several threads, but not to save into
- * the same directory from several threads or processes at once (the last
- * rename wins, and a save removes stale temporary files it finds).
+ * The functions are safe to call from several threads and processes at once,
+ * also on the same directory: every save writes its own O_EXCL temporary
+ * file, saves and deletes take a flock() on the directory, and stale
+ * temporary files (of killed saves) are removed only under that lock, so a
+ * writer never removes another's file. The last rename wins.
  *
  * This file is plain C with no Python and no logging.
  */

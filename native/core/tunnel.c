@@ -522,7 +522,9 @@ static void tun_connect(struct tun *t)
         .path = t->path,
         .host = t->host,
         .origin = t->host,
-        .ssl_connection = t->use_tls ? LCCSCF_USE_SSL : 0,
+        /* A redirect would make lws dial the Location and send the token
+         * there too (sec08): the token goes only to the configured server. */
+        .ssl_connection = (t->use_tls ? LCCSCF_USE_SSL : 0) | LCCSCF_HTTP_NO_FOLLOW_REDIRECT,
         .protocol = NULL, /* Obico's /ws/dev/ takes no subprotocol */
         .local_protocol_name = TUN_PROTOCOL_NAME,
         .pwsi = &t->wsi,
@@ -671,6 +673,20 @@ static int append_auth_header(struct tun *t, struct lws *wsi, void *in, size_t l
     return rc;
 }
 
+/* The server answered the upgrade with a redirect, which lws did not follow
+ * (LCCSCF_HTTP_NO_FOLLOW_REDIRECT). Not fatal: a proxy in maintenance may
+ * redirect for a while; the retries still dial only the configured server. */
+static void refused_redirect(struct tun *t, int status)
+{
+    char why[300];
+
+    snprintf(why, sizeof(why),
+             "%s answered the websocket upgrade with a redirect (HTTP %d); redirects are "
+             "refused so that the token is sent only to the configured server: check the "
+             "server URL", t->host, status);
+    schedule_retry(t, why);
+}
+
 static int tun_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                         void *in, size_t len)
 {
@@ -695,6 +711,10 @@ static int tun_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
             fatal_stop(t, TUN_EVENT_UNAUTHORIZED,
                        "the server refused this printer's token (it was unlinked or deleted); "
                        "link the printer again");
+            break;
+        }
+        if (status >= 300 && status < 400) {
+            refused_redirect(t, status);
             break;
         }
         if (t->use_tls && (strstr(text, "SSL") || strstr(text, "ssl") || strstr(text, "certificate")))

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <openssl/evp.h>
 
 #include "check.h"
@@ -896,6 +898,108 @@ static void test_crash_safety(void)
     CHECK(count_entries(work_dir, NULL) == 0);
 }
 
+/* ---- sec13: concurrent saves ------------------------------------------------ */
+
+enum { SEC13_PROCESSES = 4, SEC13_THREADS = 4, SEC13_SAVES = 40 };
+
+struct sec13_writer {
+    unsigned process;
+    unsigned thread;
+    int failures;
+    char last_reason[256];
+};
+
+static void sec13_token(char *out, size_t cap, unsigned process, unsigned thread)
+{
+    snprintf(out, cap, "sec13-p%u-t%u", process, thread);
+}
+
+static void *sec13_save_loop(void *arg)
+{
+    struct sec13_writer *writer = arg;
+    char token[32];
+    struct tok_record record = {.server = "https://app.example.com", .token = token,
+                                .name = "concurrent"};
+
+    sec13_token(token, sizeof(token), writer->process, writer->thread);
+    for (int i = 0; i < SEC13_SAVES; i++) {
+        char reason[256] = "";
+
+        if (tok_save(work_dir, &record, reason, sizeof(reason)) != TOK_OK) {
+            writer->failures++;
+            snprintf(writer->last_reason, sizeof(writer->last_reason), "%s", reason);
+        }
+    }
+    return NULL;
+}
+
+/* One process of the test: SEC13_THREADS threads saving at once; the exit
+ * status is the number of failed saves (capped). */
+static int sec13_process(unsigned process)
+{
+    struct sec13_writer writers[SEC13_THREADS];
+    pthread_t threads[SEC13_THREADS];
+    int failures = 0;
+
+    for (unsigned t = 0; t < SEC13_THREADS; t++) {
+        writers[t] = (struct sec13_writer){.process = process, .thread = t};
+        if (pthread_create(&threads[t], NULL, sec13_save_loop, &writers[t]) != 0)
+            return 100;
+    }
+    for (unsigned t = 0; t < SEC13_THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        failures += writers[t].failures;
+        if (writers[t].failures)
+            printf("#   process %u thread %u: %d failed saves, last: %s\n", process, t,
+                   writers[t].failures, writers[t].last_reason);
+    }
+    fflush(stdout);
+    return failures > 99 ? 99 : failures;
+}
+
+/* Two (here: sixteen) writers saving at the same moment must all succeed:
+ * one writer's clean-up never removes another writer's temporary file, and
+ * the file left is one of the written tokens, valid. */
+static void test_sec13_concurrent_saves(void)
+{
+    pid_t children[SEC13_PROCESSES];
+    struct tok_record *record = NULL;
+    char reason[256] = "";
+    bool known = false;
+
+    fresh_work_dir();
+    fflush(stdout);
+    for (unsigned p = 0; p < SEC13_PROCESSES; p++) {
+        children[p] = fork();
+        CHECK(children[p] >= 0);
+        if (children[p] == 0)
+            _exit(sec13_process(p));
+    }
+    for (unsigned p = 0; p < SEC13_PROCESSES; p++) {
+        int status = 0;
+
+        if (children[p] <= 0)
+            continue;
+        while (waitpid(children[p], &status, 0) < 0 && errno == EINTR)
+            ;
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    CHECK(tok_load(work_dir, &record, reason, sizeof(reason)) == TOK_OK);
+    for (unsigned p = 0; record && p < SEC13_PROCESSES; p++) {
+        for (unsigned t = 0; t < SEC13_THREADS; t++) {
+            char token[32];
+
+            sec13_token(token, sizeof(token), p, t);
+            known = known || strcmp(record->token, token) == 0;
+        }
+    }
+    CHECK(known);
+    tok_record_free(record);
+    /* Every writer removed its own temporary file. */
+    CHECK(count_entries(work_dir, TOK_TEMP_PREFIX) == 0);
+    CHECK(count_entries(work_dir, NULL) == 1);
+}
+
 static void test_result_strings(void)
 {
     for (int r = 0; r <= TOK_RESULT_MAX; r++)
@@ -943,6 +1047,7 @@ int main(void)
     RUN_TEST(test_invalid_records_write_nothing);
     RUN_TEST(test_failed_write_keeps_old_token);
     RUN_TEST(test_crash_safety);
+    RUN_TEST(test_sec13_concurrent_saves);
     RUN_TEST(test_result_strings);
 
     failed = CHECK_DONE();
