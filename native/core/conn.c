@@ -19,6 +19,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static conn_resolver_fn *resolver = getaddrinfo;
+
+void conn_set_resolver(conn_resolver_fn *replacement)
+{
+    resolver = replacement ? replacement : getaddrinfo;
+}
+
 void conn_init(struct conn *c)
 {
     memset(c, 0, sizeof(*c));
@@ -357,7 +364,7 @@ static enum conn_status resolve(struct conn *c, const struct grab_url *url)
     hints.ai_family = url->ipv6 ? AF_INET6 : AF_UNSPEC;
     hints.ai_flags = AI_NUMERICSERV | (url->ipv6 ? AI_NUMERICHOST : 0);
     snprintf(port, sizeof(port), "%u", (unsigned)url->port);
-    rc = getaddrinfo(url->host, port, &hints, &c->addrs);
+    rc = resolver(url->host, port, &hints, &c->addrs);
     if (rc != 0 || !c->addrs) {
         c->addrs = NULL;
         if (rc == EAI_SYSTEM)

@@ -14,6 +14,7 @@
 #ifndef TSD_CONN_H
 #define TSD_CONN_H
 
+#include <netdb.h>
 #include <openssl/ssl.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -50,6 +51,13 @@ struct conn {
     enum grab_result error;
     char error_text[GRAB_REASON_SIZE];
 };
+
+/* How names are resolved: getaddrinfo(3) unless a test put another in its
+ * place (tests/c/test_grab_dns.c: a resolver that never answers). Set it
+ * before any session starts; NULL restores getaddrinfo. */
+typedef int conn_resolver_fn(const char *host, const char *port, const struct addrinfo *hints,
+                             struct addrinfo **ret_addrs);
+void conn_set_resolver(conn_resolver_fn *resolver);
 
 void conn_init(struct conn *c);
 
