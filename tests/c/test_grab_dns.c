@@ -98,6 +98,24 @@ static void release_lookups(void)
     usleep(50 * 1000); /* the resolver threads free what they hold */
 }
 
+/* Opens a stream session for config and polls it with no limit of its own;
+ * *ret_took: how long the poll took. */
+static enum grab_result poll_new_stream(const struct grab_config *config,
+                                        struct grab_stream **ret_stream, int64_t *ret_took,
+                                        char *reason, size_t reason_len)
+{
+    enum grab_result result;
+    int64_t started;
+
+    lookup_mode = LOOKUP_NEVER;
+    CHECK(grab_stream_open(config, ret_stream, reason, reason_len) == GRAB_OK);
+    started = now_ms();
+    result = grab_stream_poll(*ret_stream, -1, reason, reason_len);
+    *ret_took = now_ms() - started;
+    printf("#   %s after %lld ms: %s\n", grab_result_str(result), (long long)*ret_took, reason);
+    return result;
+}
+
 static void test_stream_lookup_times_out(void)
 {
     struct grab_config config = {.url = "http://camera.never-answers.test:8080/?action=stream",
@@ -108,12 +126,7 @@ static void test_stream_lookup_times_out(void)
     int64_t started;
     int64_t took;
 
-    lookup_mode = LOOKUP_NEVER;
-    CHECK(grab_stream_open(&config, &stream, reason, sizeof(reason)) == GRAB_OK);
-    started = now_ms();
-    result = grab_stream_poll(stream, -1, reason, sizeof(reason));
-    took = now_ms() - started;
-    printf("#   %s after %lld ms: %s\n", grab_result_str(result), (long long)took, reason);
+    result = poll_new_stream(&config, &stream, &took, reason, sizeof(reason));
     CHECK(result == GRAB_ERR_TIMEOUT);
     CHECK(took >= 250 && took < 300 + SLACK_MS);
     CHECK(strstr(reason, "camera.never-answers.test") != NULL);
@@ -133,17 +146,9 @@ static void test_total_timeout_bounds_the_lookup(void)
                                  .connect_timeout_ms = 5000, .total_timeout_ms = 400};
     struct grab_stream *stream = NULL;
     char reason[GRAB_REASON_SIZE] = "";
-    enum grab_result result;
-    int64_t started;
     int64_t took;
 
-    lookup_mode = LOOKUP_NEVER;
-    CHECK(grab_stream_open(&config, &stream, reason, sizeof(reason)) == GRAB_OK);
-    started = now_ms();
-    result = grab_stream_poll(stream, -1, reason, sizeof(reason));
-    took = now_ms() - started;
-    printf("#   %s after %lld ms: %s\n", grab_result_str(result), (long long)took, reason);
-    CHECK(result == GRAB_ERR_TIMEOUT);
+    CHECK(poll_new_stream(&config, &stream, &took, reason, sizeof(reason)) == GRAB_ERR_TIMEOUT);
     CHECK(took < 400 + SLACK_MS);
     grab_stream_close(stream);
     release_lookups();

@@ -8,22 +8,13 @@ Python code can reach. This runs that binary: TSD_GRAB_DNS_TEST, or
 build/test/tests/c/test_grab_dns in this checkout.
 """
 
-import os
 import subprocess
 
-import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_BINARY = os.path.join(REPO, "build", "test", "tests", "c", "test_grab_dns")
+from tsd_testing import c_test_binary
 
 
 def test_sec09_dns_lookup_has_a_deadline_and_close_does_not_wait():
-    path = os.environ.get("TSD_GRAB_DNS_TEST") or DEFAULT_BINARY
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(
-            "test_grab_dns not found at {} (set TSD_GRAB_DNS_TEST, or build it: "
-            "meson setup build/test -Dtests=true && meson compile -C build/test)".format(path)
-        )
+    path = c_test_binary("test_grab_dns", "TSD_GRAB_DNS_TEST")
     result = subprocess.run([path], capture_output=True, text=True, timeout=120)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
