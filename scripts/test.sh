@@ -12,6 +12,9 @@
 #   demo       the demo starts, the plugin loads, it stops
 #   asan-c     the C tests again, built with AddressSanitizer + UBSan
 #   asan-py    tests/py again, with the extension and helper built with ASan + UBSan
+#   tsan       the threaded parts built with ThreadSanitizer: Camera.grab() on
+#              one thread while stats() and close() come from another, and the
+#              grabber's name lookup thread (sec05, sec09)
 # Every suite runs even when an earlier one fails; the exit status is non-zero
 # if any failed.
 set -uo pipefail
@@ -38,14 +41,18 @@ run_suite() {
     fi
 }
 
-meson_build() {
+meson_configure() {
     local dir="$1"
     shift
     if [ -f "$dir/build.ninja" ]; then
         meson setup --reconfigure "$dir" "$@" >/dev/null
     else
         meson setup "$dir" "$@" >/dev/null
-    fi && meson compile -C "$dir"
+    fi
+}
+
+meson_build() {
+    meson_configure "$@" && meson compile -C "$1"
 }
 
 suite_c() {
@@ -113,6 +120,41 @@ suite_asan_py() {
         pytest -q -p no:cacheprovider tests/py tests/integration/test_tunnel.py
 }
 
+# gcc 12's TSan cannot map its shadow memory when the kernel randomizes
+# mmap with more than 28 bits ("unexpected memory mapping"): run without
+# address randomization where the system allows it.
+tsan_run() {
+    if setarch "$(uname -m)" -R true 2>/dev/null; then
+        setarch "$(uname -m)" -R "$@"
+    else
+        "$@"
+    fi
+}
+
+suite_tsan() {
+    # Only what runs threads, to keep it short (TSan is 5-15x slower). The
+    # package goes to its own folder, as for asan-py; CPython itself is not
+    # instrumented and needs no suppressions: its GIL is a pthread mutex and
+    # condition, which TSan sees. --capture=sys leaves stderr to TSan, whose
+    # report would otherwise vanish with the aborted process's captured output.
+    local tsan_runtime
+    tsan_runtime="$(gcc -print-file-name=libtsan.so)"
+    export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+    python -m pip install -q --no-build-isolation --no-deps --upgrade \
+        --target build/tsan-site -Cbuild-dir=build/tsan-pip \
+        -Csetup-args=-Db_sanitize=thread -Csetup-args=-Db_lundef=false \
+        -Csetup-args=-Dbuildtype=debugoptimized -Csetup-args=-Dtests=false \
+        -Csetup-args=-Dbench=false -Csetup-args=-Dfuzz=false . &&
+        PYTHONPATH="$REPO/build/tsan-site" \
+        TSD_EXPECT_PACKAGE_DIR="$REPO/build/tsan-site/octoprint_tsd" \
+        LD_PRELOAD="$tsan_runtime" \
+        tsan_run pytest -q -p no:cacheprovider --capture=sys tests/py/test_camera_threads.py &&
+        meson_configure build/tsan -Db_sanitize=thread -Db_lundef=false -Dtests=true \
+            -Dbench=false -Dfuzz=false &&
+        meson compile -C build/tsan tests/c/test_grab_dns &&
+        tsan_run meson test -C build/tsan --no-rebuild --print-errorlogs sec09-dns-deadline
+}
+
 run_suite c suite_c
 run_suite release suite_release
 run_suite py suite_py
@@ -122,6 +164,7 @@ run_suite octoprint-1.10 suite_compat
 run_suite demo suite_demo
 run_suite asan-c suite_asan_c
 run_suite asan-py suite_asan_py
+run_suite tsan suite_tsan
 
 printf '\n==> passed: %s\n' "${passed[*]:-none}"
 printf '==> failed: %s\n' "${failed[*]:-none}"

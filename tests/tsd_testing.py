@@ -21,6 +21,20 @@ def output_dir(*parts):
     return path
 
 
+def c_test_binary(name, env_var):
+    """A program meson builds under tests/c: $env_var, or build/test/tests/c/NAME
+    in this checkout. Fails the calling test when it is not there."""
+    import pytest
+
+    path = os.environ.get(env_var) or os.path.join(REPO, "build", "test", "tests", "c", name)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail(
+            "{} not found at {} (set {}, or build it: meson setup build/test -Dtests=true "
+            "&& meson compile -C build/test)".format(name, path, env_var)
+        )
+    return path
+
+
 def wait_for(predicate, timeout=30.0, interval=0.25):
     """Polls predicate until it is truthy or timeout passes; returns its value."""
     deadline = time.monotonic() + timeout

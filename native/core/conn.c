@@ -12,12 +12,24 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+static conn_resolver_fn *resolver = getaddrinfo;
+
+void conn_set_resolver(conn_resolver_fn *replacement)
+{
+    resolver = replacement ? replacement : getaddrinfo;
+}
 
 void conn_init(struct conn *c)
 {
@@ -47,12 +59,16 @@ void conn_close(struct conn *c)
     ERR_clear_error(); /* leave nothing in this thread's OpenSSL error queue */
 }
 
+static void lookup_release(struct conn_lookup *lookup);
+
 void conn_forget_addresses(struct conn *c)
 {
     if (c->addrs)
         freeaddrinfo(c->addrs);
     c->addrs = NULL;
     c->next_addr = NULL;
+    lookup_release(c->lookup);
+    c->lookup = NULL;
 }
 
 static enum conn_status conn_fail(struct conn *c, enum grab_result result, const char *fmt, ...)
@@ -345,39 +361,199 @@ static void describe_address(struct conn *c, const struct addrinfo *ai, unsigned
     }
 }
 
-static enum conn_status resolve(struct conn *c, const struct grab_url *url)
-{
+/* ---- name lookups ------------------------------------------------------------ */
+
+/* At most this many lookups run at once in the process; a name server that
+ * never answers holds a thread until getaddrinfo gives up by itself
+ * (resolv.conf's timeout and attempts), and a camera that is retried must
+ * not pile them up. */
+#define CONN_MAX_LOOKUPS 8
+
+static atomic_int lookups_running;
+
+/* One getaddrinfo on a thread of its own. Two owners, the connection and the
+ * thread; whichever lets go last frees it, so the connection can abandon it
+ * at any moment without waiting. */
+struct conn_lookup {
+    atomic_int owners;
+    atomic_bool done;        /* the fields below are final (release/acquire) */
+    int done_fd;             /* eventfd, readable once done */
+    int rc;                  /* resolver()'s result */
+    int err;                 /* errno, for EAI_SYSTEM */
+    struct addrinfo *addrs;  /* the thread's until done, then the taker's */
     struct addrinfo hints;
+    char host[GRAB_MAX_HOST + 1];
+    char port[8];
+};
+
+static void lookup_release(struct conn_lookup *lookup)
+{
+    if (!lookup || atomic_fetch_sub(&lookup->owners, 1) != 1)
+        return;
+    if (lookup->addrs)
+        freeaddrinfo(lookup->addrs);
+    if (lookup->done_fd >= 0)
+        close(lookup->done_fd);
+    free(lookup);
+}
+
+static void *lookup_thread(void *arg)
+{
+    struct conn_lookup *lookup = arg;
+    uint64_t one = 1;
+    ssize_t n;
+
+    lookup->rc = resolver(lookup->host, lookup->port, &lookup->hints, &lookup->addrs);
+    lookup->err = errno;
+    atomic_store_explicit(&lookup->done, true, memory_order_release);
+    n = write(lookup->done_fd, &one, sizeof(one));
+    (void)n; /* cannot fail: the counter is far from full */
+    lookup_release(lookup);
+    atomic_fetch_sub(&lookups_running, 1);
+    return NULL;
+}
+
+/* Starts a lookup of url's host on its own thread (signals blocked there:
+ * they belong to the threads of the program). */
+static enum conn_status lookup_start(struct conn *c, const struct grab_url *url,
+                                     const struct addrinfo *hints, const char *port)
+{
+    struct conn_lookup *lookup = NULL;
+    enum conn_status status = CONN_WAIT;
+    pthread_attr_t attr;
+    sigset_t all;
+    sigset_t old;
+    pthread_t thread;
     char text[128];
+    int err;
+
+    if (atomic_fetch_add(&lookups_running, 1) >= CONN_MAX_LOOKUPS) {
+        atomic_fetch_sub(&lookups_running, 1);
+        return conn_fail(c, GRAB_ERR_DNS, "cannot resolve %s: %d lookups are still unanswered",
+                         url->host, CONN_MAX_LOOKUPS);
+    }
+    lookup = calloc(1, sizeof(*lookup));
+    if (!lookup) {
+        status = conn_fail(c, GRAB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    atomic_init(&lookup->owners, 2);
+    atomic_init(&lookup->done, false);
+    lookup->hints = *hints;
+    snprintf(lookup->host, sizeof(lookup->host), "%s", url->host);
+    snprintf(lookup->port, sizeof(lookup->port), "%s", port);
+    lookup->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (lookup->done_fd < 0) {
+        status = conn_fail(c, GRAB_ERR_SYSTEM, "eventfd: %s",
+                           errno_text(errno, text, sizeof(text)));
+        goto out;
+    }
+    sigfillset(&all);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    err = pthread_create(&thread, &attr, lookup_thread, lookup);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (err != 0) {
+        status = conn_fail(c, GRAB_ERR_SYSTEM, "cannot start a name lookup: %s",
+                           errno_text(err, text, sizeof(text)));
+        goto out;
+    }
+    c->lookup = lookup;
+    lookup = NULL;
+
+out:
+    if (lookup) {
+        atomic_init(&lookup->owners, 1); /* no thread took its share */
+        lookup_release(lookup);
+        atomic_fetch_sub(&lookups_running, 1);
+    }
+    return status;
+}
+
+/* The addresses (or the failure) a finished lookup found. */
+static enum conn_status lookup_finish(struct conn *c, int rc, int err, struct addrinfo *addrs,
+                                      const char *host)
+{
+    char text[128];
+
+    if (rc != 0 || !addrs) {
+        if (addrs)
+            freeaddrinfo(addrs);
+        if (rc == EAI_SYSTEM)
+            return conn_fail(c, GRAB_ERR_DNS, "cannot resolve %s: %s", host,
+                             errno_text(err, text, sizeof(text)));
+        return conn_fail(c, GRAB_ERR_DNS, "cannot resolve %s: %s", host,
+                         rc ? gai_strerror(rc) : "no address");
+    }
+    c->addrs = addrs;
+    c->next_addr = addrs;
+    c->connect_error = GRAB_ERR_CONNECT;
+    set_reason(c->connect_text, sizeof(c->connect_text), "%s has no usable address", host);
+    return CONN_DONE;
+}
+
+int conn_poll_fd(const struct conn *c)
+{
+    if (c->fd < 0 && c->lookup)
+        return c->lookup->done_fd;
+    return c->fd;
+}
+
+enum conn_status conn_resolve(struct conn *c, const struct grab_url *url, int timeout_ms)
+{
+    struct conn_lookup *lookup = c->lookup;
+    struct addrinfo hints;
+    struct addrinfo *addrs = NULL;
+    enum conn_status status;
     char port[8];
     int rc;
 
+    if (c->addrs)
+        return CONN_DONE;
+    if (lookup) {
+        if (!atomic_load_explicit(&lookup->done, memory_order_acquire)) {
+            c->want = POLLIN;
+            return CONN_WAIT;
+        }
+        addrs = lookup->addrs;
+        lookup->addrs = NULL;
+        status = lookup_finish(c, lookup->rc, lookup->err, addrs, url->host);
+        lookup_release(lookup);
+        c->lookup = NULL;
+        return status;
+    }
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_family = url->ipv6 ? AF_INET6 : AF_UNSPEC;
-    hints.ai_flags = AI_NUMERICSERV | (url->ipv6 ? AI_NUMERICHOST : 0);
+    hints.ai_flags = AI_NUMERICSERV;
     snprintf(port, sizeof(port), "%u", (unsigned)url->port);
-    rc = getaddrinfo(url->host, port, &hints, &c->addrs);
-    if (rc != 0 || !c->addrs) {
-        c->addrs = NULL;
-        if (rc == EAI_SYSTEM)
-            return conn_fail(c, GRAB_ERR_DNS, "cannot resolve %s: %s", url->host,
-                             errno_text(errno, text, sizeof(text)));
-        return conn_fail(c, GRAB_ERR_DNS, "cannot resolve %s: %s", url->host,
-                         rc ? gai_strerror(rc) : "no address");
+    if (host_is_ip_literal(url)) {
+        /* Nothing to look up: getaddrinfo only converts, without waiting. */
+        hints.ai_flags |= AI_NUMERICHOST;
+        rc = getaddrinfo(url->host, port, &hints, &addrs);
+        return lookup_finish(c, rc, errno, rc == 0 ? addrs : NULL, url->host);
     }
-    c->next_addr = c->addrs;
-    c->connect_error = GRAB_ERR_CONNECT;
-    set_reason(c->connect_text, sizeof(c->connect_text), "%s has no usable address", url->host);
-    return CONN_DONE;
+    status = lookup_start(c, url, &hints, port);
+    if (status == CONN_WAIT) {
+        c->lookup_deadline = now_ms() + timeout_ms;
+        c->want = POLLIN;
+    }
+    return status;
+}
+
+void conn_lookup_timed_out(struct conn *c, const char *host, int timeout_ms)
+{
+    lookup_release(c->lookup);
+    c->lookup = NULL;
+    conn_fail(c, GRAB_ERR_TIMEOUT, "resolving %s took more than %d ms", host, timeout_ms);
 }
 
 enum conn_status conn_connect(struct conn *c, const struct grab_url *url, int connect_timeout_ms)
 {
     char text[128];
 
-    if (!c->addrs && resolve(c, url) != CONN_DONE)
-        return CONN_FAILED;
     while (c->next_addr) {
         const struct addrinfo *ai = c->next_addr;
 

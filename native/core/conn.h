@@ -6,7 +6,10 @@
  * the last byte received), and recv/send.
  *
  * Nothing here blocks: a step that has to wait sets want (the poll events)
- * and returns CONN_WAIT; the caller polls fd and calls it again. A step that
+ * and returns CONN_WAIT; the caller polls conn_poll_fd() and calls it again.
+ * Names are looked up on a thread of their own (getaddrinfo cannot be
+ * interrupted or given a deadline), which the connection abandons when it
+ * stops waiting; the thread frees what it holds when its lookup returns. A step that
  * fails sets error and error_text and returns CONN_FAILED; the caller ends
  * its session with them and closes the connection. Not thread-safe: one
  * thread drives a connection.
@@ -14,6 +17,7 @@
 #ifndef TSD_CONN_H
 #define TSD_CONN_H
 
+#include <netdb.h>
 #include <openssl/ssl.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -33,11 +37,15 @@ enum conn_status {
 #define CONN_IO_WAIT ((ssize_t)-1)   /* want is set */
 #define CONN_IO_FAILED ((ssize_t)-2) /* error and error_text are set */
 
+struct conn_lookup;
+
 struct conn {
     int fd;     /* -1: none */
     short want; /* poll events the pending step waits for */
     struct addrinfo *addrs;
     struct addrinfo *next_addr;
+    struct conn_lookup *lookup; /* a name lookup in progress */
+    int64_t lookup_deadline;    /* now_ms() clock */
     char addr_text[CONN_ADDR_TEXT];    /* the address being tried, for messages */
     enum grab_result connect_error;    /* why the last address failed */
     char connect_text[GRAB_REASON_SIZE];
@@ -51,19 +59,39 @@ struct conn {
     char error_text[GRAB_REASON_SIZE];
 };
 
+/* How names are resolved: getaddrinfo(3) unless a test put another in its
+ * place (tests/c/test_grab_dns.c: a resolver that never answers). Set it
+ * before any session starts; NULL restores getaddrinfo. */
+typedef int conn_resolver_fn(const char *host, const char *port, const struct addrinfo *hints,
+                             struct addrinfo **ret_addrs);
+void conn_set_resolver(conn_resolver_fn *resolver);
+
 void conn_init(struct conn *c);
 
 /* Closes the socket and the TLS state; keeps the resolved addresses. */
 void conn_close(struct conn *c);
 
-/* Drops the resolved addresses (a redirect to another host; the end). */
+/* Drops the resolved addresses, and abandons a lookup in progress (a
+ * redirect to another host; the end). Never waits. */
 void conn_forget_addresses(struct conn *c);
 
-/* Resolves url's host (once) and starts connecting to the next address:
- * CONN_DONE (connected), CONN_WAIT (in progress: call conn_finish_connect
- * once fd is writable, or conn_connect_timed_out at connect_deadline) or
- * CONN_FAILED (the name does not resolve, or no address is left: the last
- * address's reason). */
+/* What to poll for want: the socket, or while a lookup runs, its signal. */
+int conn_poll_fd(const struct conn *c);
+
+/* Resolves url's host (once): CONN_DONE (the addresses are there),
+ * CONN_WAIT (a lookup runs: poll, then call again; at lookup_deadline,
+ * which is timeout_ms after the start, call conn_lookup_timed_out) or
+ * CONN_FAILED (the name does not resolve). An IP literal needs no lookup. */
+enum conn_status conn_resolve(struct conn *c, const struct grab_url *url, int timeout_ms);
+
+/* The lookup took longer than timeout_ms: abandons it; sets error
+ * (GRAB_ERR_TIMEOUT) and error_text. */
+void conn_lookup_timed_out(struct conn *c, const char *host, int timeout_ms);
+
+/* Starts connecting to the next resolved address: CONN_DONE (connected),
+ * CONN_WAIT (in progress: call conn_finish_connect once fd is writable, or
+ * conn_connect_timed_out at connect_deadline) or CONN_FAILED (no address is
+ * left: the last address's reason). After conn_resolve said CONN_DONE. */
 enum conn_status conn_connect(struct conn *c, const struct grab_url *url,
                               int connect_timeout_ms);
 

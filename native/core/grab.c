@@ -138,10 +138,21 @@ static void connected(struct grab_stream *s)
     s->conn.want = POLLOUT;
 }
 
-/* CS_IDLE: connects to the next address of the host (resolving it first);
- * fails with the last address's error when none is left. */
+/* CS_IDLE and CS_RESOLVING: connects to the next address of the host
+ * (once its lookup has answered); fails with the last address's error when
+ * none is left. The lookup is bounded by connect_timeout_ms. */
 static void start_connect(struct grab_stream *s)
 {
+    switch (conn_resolve(&s->conn, &s->url, s->connect_timeout_ms)) {
+    case CONN_DONE:
+        break;
+    case CONN_WAIT:
+        s->state = CS_RESOLVING;
+        return;
+    default:
+        conn_failed(s);
+        return;
+    }
     switch (conn_connect(&s->conn, &s->url, s->connect_timeout_ms)) {
     case CONN_DONE:
         connected(s);
@@ -323,6 +334,7 @@ static void advance(struct grab_stream *s, short revents)
 
         switch (s->state) {
         case CS_IDLE:
+        case CS_RESOLVING:
             start_connect(s);
             break;
         case CS_CONNECTING:
@@ -367,6 +379,10 @@ static int64_t next_deadline(const struct grab_stream *s, enum deadline_kind *re
     enum deadline_kind kind = DL_NONE;
 
     switch (s->state) {
+    case CS_RESOLVING:
+        consider(&best, &kind, s->conn.lookup_deadline, DL_LOOKUP);
+        consider(&best, &kind, s->head_deadline, DL_TOTAL);
+        break;
     case CS_CONNECTING:
         consider(&best, &kind, s->conn.connect_deadline, DL_CONNECT);
         consider(&best, &kind, s->head_deadline, DL_TOTAL);
@@ -396,12 +412,19 @@ static void on_deadline(struct grab_stream *s, enum deadline_kind kind)
     char when[64];
 
     switch (kind) {
+    case DL_LOOKUP:
+        conn_lookup_timed_out(&s->conn, s->url.host, s->connect_timeout_ms);
+        conn_failed(s);
+        break;
     case DL_CONNECT:
         conn_connect_timed_out(&s->conn, s->connect_timeout_ms);
         s->state = CS_IDLE; /* the next address, if any */
         break;
     case DL_TOTAL:
-        if (s->state == CS_CONNECTING)
+        if (s->state == CS_RESOLVING)
+            grab_fail(s, GRAB_ERR_TIMEOUT, "resolving %s: no answer within %d ms", s->url.host,
+                      s->total_timeout_ms);
+        else if (s->state == CS_CONNECTING)
             grab_fail(s, GRAB_ERR_CONNECT_TIMEOUT, "connecting to %s: no answer within %d ms",
                  s->conn.addr_text, s->total_timeout_ms);
         else if (s->snapshot)
@@ -479,7 +502,7 @@ static enum grab_result run(struct grab_stream *s, int64_t until)
             timeout = INT_MAX;
         else
             timeout = (int)(wait_until - now);
-        fds[0].fd = s->conn.fd;
+        fds[0].fd = conn_poll_fd(&s->conn);
         fds[0].events = s->conn.want;
         fds[0].revents = 0;
         fds[1].fd = s->wake_fd;

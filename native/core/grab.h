@@ -8,7 +8,7 @@
  * the host name or IP address of the URL; there is no way to turn that off).
  * Credentials in the URL (user:pass@host) are refused.
  *
- * Every wait is bounded: connecting (per address), each read, the whole
+ * Every wait is bounded: the name lookup, connecting (per address), each read, the whole
  * response head (the whole transfer for a snapshot), and for a stream the
  * time and the bytes between two valid frames. Redirects (301, 302, 303,
  * 307, 308) are followed up to GRAB_MAX_REDIRECTS times, to the same scheme
@@ -43,11 +43,16 @@
  *
  * Memory: a stream holds at most about 2 * max_frame (the part being received
  * and the newest valid frame) plus a 64 KiB read buffer; a snapshot about
- * 2 * max_frame. Name resolution (getaddrinfo) blocks and cannot be
- * interrupted; everything else is non-blocking I/O under poll().
+ * 2 * max_frame. Everything is non-blocking I/O under poll(); a host name is
+ * looked up on a short-lived thread of its own (getaddrinfo cannot be given a
+ * deadline), which the session waits for at most connect_timeout_ms (and
+ * total_timeout_ms) and abandons when it stops waiting -- a timeout, an
+ * interrupt or close never wait for a name server (sec09 in
+ * docs/security.md). IP literals need no lookup.
  *
  * Threading: a session belongs to one thread at a time; it may be handed
- * between threads, never used by two at once. grab_stream_interrupt() is the
+ * between threads, never used by two at once -- grab_stream_get_stats()
+ * included. grab_stream_interrupt() is the
  * only call allowed from any other thread, at any time between open and
  * close: it wakes a blocked poll, which returns GRAB_ERR_INTERRUPTED, and
  * every later poll does too (it is a stop request, not a nudge). The caller
@@ -84,7 +89,8 @@ enum grab_result {
     GRAB_ERR_IO,              /* sending or receiving failed (reset, ...) */
     GRAB_ERR_TIMEOUT,         /* no data for read_timeout_ms, or the response
                                * (snapshot: the transfer) took longer than
-                               * total_timeout_ms */
+                               * total_timeout_ms, or the host name's lookup
+                               * took longer than connect_timeout_ms */
     GRAB_ERR_CLOSED,          /* the connection ended before a complete
                                * response / frame; a stream that ended */
     GRAB_ERR_HTTP,            /* malformed response head or chunked body */
@@ -123,7 +129,7 @@ struct grab_config {
     const char *url;          /* http://host[:port]/path?query or https:// */
     const char *ca_file;      /* https: NULL or "": the system store; else
                                * only the CAs in this PEM file */
-    int connect_timeout_ms;   /* per address; 0: default */
+    int connect_timeout_ms;   /* the name lookup, and each address; 0: default */
     int read_timeout_ms;      /* longest silence while a response is due; 0: default */
     int total_timeout_ms;     /* snapshot: the whole transfer; stream: until
                                * the response head (redirects included); 0: default */
@@ -213,6 +219,11 @@ enum grab_result grab_stream_take_frame(struct grab_stream *stream,
 /* Any thread, any time between open and close; async-signal-safe. */
 void grab_stream_interrupt(struct grab_stream *stream);
 
+/* The owning thread only, like poll and take: the counters read the live
+ * session (the parser, the pending frame). A caller that shows them to other
+ * threads copies them out under its own lock at points of its choosing
+ * (native/py/camera.c publishes them after every poll); see sec05 in
+ * docs/security.md. */
 void grab_stream_get_stats(const struct grab_stream *stream,
                            struct grab_stream_stats *ret_stats);
 

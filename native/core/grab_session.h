@@ -29,6 +29,7 @@
 
 enum conn_state {
     CS_IDLE = 0,   /* next: resolve (once per URL) and connect to the next address */
+    CS_RESOLVING,  /* the host name's lookup runs (on its own thread) */
     CS_CONNECTING, /* non-blocking connect in progress */
     CS_HANDSHAKE,  /* TLS handshake */
     CS_SENDING,    /* the request */
@@ -40,6 +41,7 @@ enum conn_state {
 
 enum deadline_kind {
     DL_NONE = 0,
+    DL_LOOKUP,
     DL_CONNECT,
     DL_READ,
     DL_TOTAL,

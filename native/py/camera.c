@@ -23,12 +23,17 @@ struct camera_object {
     char *ca_file;
     int stream_mode;
     int busy;                  /* a grab() is running (changed with the GIL held) */
-    pthread_mutex_t lock;      /* guards stream against interrupt() */
+    /* The stream has one owner: the thread in grab() (or, when none runs,
+     * the thread holding the GIL). Only the owner opens, polls, reads and
+     * closes it; other threads never touch the session itself. lock guards
+     * the pointer (for close(), which interrupts from any thread) and the
+     * published counters, which stats() reads. */
+    pthread_mutex_t lock;
     struct grab_stream *stream;
+    struct grab_stream_stats published; /* copied by the owner after each poll */
+    uint64_t sessions;                  /* stream sessions opened */
     atomic_bool nudged;
     atomic_bool stopped;
-    uint64_t sessions;         /* stream sessions opened */
-    struct grab_stream_stats last_stats;
 };
 
 static char *dup_or_null(const char *text)
@@ -87,16 +92,28 @@ static PyObject *camera_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     return (PyObject *)self;
 }
 
+/* Owner only: copies the session's counters to where stats() reads them. */
+static void camera_publish_stats(struct camera_object *obj)
+{
+    struct grab_stream_stats stats;
+
+    grab_stream_get_stats(obj->stream, &stats);
+    pthread_mutex_lock(&obj->lock);
+    obj->published = stats;
+    pthread_mutex_unlock(&obj->lock);
+}
+
+/* Owner only: ends the session; its last counters stay published. */
 static void camera_drop_stream(struct camera_object *obj)
 {
-    struct grab_stream *stream;
+    struct grab_stream *stream = obj->stream;
 
+    if (!stream)
+        return;
+    camera_publish_stats(obj);
     pthread_mutex_lock(&obj->lock);
-    stream = obj->stream;
     obj->stream = NULL;
     pthread_mutex_unlock(&obj->lock);
-    if (stream)
-        grab_stream_get_stats(stream, &obj->last_stats);
     grab_stream_close(stream);
 }
 
@@ -130,13 +147,19 @@ static enum grab_result camera_stream_frame(struct camera_object *obj, int wait_
 
     if (!obj->stream) {
         struct grab_stream *stream = NULL;
+        struct grab_stream_stats fresh;
+
         result = grab_stream_open(&obj->config, &stream, reason, reason_len);
         if (result != GRAB_OK)
             goto out;
+        grab_stream_get_stats(stream, &fresh);
+        /* The count and the counters change together: a reader never sees
+         * the new session's number with the old session's counters. */
         pthread_mutex_lock(&obj->lock);
         obj->stream = stream;
-        pthread_mutex_unlock(&obj->lock);
         obj->sessions++;
+        obj->published = fresh;
+        pthread_mutex_unlock(&obj->lock);
         if (atomic_load(&obj->stopped))
             grab_stream_interrupt(stream);
     }
@@ -154,6 +177,7 @@ static enum grab_result camera_stream_frame(struct camera_object *obj, int wait_
         } else if (result != GRAB_OK && result != GRAB_NO_FRAME) {
             goto out;
         }
+        camera_publish_stats(obj);
         if (newest && (now_ms_precise() >= until_ms || atomic_exchange(&obj->nudged, false)))
             break;
     }
@@ -231,11 +255,13 @@ static PyObject *camera_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *camera_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     struct camera_object *obj = (struct camera_object *)self;
-    struct grab_stream_stats stats = obj->last_stats;
+    struct grab_stream_stats stats;
+    uint64_t sessions;
 
+    /* The published copy only: the session belongs to the grabbing thread. */
     pthread_mutex_lock(&obj->lock);
-    if (obj->stream)
-        grab_stream_get_stats(obj->stream, &stats);
+    stats = obj->published;
+    sessions = obj->sessions;
     pthread_mutex_unlock(&obj->lock);
     return Py_BuildValue("{s:O,s:i,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:K}",
                          "connected", stats.connected ? Py_True : Py_False,
@@ -248,7 +274,7 @@ static PyObject *camera_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
                          "too_big", (unsigned long long)stats.too_big,
                          "skipped_bytes", (unsigned long long)stats.skipped_bytes,
                          "memory", (Py_ssize_t)stats.memory,
-                         "sessions", (unsigned long long)obj->sessions);
+                         "sessions", (unsigned long long)sessions);
 }
 
 static PyMethodDef camera_methods[] = {

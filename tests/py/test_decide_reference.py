@@ -12,14 +12,12 @@ checkout.
 """
 
 import math
-import os
 import random
 import subprocess
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_DRIVER = os.path.join(REPO, "build", "test", "tests", "c", "decide_driver")
+from tsd_testing import c_test_binary
 
 REL_TOL = 1e-9
 # Values that should be 0 (adjusted when ewm == long) compare absolutely.
@@ -29,13 +27,7 @@ MAX_DETECTIONS = 4096
 
 
 def driver_path():
-    path = os.environ.get("TSD_DECIDE_DRIVER") or DEFAULT_DRIVER
-    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-        pytest.fail(
-            "decide_driver not found at {} (set TSD_DECIDE_DRIVER, or build it: "
-            "meson setup build/test -Dtests=true && meson compile -C build/test)".format(path)
-        )
-    return path
+    return c_test_binary("decide_driver", "TSD_DECIDE_DRIVER")
 
 
 def run_driver(script):
