@@ -122,7 +122,7 @@ def plugin(tmp_path):
 
 
 def test_plugin_link_stores_the_token_and_saves_the_server_after_success(plugin, tmp_path):
-    with mock.patch("octoprint_tsd.verify_code", return_value={
+    with mock.patch("octoprint_tsd.linking.verify_code", return_value={
             "token": "0123456789abcdef0123", "name": "P1", "server": "https://obico.example"}), \
             mock.patch.object(plugin, "start_remote") as start:
         plugin.link_with_code("123456", "https://obico.example")
@@ -135,7 +135,7 @@ def test_plugin_link_stores_the_token_and_saves_the_server_after_success(plugin,
 
 
 def test_plugin_link_failure_changes_nothing(plugin, tmp_path):
-    with mock.patch("octoprint_tsd.verify_code", side_effect=LinkError("wrong_code", "expired")):
+    with mock.patch("octoprint_tsd.linking.verify_code", side_effect=LinkError("wrong_code", "expired")):
         with pytest.raises(LinkError):
             plugin.link_with_code("123456", "https://obico.example")
     assert bridge.load_token(str(tmp_path)) == (None, None)

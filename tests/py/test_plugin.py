@@ -33,8 +33,8 @@ def test_settings_defaults_hold_no_secret(plugin):
     defaults = plugin.get_settings_defaults()
     assert defaults["server_url"].startswith("https://")
     assert defaults["allow_cleartext_lan"] is False
-    assert defaults["action"] in octoprint_tsd.ACTIONS
-    for path in octoprint_tsd.SECRET_SETTING_PATHS:
+    assert defaults["action"] in octoprint_tsd.settings.ACTIONS
+    for path in octoprint_tsd.settings.SECRET_SETTING_PATHS:
         assert path[0] not in defaults
 
 
@@ -92,11 +92,11 @@ def test_printer_state_changes_are_recorded(plugin):
 
 
 def test_state_history_is_bounded(plugin):
-    for i in range(octoprint_tsd.STATE_HISTORY_MAX * 3):
+    for i in range(octoprint_tsd.status.STATE_HISTORY_MAX * 3):
         plugin.on_event(Events.PRINTER_STATE_CHANGED, {"state_id": "S{}".format(i)})
     history = plugin.get_status()["printer"]["history"]
-    assert len(history) == octoprint_tsd.STATE_HISTORY_MAX
-    assert history[-1]["state"] == "S{}".format(octoprint_tsd.STATE_HISTORY_MAX * 3 - 1)
+    assert len(history) == octoprint_tsd.status.STATE_HISTORY_MAX
+    assert history[-1]["state"] == "S{}".format(octoprint_tsd.status.STATE_HISTORY_MAX * 3 - 1)
 
 
 def test_status_reports_native_module(plugin):

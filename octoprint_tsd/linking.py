@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The printer's link to its server as the plugin runs it: the stored token,
+the :class:`~.remote.Remote` that uses it, linking with a code, unlinking,
+and noticing a token file that the CLI changed while OctoPrint runs.
+
+The token itself stays in the native token store and in the Remote; what
+this module keeps for the UI (``info``) never holds it.
+"""
+
+import os
+import threading
+
+from . import bridge
+from .link import LinkError, verify_code
+from .remote import Remote
+
+TOKEN_FILE = "tsd-token"
+TOKEN_WATCH_SECONDS = 3.0
+UNLINKED = {"state": "unlinked", "detail": ""}
+
+
+class Linking:
+    def __init__(self, plugin):
+        self._plugin = plugin
+        self._lock = threading.Lock()
+        self.remote = None            # the running Remote, while linked
+        self.info = {"linked": False}  # what the UI may show of the link
+        self.state = dict(UNLINKED)    # the link's state while no Remote runs
+        self._token_signature = None
+
+    def folder(self):
+        return self._plugin.get_plugin_data_folder()
+
+    def _transport_options(self):
+        """How the server may be reached (the admin's settings)."""
+        settings = self._plugin._settings
+        return {"ca_file": settings.get(["ca_file"]) or None,
+                "allow_cleartext_lan": bool(settings.get_boolean(["allow_cleartext_lan"]))}
+
+    # ---- the Remote ----
+
+    def start(self):
+        """(Re)connects to the server with the stored token, if there is one."""
+        record, error = bridge.load_token(self.folder())
+        # What the UI may show of the link: never the token itself.
+        self.info = (
+            {"linked": True, "server": record["server"], "printer_name": record["name"]}
+            if record else {"linked": False, "error": error}
+        )
+        with self._lock:
+            if self.remote is not None:
+                self.remote.stop()
+                self.remote = None
+            if record is None:
+                if error:
+                    self._plugin._logger.error("[token] %s; the printer is treated as unlinked", error)
+                self.state = {"state": "unlinked", "detail": error or ""}
+                return False
+            remote = Remote(self._plugin, self._plugin._logger)
+            self.remote = remote
+        return remote.start(
+            record["server"],
+            record["token"],
+            allow_raw_gcode=bool(self._plugin._settings.get_boolean(["allow_raw_gcode"])),
+            **self._transport_options(),
+        )
+
+    def stop(self):
+        with self._lock:
+            remote, self.remote = self.remote, None
+        if remote is not None:
+            remote.stop()
+
+    def status(self):
+        """The link's state for the status document."""
+        remote = self.remote
+        return remote.info() if remote is not None else self.state
+
+    # ---- linking and unlinking ----
+
+    def link_with_code(self, code, server_url=None, reconnect=True):
+        """Verifies a code with the server, stores the token, reconnects
+        (the CLI does not: the running OctoPrint notices the new token)."""
+        plugin = self._plugin
+        settings = plugin._settings
+        result = verify_code(server_url or settings.get(["server_url"]), code, **self._transport_options())
+        error = bridge.save_token(self.folder(), result["server"], result["token"], result["name"])
+        if error:
+            raise LinkError("storage", "The token could not be stored: {}".format(error))
+        # The endpoint is saved only after a successful verification.
+        settings.set(["server_url"], result["server"])
+        settings.save()
+        plugin._logger.info("[link] linked to %s as %r", result["server"], result["name"])
+        if plugin._discovery is not None:
+            plugin._discovery.stop()  # linked: nothing to announce any more
+        if reconnect:
+            plugin.start_remote()
+            self.remember_token_file()
+        return result
+
+    def unlink(self):
+        self.stop()
+        error = bridge.delete_token(self.folder())
+        self.state = dict(UNLINKED)
+        self.info = {"linked": False}
+        self.remember_token_file()
+        if error:
+            self._plugin._logger.error("[link] could not delete the token: %s", error)
+        else:
+            self._plugin._logger.info("[link] unlinked")
+        return error
+
+    # ---- a token file changed by the CLI ----
+
+    def _token_file_signature(self):
+        try:
+            info = os.stat(os.path.join(self.folder(), TOKEN_FILE))
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def remember_token_file(self):
+        self._token_signature = self._token_file_signature()
+
+    def watch_token_file(self, stopping):
+        """Picks up a link or unlink made by the CLI while OctoPrint runs,
+        until the event ``stopping`` is set."""
+        while not stopping.wait(TOKEN_WATCH_SECONDS):
+            signature = self._token_file_signature()
+            if signature != self._token_signature:
+                self._token_signature = signature
+                self._plugin._logger.info("[link] the stored token changed, reconnecting")
+                if signature is None:
+                    self.stop()
+                    self.state = dict(UNLINKED)
+                else:
+                    self._plugin.start_remote()
