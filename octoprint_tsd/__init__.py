@@ -29,7 +29,7 @@ from .discovery import Discovery
 from .linking import Linking
 from .pause import PauseSequence
 from .settings import DEFAULT_SERVER_URL, SETTINGS_VERSION
-from .status import Observed, status_document
+from .status import Observed
 
 PLUGIN_IDENTIFIER = "tsd"
 PLUGIN_NAME = "The Spaghetti Detective"
@@ -261,9 +261,6 @@ class TsdPlugin(
 
     def on_api_get(self, request):
         return api.status_get(self, request)
-
-    def get_status(self):
-        return status_document(self)
 
     ##~~ WizardPlugin
 

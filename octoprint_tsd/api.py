@@ -2,7 +2,8 @@
 """The plugin's REST API (``/api/plugin/tsd`` and ``/plugin/tsd/frame.jpg``).
 
 One function per permission tier, each checking its own permission first:
-  - :func:`status_get`: OctoPrint's STATUS permission;
+  - :func:`status_get`: OctoPrint's STATUS permission (the viewer document),
+    and ADMIN for the admin document (status.py);
   - :func:`frame_get`: WEBCAM;
   - :func:`print_command`: PRINT (saying a print looks fine);
   - :func:`admin_command`: ADMIN (linking, unlinking, reconnecting,
@@ -14,7 +15,7 @@ import flask
 
 from . import bridge
 from .link import LinkError
-from .status import status_document
+from .status import admin_document, viewer_document
 
 PRINT_COMMANDS = {"looks_fine": []}
 ADMIN_COMMANDS = {"reconnect": [], "link": ["code"], "unlink": [],
@@ -33,9 +34,14 @@ def _error(status, kind, message):
 
 
 def status_get(plugin, request):
-    if not _permissions().STATUS.can():
+    permissions = _permissions()
+    if not permissions.STATUS.can():
         flask.abort(403)
-    status = status_document(plugin)
+    status = viewer_document(plugin)
+    if permissions.ADMIN.can():
+        # Built only here, after the admin check: the passcode, discovery
+        # and the link's details (docs/security.md, "Who may read what").
+        status.update(admin_document(plugin))
     watcher = plugin._detection.watcher
     if "history" in request.values and watcher is not None:
         status["detect_history"] = watcher.history_points()

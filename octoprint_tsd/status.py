@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
-"""The status document: what the plugin reports about itself (the status
-API, the settings page, the tab). It never holds the token or the discovery
-secret."""
+"""The status documents: what the plugin reports about itself (the status
+API, the settings page, the tab), one per permission tier. Neither holds the
+token or the discovery secret; what only an admin may read (the one-time
+passcode, discovery, where the printer is linked) is in the admin document
+only, which only an admin-checked path builds."""
 
 import collections
 import threading
@@ -51,7 +53,10 @@ class Observed:
         return printer_state, history, helper
 
 
-def status_document(plugin):
+def viewer_document(plugin):
+    """For anyone with OctoPrint's STATUS permission. It is built without
+    reading any secret or admin-only state: no discovery window, no one-time
+    passcode, not where or as what the printer is linked, no link detail."""
     printer_state, history, helper = plugin._observed.snapshot(plugin._printer)
     detection = plugin._detection
     event_queue = plugin._event_queue
@@ -61,11 +66,22 @@ def status_document(plugin):
         "helper": helper,
         "event_queue": event_queue.stats() if plugin._pump is not None else None,
         "printer": {"state": printer_state, "history": history},
-        "link": dict(plugin._linking.info),
-        "discovery": plugin.discovery().status() if bridge.native_available() else None,
+        "link": {"linked": bool(plugin._linking.info.get("linked"))},
         "detect": detection.watcher.info() if detection.watcher is not None else None,
         "upload": detection.uploader.info() if detection.uploader is not None else None,
         "webcams": detection.webcams() if detection.watcher is not None else [],
         "actions": ACTION_LABELS,
+        "remote": {"state": plugin._linking.status()["state"]},
+    }
+
+
+def admin_document(plugin):
+    """For OctoPrint admins only: the caller checks ADMIN first. The link's
+    details (server, printer name, why it is not linked), the server link's
+    state in full, and discovery with the one-time passcode. Never the token
+    or the discovery secret."""
+    return {
+        "link": dict(plugin._linking.info),
         "remote": plugin._linking.status(),
+        "discovery": plugin.discovery().status() if bridge.native_available() else None,
     }

@@ -146,4 +146,5 @@ def test_plugin_unlink_deletes_the_token(plugin, tmp_path):
     assert bridge.save_token(str(tmp_path), "https://x.io", "0123456789abcdef0123") is None
     assert plugin.unlink() is None
     assert bridge.load_token(str(tmp_path)) == (None, None)
-    assert plugin.get_status()["remote"]["state"] == "unlinked"
+    assert octoprint_tsd.status.viewer_document(plugin)["remote"]["state"] == "unlinked"
+
