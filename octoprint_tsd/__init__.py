@@ -369,4 +369,6 @@ def __plugin_load__():
         "octoprint.comm.protocol.scripts": __plugin_implementation__.script_hook,
         "octoprint.comm.protocol.gcode.sent": __plugin_implementation__.gcode_sent_hook,
         "octoprint.cli.commands": cli_commands,
+        # The token never goes into OctoPrint's backups (linking.py).
+        "octoprint.plugin.backup.additional_excludes": __plugin_implementation__._linking.backup_excludes,
     }

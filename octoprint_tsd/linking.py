@@ -7,6 +7,7 @@ The token itself stays in the native token store and in the Remote; what
 this module keeps for the UI (``info``) never holds it.
 """
 
+import json
 import os
 import threading
 
@@ -14,7 +15,11 @@ from . import bridge
 from .link import LinkError, verify_code
 from .remote import Remote
 
-TOKEN_FILE = "tsd-token"
+TOKEN_FILE = "tsd-token"  # and its temporary copies, tsd-token.tmp-* (native/core/tok.h)
+# Where and as what the printer was linked, without the token: it goes into
+# OctoPrint's backups, so that a restored OctoPrint knows it was linked and
+# says why it no longer is.
+LINK_RECORD_FILE = "linked.json"
 TOKEN_WATCH_SECONDS = 3.0
 UNLINKED = {"state": "unlinked", "detail": ""}
 
@@ -42,6 +47,8 @@ class Linking:
     def start(self):
         """(Re)connects to the server with the stored token, if there is one."""
         record, error = bridge.load_token(self.folder())
+        if record is None and error is None:
+            error = self._token_missing()
         # What the UI may show of the link: never the token itself.
         self.info = (
             {"linked": True, "server": record["server"], "printer_name": record["name"]}
@@ -87,6 +94,7 @@ class Linking:
         error = bridge.save_token(self.folder(), result["server"], result["token"], result["name"])
         if error:
             raise LinkError("storage", "The token could not be stored: {}".format(error))
+        self._write_link_record(result["server"], result["name"])
         # The endpoint is saved only after a successful verification.
         settings.set(["server_url"], result["server"])
         settings.save()
@@ -101,6 +109,7 @@ class Linking:
     def unlink(self):
         self.stop()
         error = bridge.delete_token(self.folder())
+        self._remove_link_record()
         self.state = dict(UNLINKED)
         self.info = {"linked": False}
         self.remember_token_file()
@@ -109,6 +118,54 @@ class Linking:
         else:
             self._plugin._logger.info("[link] unlinked")
         return error
+
+    # ---- backups: the token never goes into one ----
+
+    def backup_excludes(self, excludes, *args, **kwargs):
+        """OctoPrint's ``octoprint.plugin.backup.additional_excludes`` hook:
+        the token file and any temporary copy of it (names relative to the
+        plugin's data folder). A restored backup comes up unlinked."""
+        names = {TOKEN_FILE}
+        try:
+            names.update(name for name in os.listdir(self.folder()) if name.startswith(TOKEN_FILE))
+        except OSError:
+            pass  # no data folder yet: nothing but the name to exclude
+        return sorted(names)
+
+    def _link_record_path(self):
+        return os.path.join(self.folder(), LINK_RECORD_FILE)
+
+    def _write_link_record(self, server, name):
+        from octoprint.util import atomic_write
+
+        try:
+            with atomic_write(self._link_record_path(), mode="w") as handle:
+                json.dump({"server": server, "name": name}, handle)
+        except OSError as exc:
+            self._plugin._logger.warning("[link] could not write %s: %s", LINK_RECORD_FILE, exc)
+
+    def _remove_link_record(self):
+        try:
+            os.remove(self._link_record_path())
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._plugin._logger.warning("[link] could not remove %s: %s", LINK_RECORD_FILE, exc)
+
+    def _token_missing(self):
+        """Why there is no token although the printer was linked (a restored
+        backup, or a token file deleted by hand), or None."""
+        try:
+            with open(self._link_record_path(), encoding="utf-8") as handle:
+                record = json.load(handle)
+            server, name = str(record["server"]), record.get("name") or "printer"
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            server, name = "a server", "printer"
+        return ("this printer was linked to {} as \"{}\", but its token is not here: tokens are never "
+                "put in OctoPrint backups. If this OctoPrint was restored from a backup, link the "
+                "printer again".format(server, name))
 
     # ---- a token file changed by the CLI ----
 
