@@ -11,26 +11,14 @@ import zipfile
 import pytest
 import requests
 
-from obico_refserver import ReferenceServer, make_pki
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, VIEWER, wait_for
+from tsd_testing import ADMIN, octoprint_and_refserver, wait_for
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    pki = make_pki(str(tmp_path_factory.mktemp("pki-backup")))
-    server = ReferenceServer([], pki=pki).start()
-    basedir = str(tmp_path_factory.mktemp("octoprint-backup"))
-    instance = OctoPrintInstance(basedir, python=sys.executable)
-    instance.prepare(users=[ADMIN + (True,), VIEWER + (False,)],
-                     extra_plugin_settings={"tsd": {"ca_file": pki["ca"],
-                                                    "server_url": server.endpoint_prefix}})
-    instance.start()
-    try:
-        yield instance, server, instance.create_api_key(*ADMIN)
-    finally:
-        instance.stop()
-        server.stop()
+    with octoprint_and_refserver(tmp_path_factory, "backup") as env:
+        yield env
 
 
 def status(instance, api_key):

@@ -5,37 +5,20 @@ permission gets the status document; the one-time passcode, the discovery
 window and where the printer links to come only from admin-checked paths;
 a logged-out client gets nothing."""
 
-import sys
-
 import pytest
 import requests
 
-from obico_refserver import ReferenceServer, make_pki
-from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, VIEWER, wait_for
+from tsd_testing import ADMIN, VIEWER, octoprint_and_refserver, wait_for
 
 OPERATOR = ("operator", "operator-password-for-tests")
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    pki = make_pki(str(tmp_path_factory.mktemp("pki-tiers")))
-    server = ReferenceServer([], pki=pki).start()
-    basedir = str(tmp_path_factory.mktemp("octoprint-tiers"))
-    instance = OctoPrintInstance(basedir, python=sys.executable)
-    instance.prepare(users=[ADMIN + (True,)],
-                     extra_plugin_settings={"tsd": {"ca_file": pki["ca"],
-                                                    "server_url": server.endpoint_prefix}})
-    # A read-only viewer (status and webcam) and an ordinary user who may print.
-    for (name, password), group in ((VIEWER, "readonly"), (OPERATOR, "users")):
-        done = instance._octoprint("user", "add", name, "--password", password, "--group", group)
-        assert done.returncode == 0, done.stdout
-    instance.start()
-    try:
-        yield instance, server, instance.create_api_key(*ADMIN)
-    finally:
-        instance.stop()
-        server.stop()
+    with octoprint_and_refserver(
+            tmp_path_factory, "tiers", users=[ADMIN + (True,)],
+            grouped_users=[VIEWER + ("readonly",), OPERATOR + ("users",)]) as env:
+        yield env
 
 
 def api(instance):
