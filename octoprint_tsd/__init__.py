@@ -110,7 +110,7 @@ class TsdPlugin(
         self._detection.stop()
         if self._discovery is not None:
             self._discovery.stop()
-        self.stop_remote()
+        self._linking.close()
         pump = self._pump
         if pump is not None:
             pump.stop()

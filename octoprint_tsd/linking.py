@@ -5,6 +5,13 @@ and noticing a token file that the CLI changed while OctoPrint runs.
 
 The token itself stays in the native token store and in the Remote; what
 this module keeps for the UI (``info``) never holds it.
+
+:class:`Linking` is the link's one life-cycle owner. Starting, stopping,
+linking, unlinking and the token-file watcher each run whole under one lock,
+the Remote's own start and stop included, and move ``phase`` through
+idle → starting → running → stopping → idle (closed at shutdown, for good).
+So they cannot interleave: a Remote is never started after another request
+took it over, and never left running without an owner.
 """
 
 import json
@@ -23,11 +30,20 @@ LINK_RECORD_FILE = "linked.json"
 TOKEN_WATCH_SECONDS = 3.0
 UNLINKED = {"state": "unlinked", "detail": ""}
 
+PHASE_IDLE = "idle"          # no Remote
+PHASE_STARTING = "starting"
+PHASE_RUNNING = "running"    # self.remote is the one Remote (connected or retrying)
+PHASE_STOPPING = "stopping"
+PHASE_CLOSED = "closed"      # OctoPrint shuts down: nothing starts any more
+
 
 class Linking:
     def __init__(self, plugin):
         self._plugin = plugin
-        self._lock = threading.Lock()
+        # Held for a whole life-cycle step; re-entrant, since linking
+        # reconnects through the plugin's start_remote().
+        self._lifecycle = threading.RLock()
+        self.phase = PHASE_IDLE
         self.remote = None            # the running Remote, while linked
         self.info = {"linked": False}  # what the UI may show of the link
         self.state = dict(UNLINKED)    # the link's state while no Remote runs
@@ -46,37 +62,59 @@ class Linking:
 
     def start(self):
         """(Re)connects to the server with the stored token, if there is one."""
-        record, error = bridge.load_token(self.folder())
-        if record is None and error is None:
-            error = self._token_missing()
-        # What the UI may show of the link: never the token itself.
-        self.info = (
-            {"linked": True, "server": record["server"], "printer_name": record["name"]}
-            if record else {"linked": False, "error": error}
-        )
-        with self._lock:
-            if self.remote is not None:
-                self.remote.stop()
-                self.remote = None
+        with self._lifecycle:
+            if self.phase == PHASE_CLOSED:
+                return False
+            record, error = bridge.load_token(self.folder())
+            if record is None and error is None:
+                error = self._token_missing()
+            # What the UI may show of the link: never the token itself.
+            self.info = (
+                {"linked": True, "server": record["server"], "printer_name": record["name"]}
+                if record else {"linked": False, "error": error}
+            )
+            self._stop_remote()
             if record is None:
                 if error:
                     self._plugin._logger.error("[token] %s; the printer is treated as unlinked", error)
                 self.state = {"state": "unlinked", "detail": error or ""}
                 return False
+            self.phase = PHASE_STARTING
             remote = Remote(self._plugin, self._plugin._logger)
             self.remote = remote
-        return remote.start(
-            record["server"],
-            record["token"],
-            allow_raw_gcode=bool(self._plugin._settings.get_boolean(["allow_raw_gcode"])),
-            **self._transport_options(),
-        )
+            try:
+                return remote.start(
+                    record["server"],
+                    record["token"],
+                    allow_raw_gcode=bool(self._plugin._settings.get_boolean(["allow_raw_gcode"])),
+                    **self._transport_options(),
+                )
+            finally:
+                # A Remote that could not start keeps its error for the status.
+                self.phase = PHASE_RUNNING
 
     def stop(self):
-        with self._lock:
-            remote, self.remote = self.remote, None
-        if remote is not None:
+        with self._lifecycle:
+            self._stop_remote()
+
+    def close(self):
+        """OctoPrint shuts down: stop, and start nothing any more."""
+        with self._lifecycle:
+            self._stop_remote()
+            self.phase = PHASE_CLOSED
+
+    def _stop_remote(self):
+        """With _lifecycle held."""
+        remote, self.remote = self.remote, None
+        if remote is None:
+            return
+        if self.phase != PHASE_CLOSED:
+            self.phase = PHASE_STOPPING
+        try:
             remote.stop()
+        finally:
+            if self.phase != PHASE_CLOSED:
+                self.phase = PHASE_IDLE
 
     def status(self):
         """The link's state for the status document."""
@@ -90,29 +128,37 @@ class Linking:
         (the CLI does not: the running OctoPrint notices the new token)."""
         plugin = self._plugin
         settings = plugin._settings
+        # The server's answer is awaited outside the lock; storing the token
+        # and reconnecting are one step, so the token-file watcher never sees
+        # a new token before this link has started it.
         result = verify_code(server_url or settings.get(["server_url"]), code, **self._transport_options())
-        error = bridge.save_token(self.folder(), result["server"], result["token"], result["name"])
-        if error:
-            raise LinkError("storage", "The token could not be stored: {}".format(error))
-        self._write_link_record(result["server"], result["name"])
-        # The endpoint is saved only after a successful verification.
-        settings.set(["server_url"], result["server"])
-        settings.save()
-        plugin._logger.info("[link] linked to %s as %r", result["server"], result["name"])
-        if plugin._discovery is not None:
-            plugin._discovery.stop()  # linked: nothing to announce any more
-        if reconnect:
-            plugin.start_remote()
-            self.remember_token_file()
+        with self._lifecycle:
+            error = bridge.save_token(self.folder(), result["server"], result["token"], result["name"])
+            if error:
+                raise LinkError("storage", "The token could not be stored: {}".format(error))
+            self._write_link_record(result["server"], result["name"])
+            # The endpoint is saved only after a successful verification.
+            settings.set(["server_url"], result["server"])
+            settings.save()
+            plugin._logger.info("[link] linked to %s as %r", result["server"], result["name"])
+            if reconnect:
+                plugin.start_remote()
+                self.remember_token_file()
+        discovery = plugin._discovery
+        if discovery is not None:
+            # Outside the lock: discovery's own thread may be waiting for it
+            # in this very method.
+            discovery.stop()  # linked: nothing to announce any more
         return result
 
     def unlink(self):
-        self.stop()
-        error = bridge.delete_token(self.folder())
-        self._remove_link_record()
-        self.state = dict(UNLINKED)
-        self.info = {"linked": False}
-        self.remember_token_file()
+        with self._lifecycle:
+            self._stop_remote()
+            error = bridge.delete_token(self.folder())
+            self._remove_link_record()
+            self.state = dict(UNLINKED)
+            self.info = {"linked": False}
+            self.remember_token_file()
         if error:
             self._plugin._logger.error("[link] could not delete the token: %s", error)
         else:
@@ -183,12 +229,16 @@ class Linking:
         """Picks up a link or unlink made by the CLI while OctoPrint runs,
         until the event ``stopping`` is set."""
         while not stopping.wait(TOKEN_WATCH_SECONDS):
-            signature = self._token_file_signature()
-            if signature != self._token_signature:
+            with self._lifecycle:
+                if stopping.is_set():
+                    return
+                signature = self._token_file_signature()
+                if signature == self._token_signature:
+                    continue
                 self._token_signature = signature
                 self._plugin._logger.info("[link] the stored token changed, reconnecting")
                 if signature is None:
-                    self.stop()
+                    self._stop_remote()
                     self.state = dict(UNLINKED)
                 else:
                     self._plugin.start_remote()
