@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from . import bridge
+
 CODE = re.compile(r"^[0-9]{6}$")
 VERIFY_PATH = "/api/v1/octo/verify/"
 TIMEOUT = 30
@@ -86,31 +88,10 @@ def verify_code(server_url, code, ca_file=None, allow_cleartext_lan=False, sessi
         raise LinkError("throttled", "Too many attempts; wait a few minutes and try again")
     if response.status_code != 200:
         raise LinkError("server_error", "The server answered with HTTP {}".format(response.status_code))
-    from . import bridge
-
-    if bridge.native_available():
-        # Parsed and bounded in C (native/core/linkmsg.c).
-        try:
-            parsed = bridge.parse_verify_response(response.content)
-        except ValueError as exc:
-            raise LinkError("server_error", "The server's answer was not usable: {}".format(exc))
-        token, name = parsed["token"], parsed["name"]
-    else:
-        token, name = _parse_verify_python(response)
-    return {"token": token, "name": name, "server": server_url}
-
-
-def _parse_verify_python(response):
-    """The same checks as native/core/linkmsg.c, for when the native module
-    is not loaded (the CLI on a broken install)."""
+    # Parsed and bounded in C (native/core/linkmsg.c); without the native
+    # module this is a clear error, never a second parser.
     try:
-        printer = response.json()["printer"]
-        token = printer["auth_token"]
-    except (ValueError, KeyError, TypeError):
-        raise LinkError("server_error", "The server's answer had no printer token")
-    if not isinstance(token, str) or not re.match(r"^[\x21-\x7e]{1,256}$", token):
-        raise LinkError("server_error", "The server's answer had an unusable token")
-    name = printer.get("name") if isinstance(printer.get("name"), str) else None
-    if name is not None:
-        name = "".join(ch for ch in name if ch.isprintable())[:256]
-    return token, name
+        parsed = bridge.parse_verify_response(response.content)
+    except ValueError as exc:
+        raise LinkError("server_error", "The server's answer was not usable: {}".format(exc))
+    return {"token": parsed["token"], "name": parsed["name"], "server": server_url}

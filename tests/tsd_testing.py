@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """Small helpers shared by the pytest suites."""
 
+import contextlib
 import os
+import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,3 +61,32 @@ def rss_mb(pid):
     """The resident memory of process pid, in MiB (from /proc)."""
     with open("/proc/{}/status".format(pid)) as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
+
+
+@contextlib.contextmanager
+def octoprint_and_refserver(tmp_path_factory, name, users=None, grouped_users=()):
+    """The reference server (its own CA) and a real OctoPrint whose plugin
+    points at it; both are stopped afterwards. Yields (instance, server, an
+    admin API key). users: (name, password, is_admin), by default the admin
+    and a non-admin viewer; grouped_users: (name, password, OctoPrint group)."""
+    from obico_refserver import ReferenceServer, make_pki
+    from octoprint_instance import OctoPrintInstance
+
+    pki = make_pki(str(tmp_path_factory.mktemp("pki-" + name)))
+    server = ReferenceServer([], pki=pki).start()
+    try:
+        instance = OctoPrintInstance(str(tmp_path_factory.mktemp("octoprint-" + name)), python=sys.executable)
+        instance.prepare(users=users if users is not None else [ADMIN + (True,), VIEWER + (False,)],
+                         extra_plugin_settings={"tsd": {"ca_file": pki["ca"],
+                                                        "server_url": server.endpoint_prefix}})
+        for user, password, group in grouped_users:
+            done = instance._octoprint("user", "add", user, "--password", password, "--group", group)
+            if done.returncode != 0:
+                raise RuntimeError("could not create user {}: {}".format(user, done.stdout))
+        instance.start()
+        try:
+            yield instance, server, instance.create_api_key(*ADMIN)
+        finally:
+            instance.stop()
+    finally:
+        server.stop()

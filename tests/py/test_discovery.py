@@ -349,9 +349,12 @@ def test_status_never_shows_the_secret(plugin):
     with mock.patch.object(Discovery, "_ensure_thread", lambda self: None):
         plugin.discovery().start_window()
     secret = plugin.discovery()._secret
-    status = plugin.get_status()
+    status = octoprint_tsd.status.admin_document(plugin)
     assert status["discovery"]["active"] is True
     assert secret not in json.dumps(status, default=str)
+    # Discovery is the admin's: the viewer document does not even read it.
+    viewer = octoprint_tsd.status.viewer_document(plugin)
+    assert "discovery" not in viewer and secret not in json.dumps(viewer, default=str)
 
 
 def test_the_confirmation_page_posts_to_the_server_origin_only():

@@ -122,7 +122,7 @@ def plugin(tmp_path):
 
 
 def test_plugin_link_stores_the_token_and_saves_the_server_after_success(plugin, tmp_path):
-    with mock.patch("octoprint_tsd.verify_code", return_value={
+    with mock.patch("octoprint_tsd.linking.verify_code", return_value={
             "token": "0123456789abcdef0123", "name": "P1", "server": "https://obico.example"}), \
             mock.patch.object(plugin, "start_remote") as start:
         plugin.link_with_code("123456", "https://obico.example")
@@ -135,7 +135,7 @@ def test_plugin_link_stores_the_token_and_saves_the_server_after_success(plugin,
 
 
 def test_plugin_link_failure_changes_nothing(plugin, tmp_path):
-    with mock.patch("octoprint_tsd.verify_code", side_effect=LinkError("wrong_code", "expired")):
+    with mock.patch("octoprint_tsd.linking.verify_code", side_effect=LinkError("wrong_code", "expired")):
         with pytest.raises(LinkError):
             plugin.link_with_code("123456", "https://obico.example")
     assert bridge.load_token(str(tmp_path)) == (None, None)
@@ -146,4 +146,29 @@ def test_plugin_unlink_deletes_the_token(plugin, tmp_path):
     assert bridge.save_token(str(tmp_path), "https://x.io", "0123456789abcdef0123") is None
     assert plugin.unlink() is None
     assert bridge.load_token(str(tmp_path)) == (None, None)
-    assert plugin.get_status()["remote"]["state"] == "unlinked"
+    assert octoprint_tsd.status.viewer_document(plugin)["remote"]["state"] == "unlinked"
+
+
+def test_sec02_backups_leave_out_the_token_and_its_temporary_copies(plugin, tmp_path):
+    assert bridge.save_token(str(tmp_path), "https://x.io", "0123456789abcdef0123") is None
+    (tmp_path / "tsd-token.tmp-abc123").write_text("half-written")
+    (tmp_path / "detect-state.json").write_text("{}")
+    excludes = plugin._linking.backup_excludes([])
+    assert excludes == ["tsd-token", "tsd-token.tmp-abc123"]
+
+
+def test_sec02_a_linked_printer_without_its_token_says_why(plugin, tmp_path):
+    with mock.patch("octoprint_tsd.linking.verify_code", return_value={
+            "token": "0123456789abcdef0123", "name": "P1", "server": "https://obico.example"}):
+        plugin.link_with_code("123456", "https://obico.example", reconnect=False)
+    # What a restored backup holds: everything but the token.
+    (tmp_path / "tsd-token").unlink()
+    assert plugin.start_remote() is False
+    admin = octoprint_tsd.status.admin_document(plugin)
+    assert admin["link"]["linked"] is False
+    assert "backup" in admin["remote"]["detail"] and "link the printer again" in admin["remote"]["detail"]
+    assert "0123456789abcdef0123" not in str(admin)
+    # Unlinking forgets the link, so a later start is plainly unlinked.
+    assert plugin.unlink() is None
+    assert plugin.start_remote() is False
+    assert octoprint_tsd.status.admin_document(plugin)["remote"] == {"state": "unlinked", "detail": ""}

@@ -33,8 +33,8 @@ def test_settings_defaults_hold_no_secret(plugin):
     defaults = plugin.get_settings_defaults()
     assert defaults["server_url"].startswith("https://")
     assert defaults["allow_cleartext_lan"] is False
-    assert defaults["action"] in octoprint_tsd.ACTIONS
-    for path in octoprint_tsd.SECRET_SETTING_PATHS:
+    assert defaults["action"] in octoprint_tsd.settings.ACTIONS
+    for path in octoprint_tsd.settings.SECRET_SETTING_PATHS:
         assert path[0] not in defaults
 
 
@@ -94,21 +94,21 @@ def test_printer_state_changes_are_recorded(plugin):
     plugin.on_event(Events.PRINTER_STATE_CHANGED, {"state_id": "CONNECTING", "state_string": "Connecting"})
     plugin.on_event(Events.PRINTER_STATE_CHANGED, {"state_id": "OPERATIONAL", "state_string": "Operational"})
     plugin.on_event(Events.CONNECTED, {"port": "VIRTUAL"})
-    printer = plugin.get_status()["printer"]
+    printer = octoprint_tsd.status.viewer_document(plugin)["printer"]
     assert printer["state"] == "OPERATIONAL"
     assert [entry["state"] for entry in printer["history"]] == ["CONNECTING", "OPERATIONAL"]
 
 
 def test_state_history_is_bounded(plugin):
-    for i in range(octoprint_tsd.STATE_HISTORY_MAX * 3):
+    for i in range(octoprint_tsd.status.STATE_HISTORY_MAX * 3):
         plugin.on_event(Events.PRINTER_STATE_CHANGED, {"state_id": "S{}".format(i)})
-    history = plugin.get_status()["printer"]["history"]
-    assert len(history) == octoprint_tsd.STATE_HISTORY_MAX
-    assert history[-1]["state"] == "S{}".format(octoprint_tsd.STATE_HISTORY_MAX * 3 - 1)
+    history = octoprint_tsd.status.viewer_document(plugin)["printer"]["history"]
+    assert len(history) == octoprint_tsd.status.STATE_HISTORY_MAX
+    assert history[-1]["state"] == "S{}".format(octoprint_tsd.status.STATE_HISTORY_MAX * 3 - 1)
 
 
 def test_status_reports_native_module(plugin):
-    status = plugin.get_status()
+    status = octoprint_tsd.status.viewer_document(plugin)
     assert status["plugin_version"] == "9.9.9"
     assert status["native"]["loaded"] is True
     assert status["native"]["version"] == bridge._tsd.__version__
@@ -128,7 +128,7 @@ def test_native_import_failure_is_visible(plugin, monkeypatch):
     plugin._logger.error.assert_called_once()
     logged = plugin._logger.error.call_args[0]
     assert "ImportError: libwebsockets.so.17: cannot open" in logged
-    status = plugin.get_status()
+    status = octoprint_tsd.status.viewer_document(plugin)
     assert status["native"] == {
         "loaded": False,
         "error": "ImportError: libwebsockets.so.17: cannot open",
@@ -155,7 +155,7 @@ def test_startup_starts_and_shutdown_stops_the_pump(plugin):
 def test_helper_probe_result_is_reported(plugin):
     with mock.patch.object(bridge, "probe_helper", return_value={"available": False, "error": "not installed"}):
         plugin._probe_helper()
-    assert plugin.get_status()["helper"] == {"available": False, "error": "not installed"}
+    assert octoprint_tsd.status.viewer_document(plugin)["helper"] == {"available": False, "error": "not installed"}
     plugin._logger.error.assert_called_once()
 
 
@@ -193,7 +193,7 @@ def wait_until(predicate, timeout=5.0):
 
 def test_unlinked_without_a_token_file(plugin):
     assert plugin.start_remote() is False
-    assert plugin.get_status()["remote"] == {"state": "unlinked", "detail": ""}
+    assert octoprint_tsd.status.admin_document(plugin)["remote"] == {"state": "unlinked", "detail": ""}
     plugin._logger.error.assert_not_called()
 
 
@@ -202,7 +202,7 @@ def test_a_corrupt_token_file_means_unlinked_with_a_clear_error(plugin, tmp_path
     token_file.write_text("tsd-token v1\nserver https://x\ntoken abc\nsha256 00\n")
     token_file.chmod(0o600)
     assert plugin.start_remote() is False
-    remote_state = plugin.get_status()["remote"]
+    remote_state = octoprint_tsd.status.admin_document(plugin)["remote"]
     assert remote_state["state"] == "unlinked"
     assert "corrupt" in remote_state["detail"]
     message = " ".join(str(a) for a in plugin._logger.error.call_args[0])
