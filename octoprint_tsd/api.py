@@ -7,6 +7,7 @@ One function per permission tier, each checking its own permission first:
   - :func:`frame_get`: WEBCAM;
   - :func:`print_command`: PRINT (saying a print looks fine);
   - :func:`admin_command`: ADMIN (linking, unlinking, reconnecting,
+    forgetting what "looks fine" taught,
     discovery and the one-time passcode: typing a code here is the proof
     of presence).
 """
@@ -18,7 +19,7 @@ from .link import LinkError
 from .status import admin_document, viewer_document
 
 PRINT_COMMANDS = {"looks_fine": []}
-ADMIN_COMMANDS = {"reconnect": [], "link": ["code"], "unlink": [],
+ADMIN_COMMANDS = {"reconnect": [], "link": ["code"], "unlink": [], "forget_learned": [],
                   "discover": [], "otp_start": [], "otp_stop": []}
 COMMANDS = {**ADMIN_COMMANDS, **PRINT_COMMANDS}
 
@@ -98,6 +99,11 @@ def admin_command(plugin, name, data):
         return flask.make_response("", 204)
     if name in ("discover", "otp_start", "otp_stop"):
         return _discovery_command(plugin, name)
+    if name == "forget_learned":
+        watcher = plugin._detection.watcher
+        if watcher is None:
+            return flask.make_response(flask.jsonify(error="detection is not running"), 409)
+        return flask.jsonify(forgotten=watcher.forget_learned())
     flask.abort(400)
 
 

@@ -14,12 +14,14 @@ import threading
 import time
 
 from . import bridge
+from .learned import LearnedError, LearnedScene
 from .settings import ACTIONS
 from .upload import Uploader
 from .watch import Watcher, pick_webcam, resolve_webcam_url, webcam_choices
 
 WEBCAM_CACHE_SECONDS = 30.0
 DETECT_STATE_FILE = "detect-state.json"
+LEARNED_FILE = "tsd-learned.json"   # what "looks fine" taught (learned.py)
 
 
 class Detection:
@@ -35,7 +37,12 @@ class Detection:
         plugin = self._plugin
         self.uploader = Uploader(plugin.post_to_server, self.is_printing,
                                  lambda: self.watcher.wake(), self._plugin._logger)
-        self.watcher = Watcher(self, self._plugin._logger)
+        learned = LearnedScene(os.path.join(plugin.get_plugin_data_folder(), LEARNED_FILE))
+        try:
+            learned.load()
+        except LearnedError as exc:
+            self._plugin._logger.warning("[detect] starting with nothing learned on this printer: %s", exc)
+        self.watcher = Watcher(self, self._plugin._logger, learned=learned)
         self.watcher.add_frame_listener(self.uploader.on_frame)
         self._load_state()
         self.watcher.start()

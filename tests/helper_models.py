@@ -457,15 +457,16 @@ def write_crops_config(path, onnx, **extra):
     return _write_config_fields(path, fields)
 
 
-def learn_scene(width, height, strands=False, seed=0):
+def learn_scene(width, height, obj=True, strands=False, seed=0):
     """A BGR picture for "learning this printer": color_scene's bed and
-    block, a red object that never moves in the top-left (something the
-    detector mistakes for a failure), and, with strands=True, red strands in
-    the bottom-right quarter (a real failure elsewhere in the frame)."""
+    block; with obj=True a red object that never moves in the top-left
+    (something the detector mistakes for a failure); with strands=True red
+    strands in the bottom-right quarter (a real failure elsewhere)."""
     img = bytearray(color_scene(width, height))
-    x0, x1, y0, y1 = width // 16, width // 6, height // 12, height // 5
-    for y in range(y0, y1):
-        img[(y * width + x0) * 3:(y * width + x1) * 3] = bytes([30, 30, 220]) * (x1 - x0)
+    if obj:
+        x0, x1, y0, y1 = width // 16, width // 6, height // 12, height // 5
+        for y in range(y0, y1):
+            img[(y * width + x0) * 3:(y * width + x1) * 3] = bytes([30, 30, 220]) * (x1 - x0)
     if strands:
         red = color_scene(width, height, red_cells=COLOR_GRID * COLOR_GRID, seed=seed)
         for y in range(height * 5 // 8, height):
@@ -475,14 +476,14 @@ def learn_scene(width, height, strands=False, seed=0):
     return bytes(img)
 
 
-def write_learn_frames(directory, width=320, height=240, frames=4):
-    """print/ (the red object alone) and spaghetti/ (the object and strands
-    elsewhere) folders for tests/webcam_sim.py --frames."""
-    for scene, strands in (("print", False), ("spaghetti", True)):
+def write_learn_frames(directory, print_scene, spaghetti_scene, width=320, height=240, frames=4):
+    """print/ and spaghetti/ folders for tests/webcam_sim.py --frames, each
+    a learn_scene() given as a dict of its keyword arguments."""
+    for scene, kwargs in (("print", print_scene), ("spaghetti", spaghetti_scene)):
         folder = os.path.join(directory, scene)
         os.makedirs(folder, exist_ok=True)
         for index in range(frames):
-            jpeg = encode_jpeg(learn_scene(width, height, strands, seed=index), width, height)
+            jpeg = encode_jpeg(learn_scene(width, height, seed=index, **kwargs), width, height)
             with open(os.path.join(folder, "{:03d}.jpg".format(index)), "wb") as f:
                 f.write(jpeg)
     return directory

@@ -4,9 +4,9 @@ detector mistakes for a failure, marked "looks fine" once, stays quiet over
 the next print, while a real failure elsewhere in the frame still pauses.
 
 A real OctoPrint with its virtual printer, the simulated webcam serving the
-learning scene of tests/helper_models.py (a red object that never moves in
-the top-left; in the "spaghetti" scene also red strands in the bottom-right)
-and the crop colour model with a signature output, so that the helper
+learning scenes of tests/helper_models.py (a red object that never moves in
+the top-left; red strands in the bottom-right) from two simulated cameras
+that OctoPrint's one webcam is pointed at in turn, and the crop colour model with a signature output, so that the helper
 reports every crop that holds red, with its appearance signature. Time is
 scaled as in test_detect.py (a frame every 0.5 s stands for one every 10 s).
 """
@@ -37,9 +37,9 @@ def gcode_file(lines=1500):
 
 
 class Rig:
-    def __init__(self, instance, sim, api_key, basedir):
+    def __init__(self, instance, sims, api_key, basedir):
         self.instance = instance
-        self.sim = sim
+        self.sims = sims
         self.api_key = api_key
         self.basedir = basedir
 
@@ -56,6 +56,14 @@ class Rig:
     def command(self, name):
         return self.api("POST", "/api/plugin/tsd", json={"command": name})
 
+    def use_camera(self, name):
+        sim = self.sims[name]
+        response = self.api("POST", "/api/settings", json={
+            "plugins": {"classicwebcam": {"snapshot": sim.snapshot_url, "stream": sim.stream_url}}})
+        assert response.status_code == 200, response.text
+        assert wait_for(lambda: (self.detect().get("camera") or {}).get("url") == sim.snapshot_url, 30)
+        return sim
+
     def start_print(self):
         response = self.api("POST", "/api/files/local/learn-test.gcode",
                             json={"command": "select", "print": True})
@@ -70,20 +78,29 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("learn"))
-    frames = helper_models.write_learn_frames(os.path.join(work, "frames"))
+    # "appears": a clean bed, then the object shows up; "failing": the
+    # object all along, then strands elsewhere too.
+    scenes = {
+        "appears": ({"obj": False}, {"obj": True}),
+        "failing": ({"obj": True}, {"obj": True, "strands": True}),
+    }
+    sims = {}
+    for name, (calm, later) in scenes.items():
+        frames = helper_models.write_learn_frames(os.path.join(work, name), calm, later)
+        sims[name] = WebcamSim(frames_dir=frames, fps=10).start()
     onnx = helper_models.write_crops_onnx(work, signature=True)
     model_config = helper_models.write_crops_config(os.path.join(work, "crops.yaml"), onnx)
-    sim = WebcamSim(frames_dir=frames, fps=10).start()
     basedir = os.path.join(work, "octoprint")
     env = dict(os.environ, TSD_TIME_SCALE=str(TIME_SCALE))
     instance = OctoPrintInstance(basedir, python=sys.executable, env=env)
+    first = sims["appears"]
     instance.prepare(users=[ADMIN + (True,)], extra_plugin_settings={
-        "classicwebcam": {"snapshot": sim.snapshot_url, "stream": sim.stream_url},
+        "classicwebcam": {"snapshot": first.snapshot_url, "stream": first.stream_url},
         "tsd": {"model_config": model_config, "frame_interval": 10, "action": "pause"},
     })
     instance.start()
     try:
-        rig = Rig(instance, sim, instance.create_api_key(*ADMIN), basedir)
+        rig = Rig(instance, sims, instance.create_api_key(*ADMIN), basedir)
         response = rig.api("POST", "/api/connection",
                            json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
         assert response.status_code == 204
@@ -93,15 +110,21 @@ def rig(tmp_path_factory):
         yield rig
     finally:
         instance.stop()
-        sim.stop()
+        for sim in sims.values():
+            sim.stop()
 
 
 def test_learned_object_stays_quiet_while_real_failure_still_pauses(rig):
-    rig.sim.configure(scene="print")
-    # 1. The red object alone is taken for a failure: the print is paused.
+    # 1. A clean print; then the red object comes into view and is taken
+    #    for a failure: the print is paused.
+    sim = rig.use_camera("appears")
+    sim.configure(scene="print")
     rig.start_print()
     try:
-        assert wait_for(lambda: rig.printer_state() == "Paused", GRACE_S + 30)
+        time.sleep(GRACE_S + 2)
+        assert rig.printer_state() == "Printing"
+        sim.configure(scene="spaghetti")
+        assert wait_for(lambda: rig.printer_state() == "Paused", 30)
         # 2. The owner says it looks fine: what fired is learned, and kept
         #    in the plugin's data folder.
         response = rig.command("looks_fine")
@@ -112,9 +135,13 @@ def test_learned_object_stays_quiet_while_real_failure_still_pauses(rig):
         with open(path) as f:
             assert len(json.load(f)["entries"]) == learned["learned"]
     finally:
+        sim.configure(scene="print")
         rig.end_print()
-    # 3. The next print, the same object: it stays quiet past the grace
+    # 3. The next print, the object in view from the start (the same webcam
+    #    of OctoPrint, now at another address): it stays quiet past the grace
     #    period and well beyond.
+    sim = rig.use_camera("failing")
+    sim.configure(scene="print")
     before = rig.detect()["actions_taken"]
     rig.start_print()
     try:
@@ -125,11 +152,11 @@ def test_learned_object_stays_quiet_while_real_failure_still_pauses(rig):
         assert detect["suppressed"] > 0
         assert detect["last"]["p"] == 0, detect["last"]
         # 4. Real spaghetti elsewhere in the frame still pauses.
-        rig.sim.configure(scene="spaghetti")
+        sim.configure(scene="spaghetti")
         assert wait_for(lambda: rig.printer_state() == "Paused", 30)
         assert rig.detect()["actions_taken"] == before + 1
     finally:
-        rig.sim.configure(scene="print")
+        sim.configure(scene="print")
         rig.end_print()
 
 

@@ -28,6 +28,9 @@ $(function () {
         self.discoveryActive = ko.observable(false);
         self.otpActive = ko.observable(false);
         self.otpPasscode = ko.observable("");
+        // False alarms "looks fine" taught this printer (learned.py).
+        self.learnedCount = ko.observable(0);
+        self.forgetMessage = ko.observable("");
 
         self.applyStatus = function (status) {
             var webcams = status.webcams || [];
@@ -56,6 +59,7 @@ $(function () {
             self.discoveryActive(!!discovery.active);
             self.otpActive(!!(discovery.otp && discovery.otp.active));
             self.otpPasscode((discovery.otp && discovery.otp.passcode) || "");
+            self.learnedCount((status.detect && status.detect.learned) || 0);
             var remote = status.remote || {};
             var remoteTexts = {
                 unlinked: gettext("not linked"),
@@ -120,6 +124,15 @@ $(function () {
         self.discover = function () { self.discoveryCommand("discover"); };
         self.otpStart = function () { self.discoveryCommand("otp_start"); };
         self.otpStop = function () { self.discoveryCommand("otp_stop"); };
+
+        self.forgetLearned = function () {
+            OctoPrint.simpleApiCommand("tsd", "forget_learned", {})
+                .done(function (response) {
+                    self.forgetMessage(_.sprintf(gettext("Forgot %(count)d learned false alarm(s)."),
+                                                 {count: response.forgotten}));
+                })
+                .always(self.refresh);
+        };
 
         self.unlink = function () {
             OctoPrint.simpleApiCommand("tsd", "unlink", {})
