@@ -382,13 +382,19 @@ class TsdPlugin(
 
         if not Permissions.WEBCAM.can():
             flask.abort(403)
-        latest = self._watcher.latest if self._watcher is not None else None
-        if latest is None:
+        watcher = self._watcher
+        if flask.request.args.get("evidence"):
+            # The frame that triggered this print's action (the tab's "why").
+            frame = watcher.evidence_frame() if watcher is not None else None
+        else:
+            latest = watcher.latest if watcher is not None else None
+            frame = (latest[0], latest[3]) if latest is not None else None
+        if frame is None:
             flask.abort(404)
-        response = flask.make_response(latest[0])
+        response = flask.make_response(frame[0])
         response.headers["Content-Type"] = "image/jpeg"
         response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Frame-Seq"] = str(latest[3])
+        response.headers["X-Frame-Seq"] = str(frame[1])
         return response
 
     ##~~ discovery and OTP (octoprint_tsd/discovery.py)
@@ -627,7 +633,12 @@ class TsdPlugin(
     def get_template_configs(self):
         return [
             {"type": "settings", "name": PLUGIN_NAME, "custom_bindings": True},
-            {"type": "tab", "name": "Spaghetti Detective", "custom_bindings": True},
+            # Short, with an icon (tsd.css) and the full name as its tooltip
+            # (tsd_tab.js): OctoPrint's tab bar is 620 px wide from 980 px up,
+            # the core tabs take 472 and the overflow menu 56, so a longer
+            # name ("Spaghetti Detective", even "Detective") falls into
+            # the overflow menu.
+            {"type": "tab", "name": "TSD", "custom_bindings": True},
             {"type": "wizard", "name": PLUGIN_NAME, "template": "tsd_wizard.jinja2", "custom_bindings": True},
         ]
 
