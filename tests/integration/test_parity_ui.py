@@ -25,20 +25,13 @@ import requests
 
 import helper_models
 from octoprint_instance import OctoPrintInstance
+from test_detect import gcode_file   # a print that lasts minutes on the virtual printer
 from tsd_testing import ADMIN, output_dir, wait_for
 from webcam_sim import WebcamSim
 
 TIME_SCALE = 0.05
 GRACE_S = 30 * 10 * TIME_SCALE
 GCODE_NAME = "parity-ui.gcode"
-
-
-def gcode_file(lines=1500):
-    out = ["G28", "G90", "M82", "G1 Z0.3 F600", "G92 E0"]
-    for i in range(lines):
-        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
-        out.append("G4 P100")
-    return "\n".join(out) + "\n"
 
 
 class Rig:
