@@ -304,7 +304,12 @@ class TsdPlugin(
     def get_template_configs(self):
         return [
             {"type": "settings", "name": PLUGIN_NAME, "custom_bindings": True},
-            {"type": "tab", "name": "Spaghetti Detective", "custom_bindings": True},
+            # Short, with an icon (tsd.css) and the full name as its tooltip
+            # (tsd_tab.js): OctoPrint's tab bar is 620 px wide from 980 px up,
+            # the core tabs take 472 and the overflow menu 56, so a longer
+            # name ("Spaghetti Detective", even "Detective") falls into
+            # the overflow menu.
+            {"type": "tab", "name": "TSD", "custom_bindings": True},
             {"type": "wizard", "name": PLUGIN_NAME, "template": "tsd_wizard.jinja2", "custom_bindings": True},
         ]
 

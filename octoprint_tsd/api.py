@@ -50,17 +50,22 @@ def status_get(plugin, request):
 
 
 def frame_get(plugin):
-    """The newest camera frame the detector saw."""
+    """The newest camera frame the detector saw, or with ?evidence=1 the
+    frame that triggered this print's action (the tab's "why")."""
     if not _permissions().WEBCAM.can():
         flask.abort(403)
     watcher = plugin._detection.watcher
-    latest = watcher.latest if watcher is not None else None
-    if latest is None:
+    if flask.request.args.get("evidence"):
+        frame = watcher.evidence_frame() if watcher is not None else None
+    else:
+        latest = watcher.latest if watcher is not None else None
+        frame = (latest[0], latest[3]) if latest is not None else None
+    if frame is None:
         flask.abort(404)
-    response = flask.make_response(latest[0])
+    response = flask.make_response(frame[0])
     response.headers["Content-Type"] = "image/jpeg"
     response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Seq"] = str(latest[3])
+    response.headers["X-Frame-Seq"] = str(frame[1])
     return response
 
 

@@ -47,6 +47,37 @@ COOLDOWN_S = 90.0             # after a resume or "looks fine", as the Obico ser
                               # alert cooldown: no new action before it has passed
 
 
+SHORT_MULTIPLE = 3.8
+
+
+def decision_gauge(short_mean, long_mean, adjusted):
+    """The lines a frame's score was held against, and the Obico server's
+    ``normalized_p`` gauge (reference section 10.6) that puts them on one
+    scale: [0, 1/3) ok, [1/3, 2/3) warning, [2/3, 1] failure.
+
+    The warning line is clamp(3.8 * (short - long), 0.38, 0.78) and the
+    pause line 1.75 times it: the same test as the decision's "above 0.78,
+    or between 0.38 and 0.78 and above 3.8 * (short - long)" (docs/decisions.md),
+    written as one moving line per level. The gauge maps [0, warn] onto the
+    first third, [warn, pause] onto the second and [pause, 1.5 * pause] onto
+    the last, each clamped to its third. The decision itself is the native
+    decider's; this only explains it."""
+    warn_at = min(THRESHOLD_HIGH, max(THRESHOLD_LOW, (short_mean - long_mean) * SHORT_MULTIPLE))
+    pause_at = warn_at * PAUSE_FACTOR
+
+    def band(x, low, high, third):
+        share = (x - low) / (high - low)
+        return third / 3.0 + min(1.0, max(0.0, share)) / 3.0
+
+    if adjusted > pause_at:
+        gauge = band(adjusted, pause_at, pause_at * 1.5, 2)
+    elif adjusted > warn_at:
+        gauge = band(adjusted, warn_at, pause_at, 1)
+    else:
+        gauge = band(adjusted, 0.0, warn_at, 0)
+    return {"warn_at": warn_at, "pause_at": pause_at, "normalized_p": gauge}
+
+
 def resolve_webcam_url(url, octoprint_port):
     """Absolute camera URLs as they are; a relative one (``/webcam/?action=
     stream``) against OctoPrint on the loopback address. Returns a list of
@@ -149,6 +180,7 @@ class Watcher:
         self.camera_error = None
         self.helper_error = None
         self.latest = None           # (jpeg, width, height, seq, monotonic time)
+        self._evidence = None        # (jpeg, summary): the frame that triggered the action
         self.last_result = None
         self.history = collections.deque(maxlen=HISTORY_MAX)
         self.frames = 0
@@ -208,6 +240,7 @@ class Watcher:
             self._quiet_until = 0.0
             self._bending_factor = 1.0
             self.history.clear()
+            self._evidence = None
             self._print_started = time.monotonic()
             if self._decider is not None:
                 self._decider.print_start()
@@ -298,6 +331,7 @@ class Watcher:
                 "learned": self._learned.count(),
                 "suppressed": self.suppressed,
                 "last": self.last_result,
+                "evidence": self._evidence[1] if self._evidence else None,
                 "thresholds": {"low": THRESHOLD_LOW, "high": THRESHOLD_HIGH,
                                "pause_factor": PAUSE_FACTOR},
             }
@@ -305,6 +339,13 @@ class Watcher:
         if info["helper"] is not None:
             info["helper"].pop("stderr_tail", None)
         return info
+
+    def evidence_frame(self):
+        """(jpeg, seq) of the frame that triggered this print's action, or None."""
+        with self._lock:
+            if self._evidence is None:
+                return None
+            return self._evidence[0], self._evidence[1]["seq"]
 
     def history_points(self):
         with self._lock:
@@ -516,13 +557,22 @@ class Watcher:
             self.camera_error = None
             result.update({"seq": seq, "w": width, "h": height, "ms": reply.get("ms"),
                            "detections": detections, "time": time.time()})
+            result.update(decision_gauge(result["short_mean"], result["long_mean"],
+                                         result["adjusted"]))
+            result["grace"] = result["frame"] <= decider.params()["grace_frames"]
             self.last_result = result
             self.history.append({
                 "t": round(time.monotonic() - self._print_started, 2),
                 "p": round(result["p"], 4), "ewm": round(result["ewm"], 4),
                 "adjusted": round(result["adjusted"], 4), "verdict": result["verdict"],
+                "np": round(result["normalized_p"], 4), "warn_at": round(result["warn_at"], 4),
+                "pause_at": round(result["pause_at"], 4), "grace": result["grace"],
             })
             act = self._verdict(config, result)
+            if act is not None and act != "warn":
+                # Kept until the next print: why it acted, on screen.
+                self._evidence = (jpeg, dict(result, action=act,
+                                             t=self.history[-1]["t"]))
         if act is not None:
             self._act(act, config, result, jpeg)
         self._publish()

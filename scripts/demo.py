@@ -14,6 +14,11 @@ every second stands for one every 10 s, the rate the decision constants were
 tuned for, so the grace period at the start of a print takes 30 s.
 
   --smoke   run the whole loop once, check that the print was paused, stop
+
+Every run starts from the state the demo needs, whatever the last one left:
+the webcam URLs of this run's camera, the plugin's settings, no safe mode
+after a start that did not finish. A port in use is reported before
+anything starts, with a free one to put in PORT=.
 """
 
 import argparse
@@ -27,7 +32,7 @@ import requests
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-from octoprint_instance import OctoPrintInstance  # noqa: E402
+from octoprint_instance import OctoPrintInstance, port_in_use  # noqa: E402
 from webcam_sim import WebcamSim  # noqa: E402
 
 DEMO_USER = "demo"
@@ -50,6 +55,14 @@ def api(instance, api_key, method, path, **kwargs):
                                 timeout=30, **kwargs)
     response.raise_for_status()
     return response
+
+
+class DemoError(Exception):
+    """Something the person running the demo should read, without a traceback."""
+
+
+def printer_state(instance, api_key):
+    return api(instance, api_key, "GET", "/api/printer").json()["state"]["text"]
 
 
 def run_the_loop(instance, api_key, sim):
@@ -87,7 +100,8 @@ def run_the_loop(instance, api_key, sim):
                 time.monotonic() - spaghetti_at), flush=True)
             return True
         if spaghetti_at is not None and time.monotonic() - spaghetti_at > FAILURE_TIMEOUT:
-            print("==> no pause within {} s of spaghetti".format(FAILURE_TIMEOUT), flush=True)
+            print("==> no pause within {} s of spaghetti (OctoPrint says {}; the detector: {})".format(
+                FAILURE_TIMEOUT, state, detect.get("detail") or detect.get("state", "?")), flush=True)
             return False
         if state not in ("Printing", "Starting", "Paused", "Pausing"):
             print("==> the print ended before the failure ({})".format(state), flush=True)
@@ -95,21 +109,52 @@ def run_the_loop(instance, api_key, sim):
         time.sleep(1)
 
 
+def check_plugin_loaded(instance, api_key):
+    """OctoPrint in safe mode runs without third-party plugins: say so."""
+    server = api(instance, api_key, "GET", "/api/server").json()
+    if server.get("safemode"):
+        raise DemoError("OctoPrint started in safe mode ({}), without this plugin; see {}".format(
+            server["safemode"], instance.octoprint_log))
+    response = requests.get(instance.url + "/api/plugin/tsd", headers={"X-Api-Key": api_key},
+                            timeout=30)
+    if response.status_code == 404:
+        raise DemoError("OctoPrint runs without The Spaghetti Detective plugin; see {}".format(
+            instance.octoprint_log))
+    response.raise_for_status()
+
+
 def connect_virtual_printer(instance, api_key):
-    headers = {"X-Api-Key": api_key}
-    requests.post(
-        instance.url + "/api/connection",
-        json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200},
-        headers=headers,
-        timeout=10,
-    ).raise_for_status()
+    api(instance, api_key, "POST", "/api/connection",
+        json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        state = requests.get(instance.url + "/api/plugin/tsd", headers=headers, timeout=10).json()
+        state = api(instance, api_key, "GET", "/api/plugin/tsd").json()
         if state["printer"]["state"] == "OPERATIONAL":
             return state
         time.sleep(0.5)
-    raise RuntimeError("the virtual printer did not become operational")
+    raise DemoError("the virtual printer did not become operational; see {}".format(
+        instance.octoprint_log))
+
+
+def check_camera(instance, api_key, sim, timeout=60):
+    """The plugin watches this run's camera, and frames arrive from it."""
+    deadline = time.monotonic() + timeout
+    detect = {}
+    while time.monotonic() < deadline:
+        detect = api(instance, api_key, "GET", "/api/plugin/tsd").json().get("detect") or {}
+        camera = detect.get("camera") or {}
+        if camera.get("url", "").startswith(sim.url) and detect.get("frames", 0) > 0:
+            return
+        time.sleep(0.5)
+    raise DemoError("the plugin does not get frames from the demo's camera {} (its camera: {}; {})".format(
+        sim.url, (detect.get("camera") or {}).get("url"), detect.get("detail") or detect.get("state")))
+
+
+def suggest_port(port):
+    for candidate in range(port + 1, port + 100):
+        if not port_in_use(candidate):
+            return candidate
+    return None
 
 
 def main():
@@ -118,16 +163,32 @@ def main():
     parser.add_argument("--basedir", default=os.path.join(REPO, "build", "demo", "octoprint"))
     args = parser.parse_args()
 
-    port = int(os.environ.get("PORT") or 5000)
+    try:
+        port = int(os.environ.get("PORT") or 5000)
+        if not 0 < port < 65536:
+            raise ValueError(port)
+    except ValueError:
+        print("PORT={} is not a port number (1-65535).".format(os.environ.get("PORT")), file=sys.stderr)
+        return 2
+    if port_in_use(port):
+        free = suggest_port(port)
+        print("Port {} on 127.0.0.1 is in use (another OctoPrint, or a demo still running?).".format(port),
+              file=sys.stderr)
+        if free:
+            print("Run the demo on another port: PORT={} make demo".format(free), file=sys.stderr)
+        return 2
     sim = WebcamSim(fps=5, width=640, height=480).start()
     print("==> simulated webcam at {}".format(sim.url), flush=True)
     env = dict(os.environ, TSD_TIME_SCALE=str(TIME_SCALE))
     instance = OctoPrintInstance(args.basedir, port=port, env=env)
     print("==> preparing OctoPrint in {}".format(instance.basedir), flush=True)
-    instance.prepare(users=[(DEMO_USER, DEMO_PASSWORD, True)], extra_plugin_settings={
+    unfinished = instance.prepare(users=[(DEMO_USER, DEMO_PASSWORD, True)], extra_plugin_settings={
         "classicwebcam": {"stream": sim.stream_url, "snapshot": sim.snapshot_url},
-        "tsd": {"frame_interval": 10, "action": "pause"},
+        "tsd": {"frame_interval": 10, "action": "pause", "detection_enabled": True},
     })
+    if unfinished:
+        print("==> an earlier start of OctoPrint did not finish; starting normally, not in safe mode",
+              flush=True)
     print("==> starting OctoPrint on {} (log: {})".format(instance.url, instance.octoprint_log), flush=True)
     try:
         instance.start()
@@ -142,6 +203,7 @@ def main():
 
     try:
         api_key = instance.create_api_key(DEMO_USER, DEMO_PASSWORD, app="tsd-demo")
+        check_plugin_loaded(instance, api_key)
         status = connect_virtual_printer(instance, api_key)
         native = status["native"]
         if not native["loaded"]:
@@ -154,17 +216,27 @@ def main():
         print("  Plugin:    {} with native module _tsd {}".format(status["plugin_version"], native["version"]))
         print("  Printer:   OctoPrint's virtual printer, connected")
         print("  Camera:    simulated webcam at {}".format(sim.url))
-        print("  Watch:     the 'Spaghetti Detective' tab")
+        print("  Watch:     the 'TSD' tab (The Spaghetti Detective)")
         print("  Settings:  the wrench icon > Plugins > The Spaghetti Detective")
         print("  Time runs 10x faster than in real use.")
         print()
+        check_camera(instance, api_key, sim)
         paused = run_the_loop(instance, api_key, sim)
+        # Said only when OctoPrint itself says so, now.
+        state = printer_state(instance, api_key)
+        paused = paused and state == "Paused"
         if args.smoke:
-            print("demo smoke check: {}".format("ok" if paused else "FAILED (no pause)"))
+            print("demo smoke check: {}".format(
+                "ok" if paused else "FAILED (no pause; OctoPrint says {})".format(state)))
             return 0 if paused else 1
         print()
-        print("  The print is paused. Resume or cancel it in OctoPrint; /control?scene=print")
-        print("  on the camera ({}) shows a healthy print again.".format(sim.url))
+        if paused:
+            print("  The print is paused. Resume or cancel it in OctoPrint; the TSD tab shows the")
+            print("  frame that paused it. /control?scene=print on the camera ({})".format(sim.url))
+            print("  shows a healthy print again.")
+        else:
+            print("  The demo did not pause the print (OctoPrint says {}). OctoPrint keeps running:".format(state))
+            print("  look at the TSD tab and {}.".format(instance.octoprint_log))
         print("  Press Ctrl-C to stop.", flush=True)
         stop = []
         signal.signal(signal.SIGTERM, lambda *a: stop.append(True))
@@ -176,6 +248,9 @@ def main():
         return 0
     except KeyboardInterrupt:
         return 0
+    except (DemoError, requests.RequestException) as exc:
+        print("The demo stopped: {}".format(exc), file=sys.stderr)
+        return 1
     finally:
         print("==> stopping OctoPrint", flush=True)
         instance.stop()

@@ -27,6 +27,28 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def port_in_use(port, host=LOOPBACK):
+    """Whether something listens on host:port (a socket in TIME_WAIT does
+    not count: OctoPrint binds with SO_REUSEADDR too)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+def _merge(base, update):
+    """Deep-merges update into base (dicts merged, everything else replaced)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def offline_config(extra_plugin_settings=None):
     """config.yaml for an OctoPrint that never reaches out to the internet."""
     plugins = {
@@ -43,6 +65,7 @@ def offline_config(extra_plugin_settings=None):
     return {
         "server": {
             "firstRun": False,
+            "startOnceInSafeMode": False,
             "onlineCheck": {"enabled": False},
             "pluginBlacklist": {"enabled": False},
             # The plugin's own link wizard (version 1) is marked seen, so that
@@ -105,16 +128,29 @@ class OctoPrintInstance:
             check=False,
         )
 
+    @property
+    def incomplete_startup_marker(self):
+        """OctoPrint's own marker: present at start, it starts in safe mode
+        (third-party plugins off). Left behind by a start that did not finish."""
+        return os.path.join(self.basedir, ".incomplete_startup")
+
     def prepare(self, users=(), extra_plugin_settings=None):
-        """Writes config.yaml and creates users: (name, password, is_admin)."""
+        """Writes config.yaml and creates users: (name, password, is_admin).
+
+        A base folder used before (the demo's) keeps its other settings, but
+        what this call asks for wins (the webcam URLs of this run, the
+        plugin's settings), and an earlier start that did not finish does not
+        put this one in safe mode. Returns True when such a start was found."""
         os.makedirs(self.basedir, exist_ok=True)
         config_path = os.path.join(self.basedir, "config.yaml")
         config = offline_config(extra_plugin_settings)
         if os.path.exists(config_path):
             with open(config_path) as f:
                 existing = yaml.safe_load(f) or {}
-            existing.update({k: v for k, v in config.items() if k not in existing})
-            config = existing
+            config = _merge(existing, config)
+        unfinished = os.path.exists(self.incomplete_startup_marker)
+        if unfinished:
+            os.unlink(self.incomplete_startup_marker)
         with open(config_path, "w") as f:
             yaml.safe_dump(config, f)
         for name, password, is_admin in users:
@@ -127,6 +163,7 @@ class OctoPrintInstance:
                 "User created" not in output and "already exist" not in output
             ):
                 raise RuntimeError("could not create user {}: {}".format(name, output))
+        return unfinished
 
     def start(self, timeout=120):
         self._log_file = open(self.log_path, "ab")

@@ -14,6 +14,10 @@ On the same port it serves the part of the REST API a device uses (sections
 `issue_code()`), `/api/v1/octo/printer/`, `/api/v1/octo/unlinked/`
 (auto-discovery, keyed by the address the server sees), `/api/v1/octo/pic/`
 and `/api/v1/octo/printer_events/`. What arrives is recorded for assertions.
+Answers are rendered byte for byte as obico-server's (Django REST framework)
+where the reference documents them (section 11): compact JSON, and a refused
+token gets HTTP 401 `{"error":"Invalid or Inactive Token","is_authenticated":"False"}`.
+A deleted printer (`delete_printer()`) loses its websocket at its next status.
 
 It runs on loopback, on an ephemeral port, over TLS with a CA made for the
 test session (plain when pki is None), in a thread of its own, and it can
@@ -39,7 +43,13 @@ from aiohttp import WSMsgType, web
 
 LOOPBACK = "127.0.0.1"
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
-INVALID_TOKEN = {"detail": {"error": "Invalid or Inactive Token", "is_authenticated": False}}
+# obico-server's PrinterAuthentication raises AuthenticationFailed with this
+# dict; DRF turns its values into strings and answers the dict itself.
+INVALID_TOKEN = {"error": "Invalid or Inactive Token", "is_authenticated": "False"}
+# DRF's TokenAuthentication (djangorestframework 3.15) for the other refusals.
+NOT_AUTHENTICATED = {"detail": "Authentication credentials were not provided."}
+NO_CREDENTIALS = {"detail": "Invalid token header. No credentials provided."}
+TOKEN_WITH_SPACES = {"detail": "Invalid token header. Token string should not contain spaces."}
 # The columns of obico-server's PrinterSerializer, with a new printer's defaults.
 PRINTER_DEFAULTS = {
     "action_on_failure": "PAUSE",
@@ -115,6 +125,25 @@ def parse_token_header(header):
     if len(words) == 2 and words[0].lower() == "token":
         return words[1]
     return None
+
+
+def drf_json(data, status=200, headers=None):
+    """An answer as Django REST framework renders it: compact JSON (no spaces
+    after "," and ":"), non-ASCII as UTF-8, U+2028/U+2029 escaped, and an
+    empty body for no data (``Response(status=400)``)."""
+    if data is None:
+        body = b""
+    else:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        body = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode("utf-8")
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+
+
+def is_status_message(data):
+    """Whether obico-server routes a device message to its status handling:
+    everything that carries none of its four other routing keys."""
+    return isinstance(data, dict) and not any(
+        key in data for key in ("janus", "http.tunnelv2", "ws.tunnel", "passthru"))
 
 
 def _now_iso():
@@ -228,6 +257,7 @@ class ReferenceServer:
         self.printer_patches = []      # (token, body) of PATCH /printer/
         self.unlinked_posts = []       # (ip, body, time) of POST /unlinked/
         self.discovery_delivered = []  # (ip, message) handed to a poller
+        self._deleted = set()          # tokens of printers deleted with delete_printer()
         self._codes = {}               # code -> dict
         self._printers = {}            # printer id -> dict (a PrinterSerializer row + "user")
         self._discovery = {}           # ip -> {device_id: Discovered}
@@ -403,6 +433,17 @@ class ReferenceServer:
             entry["code_expires"] = time.monotonic() + ttl
         return True
 
+    def delete_printer(self, token):
+        """The owner deletes the printer in the app (section 11): its token
+        fails on REST calls (401) and new connections (403) at once; a live
+        websocket is closed (code 1000) when its next status arrives."""
+        with self._lock:
+            self.tokens.discard(token)
+            self._deleted.add(token)
+            for printer_id, printer in list(self._printers.items()):
+                if printer["auth_token"] == token:
+                    del self._printers[printer_id]
+
     def requests_to(self, path):
         """The REST requests made to `path`."""
         with self._lock:
@@ -469,7 +510,11 @@ class ReferenceServer:
         token = parse_bearer(request.headers.get("Authorization"))
         if self.refuse_all or token not in self.tokens:
             self.refused_count += 1
-            response = web.Response(status=int(self.refuse_status), text="unknown token\n")
+            # Daphne rejects a consumer that closes before accept() as
+            # autobahn does: a status line "403 Access denied", no body.
+            status = int(self.refuse_status)
+            reason = "Access denied" if status == 403 else http.HTTPStatus(status).phrase
+            response = web.Response(status=status, reason=reason)
             response.force_close()
             return response
         ws = web.WebSocketResponse(autoping=True, heartbeat=20, compress=False,
@@ -525,9 +570,15 @@ class ReferenceServer:
                 await self._stay_silent(connection)
                 return
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                received = Received(connection.token, message.data)
                 if not self.silent:
                     with self._lock:
-                        self.received.append(Received(connection.token, message.data))
+                        self.received.append(received)
+                if connection.token in self._deleted and is_status_message(received.json):
+                    # The server reloads the printer for every status; a
+                    # deleted one raises and the consumer closes (Daphne: 1000).
+                    close_requested.set_result((1000, "", 12))
+                    return
             else:  # CLOSE, CLOSING, CLOSED, ERROR
                 return
 
@@ -613,7 +664,7 @@ class ReferenceServer:
         except Exception:
             traceback.print_exc()  # a bug in this server: show it in the test's output
             record.status = 500
-            return web.json_response({"detail": "server error"}, status=500)
+            return drf_json({"detail": "server error"}, status=500)
         record.status = response.status
         return response
 
@@ -645,22 +696,37 @@ class ReferenceServer:
                 printer = self._new_printer(None, DEFAULT_PRINTER_NAME, token)
         return token, printer
 
+    def _unauthorized(self, request):
+        """The 401 that obico-server's PrinterAuthentication (DRF's
+        TokenAuthentication) gives this request's Authorization header."""
+        words = request.headers.get("Authorization", "").split()
+        if not words or words[0].lower() != "token":
+            body = NOT_AUTHENTICATED       # no header, or another scheme
+        elif len(words) == 1:
+            body = NO_CREDENTIALS
+        elif len(words) > 2:
+            body = TOKEN_WITH_SPACES
+        else:
+            body = INVALID_TOKEN           # unknown, rotated or deleted
+        return drf_json(body, status=401, headers={"WWW-Authenticate": "Token"})
+
     @staticmethod
     def _public_printer(printer):
         return {k: v for k, v in printer.items() if k != "user"}
 
     async def _verify(self, request):
         if self.throttle_verify:
-            return web.json_response(
+            return drf_json(
                 {"detail": "Request was throttled. Expected available in 3600 seconds."},
                 status=429, headers={"Retry-After": "3600"})
         code = request.query.get("code", "")
         if not re.fullmatch(r"[0-9]{6}", code):
-            return web.json_response({"detail": "Invalid code."}, status=400)
+            return drf_json({"detail": "Invalid code."}, status=400)
         with self._lock:
             entry = self._codes.get(code)
             if entry is None or entry["used"] or time.monotonic() >= entry["expires"]:
-                return web.json_response({"detail": "Not found."}, status=404)
+                # Http404("Requested resource does not exist"), as DRF words it.
+                return drf_json({"detail": "Requested resource does not exist"}, status=404)
             entry["used"] = True
             token = secrets.token_hex(10)
             printer = self._printers.get(entry["printer_id"]) if entry["printer_id"] else None
@@ -673,7 +739,7 @@ class ReferenceServer:
             now = _now_iso()
             body = {"id": entry["id"], "code": code, "expired_at": now, "verified_at": now,
                     "printer": self._public_printer(printer)}
-        return web.json_response(body)
+        return drf_json(body)
 
     def _printer_body(self, printer):
         return {"user": {"is_pro": False},
@@ -683,30 +749,30 @@ class ReferenceServer:
     async def _get_printer(self, request):
         token, printer = self._authenticated_printer(request)
         if printer is None:
-            return web.json_response(INVALID_TOKEN, status=401)
+            return self._unauthorized(request)
         with self._lock:
-            return web.json_response(self._printer_body(printer))
+            return drf_json(self._printer_body(printer))
 
     async def _patch_printer(self, request):
         token, printer = self._authenticated_printer(request)
         if printer is None:
-            return web.json_response(INVALID_TOKEN, status=401)
+            return self._unauthorized(request)
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response({"detail": "JSON parse error"}, status=400)
+            return drf_json({"detail": "JSON parse error"}, status=400)
         if not isinstance(body, dict):
-            return web.json_response({"detail": "JSON object expected"}, status=400)
+            return drf_json({"detail": "JSON object expected"}, status=400)
         with self._lock:
             self.printer_patches.append((token, body))
             # The server runs .update(**request.data): any column, unknown ones 500.
             if any(key not in printer or key in ("id", "user") for key in body):
-                return web.json_response({"detail": "server error"}, status=500)
+                return drf_json({"detail": "server error"}, status=500)
             if "auth_token" in body and body["auth_token"] != token:
                 self.tokens.discard(token)
                 self.tokens.add(body["auth_token"])
             printer.update(body)
-            return web.json_response(self._printer_body(printer))
+            return drf_json(self._printer_body(printer))
 
     def _client_ip(self, request):
         if self.fixed_client_ip:
@@ -722,9 +788,9 @@ class ReferenceServer:
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response({"detail": "JSON parse error"}, status=400)
+            return drf_json({"detail": "JSON parse error"}, status=400)
         if not isinstance(body, dict):
-            return web.json_response({"detail": "JSON object expected"}, status=400)
+            return drf_json({"detail": "JSON object expected"}, status=400)
         ip = self._client_ip(request)
         device_id = body.get("device_id")
         now = time.monotonic()
@@ -750,7 +816,7 @@ class ReferenceServer:
             answer = {"messages": messages}
             if "one_time_passcode" in body:   # an OTP-capable agent (section 3.4)
                 answer.update(self._otp_answer(device_id, body.get("one_time_passcode")))
-        return web.json_response(answer)
+        return drf_json(answer)
 
     def _otp_answer(self, device_id, passcode):
         """Called with the lock held."""
@@ -793,15 +859,15 @@ document.getElementById("open").addEventListener("click", function () {
     async def _app_code(self, request):
         user = self._app_user(request)
         if not user:
-            return web.json_response({"detail": "not logged in"}, status=401)
-        return web.json_response({"code": self.issue_code(user=user)})
+            return drf_json({"detail": "not logged in"}, status=401)
+        return drf_json({"code": self.issue_code(user=user)})
 
     async def _app_discovery_list(self, request):
         user = self._app_user(request)
         if not user:
-            return web.json_response({"detail": "not logged in"}, status=401)
+            return drf_json({"detail": "not logged in"}, status=401)
         ip = self._client_ip(request)
-        return web.json_response([{"device_id": d.device_id, **d.info} for d in self.discovered(ip)])
+        return drf_json([{"device_id": d.device_id, **d.info} for d in self.discovered(ip)])
 
     async def _app_discovery_link(self, request):
         user = self._app_user(request)
@@ -812,18 +878,18 @@ document.getElementById("open").addEventListener("click", function () {
         if not user or not isinstance(body, dict):
             with self._lock:
                 self.discovery_links.append((user, body, 401 if not user else 400))
-            return web.json_response({"detail": "bad request"}, status=401 if not user else 400)
+            return drf_json({"detail": "bad request"}, status=401 if not user else 400)
         code = body.get("code")
         with self._lock:
             entry = self._codes.get(code)
             ok = entry is not None and entry["user"] == user and not entry["used"]
             self.discovery_links.append((user, body, 200 if ok else 403))
         if not ok:
-            return web.json_response({"detail": "not your code"}, status=403)
+            return drf_json({"detail": "not your code"}, status=403)
         # Like obico-server: queued for the device seen from the same address.
         self.queue_discovery_message(body.get("device_id"), code, secret=body.get("device_secret"),
                                      ip=self._client_ip(request))
-        return web.json_response({"queued": True})
+        return drf_json({"queued": True})
 
     async def _app_otp(self, request):
         user = self._app_user(request)
@@ -832,10 +898,10 @@ document.getElementById("open").addEventListener("click", function () {
         except ValueError:
             body = {}
         if not user:
-            return web.json_response({"detail": "not logged in"}, status=401)
+            return drf_json({"detail": "not logged in"}, status=401)
         if not self.claim_otp(user, str((body or {}).get("one_time_passcode", ""))):
-            return web.json_response({"detail": "unknown passcode"}, status=404)
-        return web.json_response({"claimed": True})
+            return drf_json({"detail": "unknown passcode"}, status=404)
+        return drf_json({"claimed": True})
 
     @staticmethod
     def _form_fields(form):
@@ -850,25 +916,25 @@ document.getElementById("open").addEventListener("click", function () {
     async def _pic(self, request):
         token, printer = self._authenticated_printer(request)
         if printer is None:
-            return web.json_response(INVALID_TOKEN, status=401)
+            return self._unauthorized(request)
         fields, files = self._form_fields(await request.post())
         pic = files.get("pic")
         if pic is None:
-            return web.json_response({"detail": "pic is required"}, status=400)
+            return drf_json(None, status=400)   # Response(status=HTTP_400_BAD_REQUEST)
         if not (pic.startswith(b"\xff\xd8\xff") or pic.startswith(b"\x89PNG\r\n\x1a\n")):
-            return web.json_response({"detail": "corrupt image"}, status=400)
+            return drf_json(None, status=400)   # as the reference documents it
         with self._lock:
             self.pics.append(Pic(token, pic, fields))
-        return web.json_response({"result": "ok"})
+        return drf_json({"result": "ok"})
 
     async def _printer_event(self, request):
         token, printer = self._authenticated_printer(request)
         if printer is None:
-            return web.json_response(INVALID_TOKEN, status=401)
+            return self._unauthorized(request)
         fields, files = self._form_fields(await request.post())
         if fields.get("event_text") is None:
             # The server calls event_text.replace(...): a 500 without it.
-            return web.json_response({"detail": "server error"}, status=500)
+            return drf_json({"detail": "server error"}, status=500)
         with self._lock:
             self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot")))
-        return web.json_response({"result": "ok"})
+        return drf_json({"result": "ok"})

@@ -18,7 +18,9 @@ from obico_refserver import ReferenceServer, make_pki
 
 TOKEN = "0123456789abcdef0123"
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
-INVALID = {"detail": {"error": "Invalid or Inactive Token", "is_authenticated": False}}
+# What the real server answered to an unknown token (reference section 11), byte for byte.
+INVALID_BODY = b'{"error":"Invalid or Inactive Token","is_authenticated":"False"}'
+INVALID = {"error": "Invalid or Inactive Token", "is_authenticated": "False"}
 
 
 def run_apart(coroutine, timeout=60):
@@ -168,7 +170,7 @@ def test_printer_get_needs_a_token(server, pki):
                     {"Authorization": "Token " + TOKEN + " x"}, {"Authorization": "Token nope"}):
         response = client.request("GET", "/api/v1/octo/printer/", headers=headers)
         assert response.status_code == 401, headers
-        assert response.json() == INVALID
+    assert response.json() == INVALID
 
     token = verify(client, server.issue_code(printer_name="Named")).json()["printer"]["auth_token"]
     assert client.request("GET", "/api/v1/octo/printer/", token).json()["printer"]["name"] == "Named"
@@ -219,7 +221,7 @@ def test_printer_event_is_recorded(server, pki):
     assert second.snapshot is None and second.event_type == "PRINTER_ERROR" and second.notify is False
     assert second.time >= first.time
 
-    response = client.request("POST", "/api/v1/octo/printer_events/", None, data=fields)
+    response = client.request("POST", "/api/v1/octo/printer_events/", "f" * 20, data=fields)
     assert response.status_code == 401 and response.json() == INVALID
     assert len(server.printer_events) == 2
 
@@ -326,3 +328,87 @@ def test_websocket_shares_the_port_with_rest(server, pki):
     # A plain GET on the websocket path is not an upgrade.
     response = client.request("GET", "/ws/dev/", headers={"Authorization": "bearer " + token})
     assert response.status_code == 426
+
+
+def test_parity6_rest_answers_are_the_real_servers_bytes(server, pki):
+    """Reference section 11 (what the real server sent) and the DRF renderer
+    behind it: compact JSON; an unknown token gets exactly INVALID_BODY on
+    every device call; the other refusals are DRF's own words."""
+    client = Client(server, pki)
+    calls = [("GET", "/api/v1/octo/printer/", {}),
+             ("PATCH", "/api/v1/octo/printer/", {"json": {"name": "x"}}),
+             ("POST", "/api/v1/octo/pic/", {"files": {"pic": ("snap.jpg", JPEG, "image/jpeg")}}),
+             ("POST", "/api/v1/octo/printer_events/", {"data": {"event_text": "t"}})]
+    for method, path, kwargs in calls:
+        response = client.request(method, path, "f" * 20, **kwargs)
+        assert (response.status_code, response.content) == (401, INVALID_BODY), path
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["WWW-Authenticate"] == "Token"
+    refusals = {
+        None: b'{"detail":"Authentication credentials were not provided."}',
+        "bearer " + TOKEN: b'{"detail":"Authentication credentials were not provided."}',
+        "Token": b'{"detail":"Invalid token header. No credentials provided."}',
+        "Token a b": b'{"detail":"Invalid token header. Token string should not contain spaces."}',
+        "token nope": INVALID_BODY,    # the keyword is case-insensitive
+    }
+    for header, body in refusals.items():
+        headers = {"Authorization": header} if header else {}
+        response = client.request("GET", "/api/v1/octo/printer/", headers=headers)
+        assert (response.status_code, response.content) == (401, body), header
+
+    ok = client.request("POST", "/api/v1/octo/pic/", TOKEN,
+                        files={"pic": ("snap.jpg", JPEG, "image/jpeg")})
+    assert (ok.status_code, ok.content) == (200, b'{"result":"ok"}')
+    ok = client.request("POST", "/api/v1/octo/printer_events/", TOKEN, data={"event_text": "t"})
+    assert (ok.status_code, ok.content) == (200, b'{"result":"ok"}')
+    missing = client.request("POST", "/api/v1/octo/pic/", TOKEN, data={"viewing_boost": "true"})
+    assert (missing.status_code, missing.content) == (400, b"")   # Response(status=400)
+    printer_id = server.printer(TOKEN)["id"]
+    response = client.request("GET", "/api/v1/octo/printer/", TOKEN)
+    assert response.content == (b'{"user":{"is_pro":false},"printer":{"is_pro":false,"id":%d,'
+                                b'"name":"My Awesome Cloud Printer","retract_on_pause":6.5}}' % printer_id)
+    response = verify(client, "000000" if "000000" not in server._codes else "999999")
+    assert (response.status_code, response.content) == (
+        404, b'{"detail":"Requested resource does not exist"}')
+    response = client.request("PATCH", "/api/v1/octo/printer/", TOKEN, json={"name": "Ünïcode"})
+    assert '"name":"Ünïcode"'.encode("utf-8") in response.content   # UTF-8, not \u escapes
+
+
+async def _deleted_printer_session(server, pki, token):
+    context = ssl.create_default_context(cafile=pki["ca"])
+    headers = {"Authorization": "bearer " + token}
+    events = []
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(server.url, ssl=context, headers=headers)
+        await ws.receive()                       # remote_status
+        await asyncio.get_running_loop().run_in_executor(None, server.delete_printer, token)
+        # Not a status: the server does not reload the printer, the socket stays.
+        await ws.send_str(json.dumps({"passthru": {"ref": "r1", "ret": None}}))
+        try:
+            message = await ws.receive(timeout=1.5)
+            events.append(("after passthru", message.type))
+        except asyncio.TimeoutError:
+            events.append(("after passthru", "open"))
+        await ws.send_str(json.dumps({"status": {"_ts": 2}, "current_print_ts": -1}))
+        message = await ws.receive(timeout=10)
+        events.append(("after status", message.type, ws.close_code))
+        try:
+            await session.ws_connect(server.url, ssl=context, headers=headers)
+            events.append(("reconnect", "accepted"))
+        except aiohttp.WSServerHandshakeError as e:
+            events.append(("reconnect", e.status, e.message))
+    return events
+
+
+def test_parity6_deleted_printer_loses_its_websocket_at_its_next_status(server, pki):
+    """Reference section 11: a deleted printer's websocket is closed when its
+    next status arrives, and the reconnect is refused (Daphne: 403 Access denied)."""
+    client = Client(server, pki)
+    token = verify(client, server.issue_code()).json()["printer"]["auth_token"]
+    events = run_apart(_deleted_printer_session(server, pki, token))
+    assert events == [("after passthru", "open"),
+                      ("after status", aiohttp.WSMsgType.CLOSE, 1000),
+                      ("reconnect", 403, "Invalid response status")], events
+    assert server.printer(token) is None
+    response = client.request("GET", "/api/v1/octo/printer/", token)
+    assert (response.status_code, response.content) == (401, INVALID_BODY)

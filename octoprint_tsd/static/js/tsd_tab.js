@@ -1,7 +1,8 @@
 /*
  * The Spaghetti Detective: the tab in OctoPrint's UI. The newest frame with
- * the detector's boxes, the state of the detection, the failure score of the
- * current print, and Pause / Resume / "Looks fine".
+ * the detector's boxes (or, after an action, the frame that triggered it,
+ * with a "Live" toggle), the state of the detection, the failure gauge of
+ * the current print, and Pause / Resume / "Looks fine".
  * SPDX-License-Identifier: AGPL-3.0-or-later
  */
 $(function () {
@@ -31,6 +32,8 @@ $(function () {
         self.message = ko.observable("");
         self.messageFailed = ko.observable(false);
         self.busy = ko.observable(false);
+        // "auto": the triggering frame while paused by TSD, else the live one.
+        self.viewMode = ko.observable("auto");
 
         // ---- state ---------------------------------------------------------------
 
@@ -72,6 +75,73 @@ $(function () {
             return "tsd-state-" + self.state();
         });
 
+        // The frame that triggered this print's action, with its numbers.
+        self.evidence = ko.pureComputed(function () {
+            var detect = self.detect();
+            return (detect && detect.evidence) || null;
+        });
+
+        self.showingEvidence = ko.pureComputed(function () {
+            if (!self.evidence()) {
+                return false;
+            }
+            var mode = self.viewMode();
+            return mode === "evidence" || (mode === "auto" && self.state() === "paused");
+        });
+
+        self.showLive = function () {
+            self.viewMode("live");
+        };
+
+        self.showEvidence = function () {
+            self.viewMode("evidence");
+        };
+
+        self.showingEvidence.subscribe(function () {
+            if (self.isShown()) {
+                self.loadFrame();
+            }
+            self.pointsChanged();
+        });
+
+        self.evidenceTitle = ko.pureComputed(function () {
+            var evidence = self.evidence();
+            if (!evidence) {
+                return "";
+            }
+            var what = {
+                pause: gettext("The frame that paused the print"),
+                pause_heaters_off: gettext("The frame that paused the print"),
+                cancel: gettext("The frame that cancelled the print"),
+                notify: gettext("The frame that raised the failure alert")
+            }[evidence.action] || gettext("The frame that triggered the action");
+            var when = evidence.time ? new Date(evidence.time * 1000).toLocaleTimeString() : "";
+            return _.sprintf(gettext("%(what)s (frame %(frame)d of the print, %(when)s)"),
+                             {what: what, frame: evidence.frame || 0, when: when});
+        });
+
+        // Which rule crossed: the fixed line (score / 1.75 above 0.78) or the
+        // band rule (between 0.38 and 0.78 and above 3.8 x (short - long mean)).
+        self.evidenceReason = ko.pureComputed(function () {
+            var e = self.evidence();
+            if (!e || typeof e.pause_at !== "number") {
+                return "";
+            }
+            var th = self.thresholds();
+            var rule = e.adjusted > th.high * th.factor
+                ? _.sprintf(gettext("above the fixed line %(line)s (1.75 x 0.78)"),
+                            {line: (th.high * th.factor).toFixed(2)})
+                : _.sprintf(gettext("above the moving line %(line)s (1.75 x 3.8 x (short-term mean %(short)s - long-term mean %(long)s) = %(raw)s, kept between %(lo)s and %(hi)s)"),
+                            {line: e.pause_at.toFixed(2), short: e.short_mean.toFixed(3),
+                             "long": e.long_mean.toFixed(3),
+                             raw: (th.factor * 3.8 * (e.short_mean - e.long_mean)).toFixed(2),
+                             lo: (th.low * th.factor).toFixed(2), hi: (th.high * th.factor).toFixed(2)});
+            return _.sprintf(gettext("%(boxes)d boxes, p %(p)s. Score %(score)s was %(rule)s: failure level (gauge %(gauge)s of 1)."),
+                             {boxes: (e.detections || []).length, p: e.p.toFixed(2),
+                              score: e.adjusted.toFixed(2), rule: rule,
+                              gauge: e.normalized_p.toFixed(2)});
+        });
+
         self.cameraName = ko.pureComputed(function () {
             var detect = self.detect();
             var camera = detect && detect.camera;
@@ -96,10 +166,12 @@ $(function () {
             if (!last || typeof last.adjusted !== "number") {
                 return "-";
             }
-            return _.sprintf(gettext("%(score)s (p %(p)s, %(boxes)d boxes)"), {
+            return _.sprintf(gettext("%(score)s (p %(p)s, %(boxes)d boxes); warning above %(warn)s, failure above %(pause)s"), {
                 score: last.adjusted.toFixed(3),
                 p: (last.p || 0).toFixed(3),
-                boxes: (last.detections || []).length
+                boxes: (last.detections || []).length,
+                warn: typeof last.warn_at === "number" ? last.warn_at.toFixed(2) : "?",
+                pause: typeof last.pause_at === "number" ? last.pause_at.toFixed(2) : "?"
             });
         });
 
@@ -224,6 +296,10 @@ $(function () {
 
         self.applyDetect = function (detect) {
             var previous = self.detect();
+            var before = previous && previous.evidence, after = detect && detect.evidence;
+            if ((before && before.seq) !== (after && after.seq)) {
+                self.viewMode("auto");      // a new action (or a new print): show why
+            }
             self.detect(detect || null);
             if (!detect) {
                 return;
@@ -296,7 +372,7 @@ $(function () {
             if (self.results.length > 8) {
                 self.results.shift();
             }
-            if (last.seq === self.shownSeq) {
+            if (last.seq === self.shownSeq && !self.shownEvidence) {
                 self.drawOverlay();
             }
         };
@@ -314,6 +390,10 @@ $(function () {
         };
 
         self.loadFrame = function () {
+            var evidence = self.showingEvidence() ? self.evidence() : null;
+            if (evidence && self.shownEvidence && self.shownSeq === evidence.seq) {
+                return;                    // the evidence does not change: no reload
+            }
             if (self.frameInFlight) {
                 self.framePending = true;
                 return;
@@ -333,7 +413,8 @@ $(function () {
             self.framePending = false;
             self.lastFrameFetch = Date.now();
             var seq = null;
-            fetch(self.frameEndpoint() + "?_=" + Date.now(), {credentials: "same-origin", cache: "no-store"})
+            var query = (evidence ? "?evidence=1&" : "?") + "_=" + Date.now();
+            fetch(self.frameEndpoint() + query, {credentials: "same-origin", cache: "no-store"})
                 .then(function (response) {
                     if (response.status === 404) {
                         throw new Error(gettext("No frame yet."));
@@ -349,7 +430,7 @@ $(function () {
                     return response.blob();
                 })
                 .then(function (blob) {
-                    return self.showFrame(blob, isNaN(seq) ? null : seq);
+                    return self.showFrame(blob, isNaN(seq) ? null : seq, !!evidence);
                 })
                 .catch(function (error) {
                     if (!self.frameShown()) {
@@ -364,7 +445,7 @@ $(function () {
                 });
         };
 
-        self.showFrame = function (blob, seq) {
+        self.showFrame = function (blob, seq, isEvidence) {
             return new Promise(function (resolve) {
                 var img = document.getElementById("tsd_tab_frame");
                 if (!img) {
@@ -378,7 +459,9 @@ $(function () {
                     }
                     self.frameUrl = url;
                     self.shownSeq = seq;
+                    self.shownEvidence = isEvidence;
                     img.setAttribute("data-seq", seq === null ? "" : String(seq));
+                    img.setAttribute("data-view", isEvidence ? "evidence" : "live");
                     self.frameShown(true);
                     self.drawOverlay();
                     resolve();
@@ -402,7 +485,9 @@ $(function () {
             canvas.height = height;
             var ctx = canvas.getContext("2d");
             ctx.clearRect(0, 0, width, height);
-            var result = _.find(self.results, function (r) { return r.seq === self.shownSeq; });
+            var evidence = self.evidence();
+            var result = self.shownEvidence && evidence && evidence.seq === self.shownSeq
+                ? evidence : _.find(self.results, function (r) { return r.seq === self.shownSeq; });
             canvas.setAttribute("data-boxes", result ? String(result.detections.length) : "0");
             if (!result || !result.w || !result.h) {
                 return;
@@ -457,20 +542,20 @@ $(function () {
         self.thresholds = function () {
             var detect = self.detect();
             var t = (detect && detect.thresholds) || {};
-            var high = typeof t.high === "number" ? t.high : 0.78;
-            var factor = typeof t.pause_factor === "number" ? t.pause_factor : 1.75;
-            return {warn: high, pause: high * factor};
+            return {low: typeof t.low === "number" ? t.low : 0.38,
+                    high: typeof t.high === "number" ? t.high : 0.78,
+                    factor: typeof t.pause_factor === "number" ? t.pause_factor : 1.75};
         };
 
         self.setHistory = function (points) {
             self.points = _.filter(points || [], function (p) {
-                return p && typeof p.t === "number" && typeof p.adjusted === "number";
+                return p && typeof p.t === "number" && typeof p.np === "number";
             }).slice(-MAX_POINTS);
             self.pointsChanged();
         };
 
         self.addPoint = function (point) {
-            if (typeof point.t !== "number" || typeof point.adjusted !== "number") {
+            if (typeof point.t !== "number" || typeof point.np !== "number") {
                 return;
             }
             var last = self.points.length ? self.points[self.points.length - 1] : null;
@@ -511,6 +596,11 @@ $(function () {
             return element;
         }
 
+        // The plot is the Obico server's normalized_p gauge: thirds for ok,
+        // warning and failure. The score is held against lines that move
+        // with the print's short-term mean (see decision_gauge in watch.py);
+        // on the gauge they are fixed at 1/3 and 2/3, so a crossing of the
+        // 2/3 line is what paused the print.
         self.renderPlot = function () {
             var svg = document.getElementById("tsd_tab_plot");
             if (!svg || !self.tabVisible()) {
@@ -525,32 +615,34 @@ $(function () {
             }
             var left = 42, right = 12, top = 10, bottom = 26;
             var plotW = width - left - right, plotH = height - top - bottom;
-            var th = self.thresholds();
             var points = self.points;
-            // The adjusted score goes below 0 when the print looks better
-            // than this printer's long-term mean.
-            var maxY = th.pause * 1.2, minY = 0;
             var maxT = 60;
             _.each(points, function (p) {
-                maxY = Math.max(maxY, p.adjusted * 1.05);
-                minY = Math.min(minY, p.adjusted * 1.05);
                 maxT = Math.max(maxT, p.t);
             });
             var minT = points.length ? Math.min(points[0].t, 0) : 0;
             var x = function (t) { return left + (t - minT) / (maxT - minT || 1) * plotW; };
-            var y = function (v) { return top + plotH - (v - minY) / (maxY - minY) * plotH; };
+            var y = function (v) { return top + plotH - Math.max(0, Math.min(1, v)) * plotH; };
 
+            // The three bands, labelled on the right.
+            [["ok", 0, gettext("ok")], ["warn", 1, gettext("warning")], ["pause", 2, gettext("failure")]]
+                .forEach(function (band) {
+                    svg.appendChild(svgElement("rect", {x: left, y: y((band[1] + 1) / 3), width: plotW,
+                                                         height: plotH / 3, "class": "tsd-plot-band tsd-plot-band-" + band[0]}));
+                    svg.appendChild(svgElement("text", {x: left + plotW - 4, y: y((band[1] + 1) / 3) + 13,
+                                                         "text-anchor": "end", "class": "tsd-plot-label tsd-plot-" + band[0]},
+                                               band[2]));
+                });
+            [["warn", 1 / 3], ["pause", 2 / 3]].forEach(function (line) {
+                svg.appendChild(svgElement("line", {x1: left, x2: left + plotW, y1: y(line[1]), y2: y(line[1]),
+                                                     "class": "tsd-plot-threshold tsd-plot-" + line[0]}));
+            });
             svg.appendChild(svgElement("rect", {x: left, y: top, width: plotW, height: plotH,
                                                  "class": "tsd-plot-area"}));
-            // Y axis: ticks every 0.5 for the usual range, fewer for large scores.
-            var range = maxY - minY;
-            var yStep = range <= 3 ? 0.5 : (range <= 6 ? 1 : Math.ceil(range / 6));
-            for (var v = Math.ceil(minY / yStep - 1e-9) * yStep; v <= maxY + 1e-9; v += yStep) {
-                svg.appendChild(svgElement("line", {x1: left, x2: left + plotW, y1: y(v), y2: y(v),
-                                                     "class": "tsd-plot-grid"}));
+            [0, 1 / 3, 2 / 3, 1].forEach(function (v, i) {
                 svg.appendChild(svgElement("text", {x: left - 4, y: y(v) + 4, "text-anchor": "end",
-                                                     "class": "tsd-plot-tick"}, (Math.abs(v) < 1e-9 ? 0 : v).toFixed(1)));
-            }
+                                                     "class": "tsd-plot-tick"}, ["0", "1/3", "2/3", "1"][i]));
+            });
             // X axis: minutes (seconds for short prints).
             var span = maxT - minT;
             var unit = span > 300 ? 60 : 1;
@@ -560,31 +652,52 @@ $(function () {
                                                      "class": "tsd-plot-tick"},
                                            unit === 60 ? Math.round(t / 60) + " min" : Math.round(t) + " s"));
             }
-            // The thresholds.
-            [["warn", th.warn, gettext("warning")], ["pause", th.pause, gettext("failure")]].forEach(function (item) {
-                svg.appendChild(svgElement("line", {x1: left, x2: left + plotW, y1: y(item[1]), y2: y(item[1]),
-                                                     "class": "tsd-plot-threshold tsd-plot-" + item[0]}));
-                svg.appendChild(svgElement("text", {x: left + plotW - 4, y: y(item[1]) - 4, "text-anchor": "end",
-                                                     "class": "tsd-plot-label tsd-plot-" + item[0]},
-                                           item[2] + " " + item[1].toFixed(2)));
-            });
             if (!points.length) {
                 svg.appendChild(svgElement("text", {x: left + plotW / 2, y: top + plotH / 2, "text-anchor": "middle",
                                                      "class": "tsd-plot-empty"},
                                            gettext("No scores yet: they appear while a print is watched.")));
                 return;
             }
+            // The grace period at the start of a print: never an action.
+            var graceEnd = null;
+            _.each(points, function (p) {
+                if (p.grace) {
+                    graceEnd = p.t;
+                }
+            });
+            if (graceEnd !== null && graceEnd > minT) {
+                svg.appendChild(svgElement("rect", {x: x(minT), y: top, width: x(graceEnd) - x(minT), height: plotH,
+                                                     "class": "tsd-plot-grace"}));
+                svg.appendChild(svgElement("text", {x: x(minT) + 4, y: top + plotH - 4, "class": "tsd-plot-tick"},
+                                           gettext("start: no action")));
+            }
             var coords = _.map(points, function (p) {
-                return x(p.t).toFixed(1) + "," + y(p.adjusted).toFixed(1);
+                return x(p.t).toFixed(1) + "," + y(p.np).toFixed(1);
             }).join(" ");
             svg.appendChild(svgElement("polyline", {points: coords, "class": "tsd-plot-line"}));
             // Mark the frames that warned or failed.
             _.each(points, function (p) {
                 if (p.verdict === "warn" || p.verdict === "pause") {
-                    svg.appendChild(svgElement("circle", {cx: x(p.t), cy: y(p.adjusted), r: 2.5,
+                    svg.appendChild(svgElement("circle", {cx: x(p.t), cy: y(p.np), r: 2.5,
                                                            "class": "tsd-plot-" + p.verdict}));
                 }
             });
+            // The frame that triggered the action.
+            var evidence = self.evidence();
+            if (evidence && typeof evidence.t === "number" && evidence.t >= minT) {
+                var ex = x(evidence.t), ey = y(evidence.normalized_p);
+                svg.appendChild(svgElement("line", {x1: ex, x2: ex, y1: top, y2: top + plotH,
+                                                     "class": "tsd-plot-action"}));
+                svg.appendChild(svgElement("circle", {cx: ex, cy: ey, r: 5, "class": "tsd-plot-action-point"}));
+                var label = _.sprintf(gettext("%(action)s: score %(score)s > %(line)s"), {
+                    action: evidence.action === "notify" ? gettext("alert")
+                        : (evidence.action === "cancel" ? gettext("cancelled") : gettext("paused")),
+                    score: evidence.adjusted.toFixed(2), line: evidence.pause_at.toFixed(2)});
+                var anchorEnd = ex > left + plotW * 0.6;
+                svg.appendChild(svgElement("text", {x: anchorEnd ? ex - 8 : ex + 8, y: Math.max(top + 12, ey - 8),
+                                                     "text-anchor": anchorEnd ? "end" : "start",
+                                                     "class": "tsd-plot-label tsd-plot-action-label"}, label));
+            }
         };
 
         function niceStep(raw) {
@@ -617,6 +730,7 @@ $(function () {
         };
 
         self.onStartupComplete = function () {
+            $("#tab_plugin_tsd_link > a").attr("title", gettext("The Spaghetti Detective"));
             var selected = OctoPrint.coreui && OctoPrint.coreui.selectedTab;
             self.tabVisible(selected === TAB_ID || $(TAB_ID).hasClass("active"));
             self.startPolling();
