@@ -162,7 +162,7 @@ def test_helper_probe_result_is_reported(plugin):
 def test_api_commands_and_protection(plugin):
     assert plugin.get_api_commands() == {"reconnect": [], "link": ["code"], "unlink": [],
                                          "looks_fine": [], "discover": [], "otp_start": [],
-                                         "otp_stop": []}
+                                         "otp_stop": [], "forget_learned": []}
     assert plugin.is_api_protected() is True
     assert plugin.is_template_autoescaped() is True
 
