@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 # The two commands of the README, plus benchmarks. Each installs what is
 # missing first (Debian packages, .venv with OctoPrint, the plugin).
-.PHONY: demo test bench clean eval
+.PHONY: demo test bench fuzz clean eval
 
 demo:
 	./scripts/demo.sh
@@ -11,6 +11,12 @@ test:
 
 bench:
 	./scripts/bench.sh
+
+# Every fuzz target under ASan+UBSan for RUNS executions (default 10 million
+# each), merging new inputs into tests/fuzz/corpus/: scripts/fuzz.sh
+RUNS ?= 10000000
+fuzz:
+	./scripts/fuzz.sh -runs=$(RUNS)
 
 clean:
 	rm -rf build

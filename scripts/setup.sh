@@ -20,6 +20,8 @@ for arg in "$@"; do
 done
 
 say() { printf '==> %s\n' "$*"; }
+# shellcheck source=scripts/debian_packages.sh
+. scripts/debian_packages.sh
 
 # ---- 1. Debian packages ----------------------------------------------------
 APT_PACKAGES=(
@@ -31,24 +33,7 @@ if [ "$WITH_TEST_TOOLS" = 1 ]; then
     APT_PACKAGES+=(chromium fonts-liberation)
 fi
 
-missing=()
-for package in "${APT_PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$package")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null || { echo "need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-        SUDO=sudo
-    fi
-    say "installing Debian packages: ${missing[*]}"
-    $SUDO apt-get update -q
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    say "Debian packages: all present"
-fi
+ensure_debian_packages "${APT_PACKAGES[@]}"
 
 # ---- 2. the virtualenv -----------------------------------------------------
 # Debian's interpreter, whatever else is first on PATH (pyenv, conda...).

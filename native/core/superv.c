@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later
  *
- * superv: see superv.h for the contract. Implementation notes:
+ * superv: see superv.h for the contract. This file starts, watches and
+ * reaps the helper; superv_exchange.c sends one request and reads its
+ * answer. Implementation notes:
  *
  * - The helper's stdin is one end of an AF_UNIX socket pair, not a pipe, so
  *   that every write is a send(MSG_NOSIGNAL): a helper that died makes the
@@ -21,13 +23,9 @@
  *   superv is closed for good), so superv_free() after superv_interrupt()
  *   does not wait for a hung helper.
  */
-#include "superv.h"
+#include "superv_private.h"
 #include "errtext.h"
-#include "lebytes.h"
 #include "monotime.h"
-/* Only the framing constants (plain C, no dependencies); frame.c is not
- * linked into the core. */
-#include "../../helper/frame.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +45,6 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,56 +61,6 @@
 #define SUPERV_STDERR_CHUNKS_PER_PASS 16
 /* Without close_range(), the child closes descriptors below this bound. */
 #define SUPERV_CLOSE_FALLBACK_MAX 65536
-#define SUPERV_ERRNO_TEXT 128u
-
-struct superv {
-    /* Immutable after superv_new(). */
-    struct superv_config config; /* defaults filled in; the paths point at the copies */
-    char *helper_path;
-    char *config_path;
-    char *argv[4];               /* helper_path, "--config", config_path, NULL */
-    int wake_fd;                 /* eventfd written by superv_interrupt() */
-    atomic_bool closed;
-
-    /* The owner thread only (superv_detect, superv_ping, superv_stop). */
-    pid_t pid;                   /* 0 when no helper runs */
-    int stdin_fd;                /* socket; -1 when none */
-    int stdout_fd;               /* -1 when none */
-    int stderr_fd;               /* -1 when none or at EOF */
-    bool answered;               /* the helper answered since it was started */
-    uint32_t next_id;            /* never 0 */
-    int backoff_ms;              /* the backoff after the next failure */
-    char first_line[SUPERV_REASON_SIZE]; /* first stderr line since the start
-                                          * or the last answer */
-    size_t first_line_len;
-    bool first_line_done;
-
-    /* Under lock. */
-    pthread_mutex_t lock;
-    struct superv_health health; /* state, backoff_left_ms, rss_bytes and
-                                  * stderr_tail are computed by get_health */
-    int64_t backoff_until_ms;    /* CLOCK_MONOTONIC; 0: no backoff */
-    char tail[SUPERV_STDERR_TAIL]; /* ring of the last stderr bytes */
-    size_t tail_start;
-    size_t tail_len;
-};
-
-/* The exchange of one request and its response. */
-struct exchange {
-    unsigned char request_header[FRAME_HEADER_LEN];
-    const unsigned char *payload;
-    size_t payload_len;
-    size_t sent;                 /* of FRAME_HEADER_LEN + payload_len */
-    uint32_t id;
-    uint8_t request_type;
-    unsigned char reply_header[FRAME_HEADER_LEN];
-    size_t header_got;
-    uint8_t reply_type;
-    uint32_t reply_len;
-    char *reply;                 /* reply_len + 1 bytes once the header is read */
-    size_t reply_got;
-    bool reply_done;
-};
 
 /* ---- small things ------------------------------------------------------------ */
 
@@ -165,10 +112,7 @@ static void close_fd(int *fd)
     }
 }
 
-/* Records message as the health's last error and copies it into reterr;
- * returns result. */
-__attribute__((format(printf, 5, 6)))
-static enum superv_result fail(struct superv *superv, enum superv_result result, char *reterr,
+enum superv_result superv_fail(struct superv *superv, enum superv_result result, char *reterr,
                                size_t reterr_len, const char *fmt, ...)
 {
     char message[SUPERV_REASON_SIZE];
@@ -217,7 +161,7 @@ static void record_stderr(struct superv *superv, const char *data, size_t len)
 
 /* Reads what the helper wrote on stderr (a bounded amount per pass); closes
  * the descriptor at EOF. */
-static void drain_stderr(struct superv *superv)
+void superv_drain_stderr(struct superv *superv)
 {
     char chunk[SUPERV_STDERR_CHUNK];
 
@@ -260,7 +204,7 @@ static void describe_status(bool known, int status, char *buf, size_t len)
  * waitpid(pid), closes its descriptors and records how it ended.
  * *ret_known is false when the status could not be had (SIGCHLD ignored);
  * *ret_killed says whether it died of the SIGKILL sent here. */
-static void reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
+void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
                         bool interruptible, int *ret_status, bool *ret_known, bool *ret_killed)
 {
     int status = 0;
@@ -297,12 +241,12 @@ static void reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
             int wait_ms = left < SUPERV_REAP_SLICE_MS ? (int)(left > 0 ? left : 0)
                                                       : SUPERV_REAP_SLICE_MS;
             if (poll(fds, 2, wait_ms) > 0 && fds[0].revents)
-                drain_stderr(superv);
+                superv_drain_stderr(superv);
         }
     }
     /* What it wrote just before it ended is in the pipe now (a grandchild
      * holding the pipe open cannot hold us up: the reads do not block). */
-    drain_stderr(superv);
+    superv_drain_stderr(superv);
 
     close_fd(&superv->stdin_fd);
     close_fd(&superv->stdout_fd);
@@ -335,19 +279,19 @@ static void schedule_backoff(struct superv *superv, bool config_error)
 }
 
 /* Kills the helper now, reaps it and starts the backoff. */
-static void kill_helper(struct superv *superv)
+void superv_kill_helper(struct superv *superv)
 {
     int status = 0;
     bool known = false;
     bool killed = false;
 
-    reap_helper(superv, true, 0, false, &status, &known, &killed);
+    superv_reap_helper(superv, true, 0, false, &status, &known, &killed);
     schedule_backoff(superv, false);
 }
 
 /* The helper died or closed its stdout: waits for it until deadline (then
  * kills it), reaps it and says why it ended. */
-static enum superv_result helper_ended(struct superv *superv, int64_t deadline, char *reterr,
+enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, char *reterr,
                                        size_t reterr_len)
 {
     enum superv_result result = SUPERV_ERR_CRASHED;
@@ -358,7 +302,7 @@ static enum superv_result helper_ended(struct superv *superv, int64_t deadline, 
     bool killed = false;
     bool answered = superv->answered;
 
-    reap_helper(superv, false, deadline, true, &status, &known, &killed);
+    superv_reap_helper(superv, false, deadline, true, &status, &known, &killed);
     if (atomic_load(&superv->closed)) {
         set_reason(reterr, reterr_len, "interrupted");
         result = SUPERV_ERR_CLOSED;
@@ -375,12 +319,13 @@ static enum superv_result helper_ended(struct superv *superv, int64_t deadline, 
         superv->health.config_errors++;
         pthread_mutex_unlock(&superv->lock);
         schedule_backoff(superv, true);
-        result = fail(superv, SUPERV_ERR_CONFIG, reterr, reterr_len, "helper %s%s", how, why);
+        result = superv_fail(superv, SUPERV_ERR_CONFIG, reterr, reterr_len, "helper %s%s", how,
+                             why);
         goto out;
     }
     schedule_backoff(superv, false);
     if (known && !answered && WIFEXITED(status) && WEXITSTATUS(status) == SUPERV_EXIT_SPAWN) {
-        result = fail(superv, SUPERV_ERR_SPAWN, reterr, reterr_len,
+        result = superv_fail(superv, SUPERV_ERR_SPAWN, reterr, reterr_len,
                       "cannot execute %s (helper %s%s)", superv->helper_path, how, why);
         goto out;
     }
@@ -388,12 +333,13 @@ static enum superv_result helper_ended(struct superv *superv, int64_t deadline, 
     superv->health.crashes++;
     pthread_mutex_unlock(&superv->lock);
     if (killed)
-        result = fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len,
+        result = superv_fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len,
                       "helper closed its output but did not exit; killed");
     else if (known && WIFSIGNALED(status))
-        result = fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len, "helper %s", how);
+        result = superv_fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len, "helper %s", how);
     else
-        result = fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len, "helper %s%s", how, why);
+        result = superv_fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len, "helper %s%s", how,
+                             why);
 
 out:
     return result;
@@ -445,7 +391,7 @@ static void child_exec(char *const argv[], int in_fd, int out_fd, int err_fd, in
     _exit(SUPERV_EXIT_SPAWN);
 }
 
-static enum superv_result start_helper(struct superv *superv, char *reterr, size_t reterr_len)
+enum superv_result superv_start_helper(struct superv *superv, char *reterr, size_t reterr_len)
 {
     enum superv_result result = SUPERV_OK;
     int stdin_pair[2] = {-1, -1};
@@ -460,12 +406,12 @@ static enum superv_result start_helper(struct superv *superv, char *reterr, size
     pid_t pid;
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, stdin_pair) != 0) {
-        result = fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "socketpair: %s",
+        result = superv_fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "socketpair: %s",
                       errno_text(errno, text, sizeof(text)));
         goto out;
     }
     if (pipe2(stdout_pipe, O_CLOEXEC) != 0 || pipe2(stderr_pipe, O_CLOEXEC) != 0) {
-        result = fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "pipe2: %s",
+        result = superv_fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "pipe2: %s",
                       errno_text(errno, text, sizeof(text)));
         goto out;
     }
@@ -475,7 +421,7 @@ static enum superv_result start_helper(struct superv *superv, char *reterr, size
     if (stdin_pair[1] < 0 || stdout_pipe[1] < 0 || stderr_pipe[1] < 0 ||
         !set_nonblocking(stdin_pair[0]) || !set_nonblocking(stdout_pipe[0]) ||
         !set_nonblocking(stderr_pipe[0])) {
-        result = fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "fcntl: %s",
+        result = superv_fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "fcntl: %s",
                       errno_text(errno, text, sizeof(text)));
         goto out;
     }
@@ -506,7 +452,7 @@ static enum superv_result start_helper(struct superv *superv, char *reterr, size
         child_exec(superv->argv, stdin_pair[1], stdout_pipe[1], stderr_pipe[1], nice_value,
                    limit_memory, &memory, close_max);
     if (pid < 0) {
-        result = fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "fork: %s",
+        result = superv_fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "fork: %s",
                       errno_text(errno, text, sizeof(text)));
         goto out;
     }
@@ -534,279 +480,6 @@ out:
         close_fd(&stdout_pipe[i]);
         close_fd(&stderr_pipe[i]);
     }
-    return result;
-}
-
-/* ---- one exchange ------------------------------------------------------------------ */
-
-enum io_step {
-    IO_PROGRESS = 0, /* nothing final happened */
-    IO_GONE,         /* the helper closed its end */
-    IO_BAD_REPLY,    /* protocol violation; the reason is in the buffer */
-    IO_NOMEM,
-};
-
-static enum io_step send_some(struct superv *superv, struct exchange *ex)
-{
-    struct iovec iov[2];
-    struct msghdr msg;
-    size_t count = 0;
-    ssize_t n;
-
-    memset(&msg, 0, sizeof(msg));
-    if (ex->sent < FRAME_HEADER_LEN) {
-        iov[count].iov_base = ex->request_header + ex->sent;
-        iov[count].iov_len = FRAME_HEADER_LEN - ex->sent;
-        count++;
-    }
-    if (ex->payload_len > 0) {
-        size_t done = ex->sent > FRAME_HEADER_LEN ? ex->sent - FRAME_HEADER_LEN : 0;
-        iov[count].iov_base = (void *)(uintptr_t)(ex->payload + done);
-        iov[count].iov_len = ex->payload_len - done;
-        count++;
-    }
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
-    n = sendmsg(superv->stdin_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n >= 0) {
-        ex->sent += (size_t)n;
-        return IO_PROGRESS;
-    }
-    if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
-        return IO_PROGRESS;
-    return IO_GONE; /* EPIPE, ECONNRESET: the helper's end is closed */
-}
-
-static enum io_step check_reply_header(struct superv *superv, struct exchange *ex,
-                                       char *why, size_t why_len)
-{
-    const unsigned char *h = ex->reply_header;
-    uint32_t id = get_u32le(h + 8);
-
-    ex->reply_type = h[5];
-    ex->reply_len = get_u32le(h + 12);
-    if (memcmp(h, FRAME_RESPONSE_MAGIC, 4) != 0) {
-        snprintf(why, why_len, "bad magic %02x %02x %02x %02x in the helper's answer", h[0],
-                 h[1], h[2], h[3]);
-        return IO_BAD_REPLY;
-    }
-    if (h[4] != FRAME_VERSION || h[6] != 0 || h[7] != 0) {
-        snprintf(why, why_len, "bad version %u or reserved field in the helper's answer",
-                 (unsigned)h[4]);
-        return IO_BAD_REPLY;
-    }
-    if (id != ex->id) {
-        snprintf(why, why_len, "answer to request %" PRIu32 " while waiting for %" PRIu32, id,
-                 ex->id);
-        return IO_BAD_REPLY;
-    }
-    if (ex->reply_type != FRAME_RESPONSE_ERROR &&
-        !(ex->request_type == FRAME_REQUEST_JPEG &&
-          ex->reply_type == FRAME_RESPONSE_DETECTIONS) &&
-        !(ex->request_type == FRAME_REQUEST_PING && ex->reply_type == FRAME_RESPONSE_PONG)) {
-        snprintf(why, why_len, "answer of type %u to a request of type %u",
-                 (unsigned)ex->reply_type, (unsigned)ex->request_type);
-        return IO_BAD_REPLY;
-    }
-    if (ex->reply_len > superv->config.max_reply) {
-        snprintf(why, why_len, "answer of %" PRIu32 " bytes is larger than %zu", ex->reply_len,
-                 superv->config.max_reply);
-        return IO_BAD_REPLY;
-    }
-    ex->reply = malloc((size_t)ex->reply_len + 1);
-    if (!ex->reply)
-        return IO_NOMEM;
-    ex->reply[ex->reply_len] = '\0';
-    ex->reply_done = ex->reply_len == 0;
-    return IO_PROGRESS;
-}
-
-static enum io_step receive_some(struct superv *superv, struct exchange *ex, char *why,
-                                 size_t why_len)
-{
-    ssize_t n;
-
-    if (ex->header_got < FRAME_HEADER_LEN)
-        n = read(superv->stdout_fd, ex->reply_header + ex->header_got,
-                 FRAME_HEADER_LEN - ex->header_got);
-    else
-        n = read(superv->stdout_fd, ex->reply + ex->reply_got, ex->reply_len - ex->reply_got);
-    if (n < 0)
-        return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ? IO_PROGRESS : IO_GONE;
-    if (n == 0)
-        return IO_GONE;
-    if (ex->header_got < FRAME_HEADER_LEN) {
-        ex->header_got += (size_t)n;
-        if (ex->header_got == FRAME_HEADER_LEN)
-            return check_reply_header(superv, ex, why, why_len);
-        return IO_PROGRESS;
-    }
-    ex->reply_got += (size_t)n;
-    ex->reply_done = ex->reply_got == ex->reply_len;
-    return IO_PROGRESS;
-}
-
-/* Sends the request of ex and reads its response until deadline. */
-static enum superv_result exchange_run(struct superv *superv, struct exchange *ex,
-                                       int64_t deadline, int timeout_ms, char *reterr,
-                                       size_t reterr_len)
-{
-    enum superv_result result = SUPERV_OK;
-    char why[SUPERV_REASON_SIZE] = "";
-    char text[SUPERV_ERRNO_TEXT];
-    size_t total = FRAME_HEADER_LEN + ex->payload_len;
-
-    while (ex->sent < total || !ex->reply_done) {
-        struct pollfd fds[4];
-        enum io_step step = IO_PROGRESS;
-        int64_t left = deadline - now_ms();
-        int ready;
-
-        if (left <= 0) {
-            kill_helper(superv);
-            pthread_mutex_lock(&superv->lock);
-            superv->health.timeouts++;
-            pthread_mutex_unlock(&superv->lock);
-            result = fail(superv, SUPERV_ERR_TIMEOUT, reterr, reterr_len,
-                          "no answer from the helper within %d ms; killed", timeout_ms);
-            goto out;
-        }
-        fds[0] = (struct pollfd){.fd = superv->wake_fd, .events = POLLIN};
-        fds[1] = (struct pollfd){.fd = ex->sent < total ? superv->stdin_fd : -1,
-                                 .events = POLLOUT};
-        fds[2] = (struct pollfd){.fd = ex->reply_done ? -1 : superv->stdout_fd,
-                                 .events = POLLIN};
-        fds[3] = (struct pollfd){.fd = superv->stderr_fd, .events = POLLIN};
-        ready = poll(fds, 4, (int)left);
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready < 0) {
-            int err = errno;
-            kill_helper(superv);
-            result = fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "poll: %s",
-                          errno_text(err, text, sizeof(text)));
-            goto out;
-        }
-        if (fds[0].revents || atomic_load(&superv->closed)) {
-            /* A request is outstanding and the superv is closed for good. */
-            int status = 0;
-            bool known = false;
-            bool killed = false;
-            reap_helper(superv, true, 0, false, &status, &known, &killed);
-            set_reason(reterr, reterr_len, "interrupted");
-            result = SUPERV_ERR_CLOSED;
-            goto out;
-        }
-        if (fds[3].revents)
-            drain_stderr(superv);
-        if (fds[1].revents)
-            step = send_some(superv, ex);
-        if (step == IO_PROGRESS && fds[2].revents)
-            step = receive_some(superv, ex, why, sizeof(why));
-        if (step == IO_GONE) {
-            result = helper_ended(superv, deadline, reterr, reterr_len);
-            goto out;
-        }
-        if (step == IO_BAD_REPLY) {
-            kill_helper(superv);
-            pthread_mutex_lock(&superv->lock);
-            superv->health.protocol_errors++;
-            pthread_mutex_unlock(&superv->lock);
-            result = fail(superv, SUPERV_ERR_PROTOCOL, reterr, reterr_len, "%s; killed", why);
-            goto out;
-        }
-        if (step == IO_NOMEM) {
-            kill_helper(superv); /* the stream is in the middle of a response */
-            result = fail(superv, SUPERV_ERR_NOMEM, reterr, reterr_len,
-                          "out of memory for an answer of %" PRIu32 " bytes", ex->reply_len);
-            goto out;
-        }
-    }
-
-out:
-    return result;
-}
-
-/* One request and its response: starts the helper when needed. On SUPERV_OK
- * and SUPERV_ERR_REFUSED, *ret_reply (transfer full) is the payload. */
-static enum superv_result call(struct superv *superv, uint8_t type, const unsigned char *payload,
-                               size_t len, char **ret_reply, size_t *ret_len, char *reterr,
-                               size_t reterr_len)
-{
-    enum superv_result result = SUPERV_OK;
-    struct exchange ex;
-    double started = now_ms_precise();
-    int64_t deadline;
-    int timeout_ms;
-
-    memset(&ex, 0, sizeof(ex));
-    if (atomic_load(&superv->closed)) {
-        set_reason(reterr, reterr_len, "interrupted");
-        result = SUPERV_ERR_CLOSED;
-        goto out;
-    }
-    if (superv->pid == 0) {
-        int64_t until;
-        int64_t now = now_ms();
-
-        pthread_mutex_lock(&superv->lock);
-        until = superv->backoff_until_ms;
-        pthread_mutex_unlock(&superv->lock);
-        if (until > now) {
-            set_reason(reterr, reterr_len, "restarting the helper in %" PRId64 " ms",
-                       until - now);
-            result = SUPERV_ERR_BACKOFF;
-            goto out;
-        }
-        result = start_helper(superv, reterr, reterr_len);
-        if (result != SUPERV_OK)
-            goto out;
-    }
-
-    timeout_ms = superv->answered ? superv->config.deadline_ms : superv->config.start_timeout_ms;
-    deadline = now_ms() + timeout_ms;
-    ex.id = superv->next_id;
-    superv->next_id = superv->next_id == UINT32_MAX ? 1 : superv->next_id + 1;
-    ex.request_type = type;
-    ex.payload = payload;
-    ex.payload_len = len;
-    memcpy(ex.request_header, FRAME_REQUEST_MAGIC, 4);
-    ex.request_header[4] = FRAME_VERSION;
-    ex.request_header[5] = type;
-    ex.request_header[6] = 0;
-    ex.request_header[7] = 0;
-    put_u32le(ex.request_header + 8, ex.id);
-    put_u32le(ex.request_header + 12, (uint32_t)len);
-
-    result = exchange_run(superv, &ex, deadline, timeout_ms, reterr, reterr_len);
-    if (result != SUPERV_OK)
-        goto out;
-
-    superv->answered = true;
-    superv->backoff_ms = superv->config.backoff_min_ms;
-    /* A later death is explained by what the helper writes after this. */
-    superv->first_line[0] = '\0';
-    superv->first_line_len = 0;
-    superv->first_line_done = false;
-    pthread_mutex_lock(&superv->lock);
-    if (ex.reply_type == FRAME_RESPONSE_ERROR)
-        superv->health.refused++;
-    else if (ex.reply_type == FRAME_RESPONSE_DETECTIONS)
-        superv->health.answers++;
-    superv->health.last_answer_ms = now_ms_precise() - started;
-    pthread_mutex_unlock(&superv->lock);
-    if (ex.reply_type == FRAME_RESPONSE_ERROR) {
-        result = fail(superv, SUPERV_ERR_REFUSED, reterr, reterr_len,
-                      "the helper refused the request: %.200s", ex.reply);
-    }
-    if (ret_reply) {
-        *ret_reply = ex.reply;
-        *ret_len = ex.reply_len;
-        ex.reply = NULL;
-    }
-
-out:
-    free(ex.reply);
     return result;
 }
 
@@ -919,7 +592,8 @@ enum superv_result superv_detect(struct superv *superv, const unsigned char *jpe
                    SUPERV_MAX_FRAME);
         return SUPERV_ERR_INVALID;
     }
-    return call(superv, FRAME_REQUEST_JPEG, jpeg, len, ret_json, ret_len, reterr, reterr_len);
+    return superv_call(superv, FRAME_REQUEST_JPEG, jpeg, len, ret_json, ret_len, reterr,
+                       reterr_len);
 }
 
 enum superv_result superv_ping(struct superv *superv, char *reterr, size_t reterr_len)
@@ -932,7 +606,8 @@ enum superv_result superv_ping(struct superv *superv, char *reterr, size_t reter
         set_reason(reterr, reterr_len, "no superv");
         return SUPERV_ERR_INVALID;
     }
-    result = call(superv, FRAME_REQUEST_PING, NULL, 0, &reply, &reply_len, reterr, reterr_len);
+    result = superv_call(superv, FRAME_REQUEST_PING, NULL, 0, &reply, &reply_len, reterr,
+                         reterr_len);
     free(reply);
     return result;
 }
@@ -1019,7 +694,7 @@ void superv_stop(struct superv *superv)
     if (superv->pid > 0) {
         /* EOF between frames: the helper exits 0. */
         close_fd(&superv->stdin_fd);
-        reap_helper(superv, false, now_ms() + SUPERV_STOP_GRACE_MS, false, &status, &known,
+        superv_reap_helper(superv, false, now_ms() + SUPERV_STOP_GRACE_MS, false, &status, &known,
                     &killed);
     }
     superv->backoff_ms = superv->config.backoff_min_ms;

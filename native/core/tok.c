@@ -342,8 +342,8 @@ static bool is_lower_hex(const char *data, size_t len)
     return true;
 }
 
-static enum tok_result parse(const char *buf, size_t len, struct tok_record **ret_record,
-                             char *reterr, size_t reterr_len)
+enum tok_result tok_parse(const char *buf, size_t len, struct tok_record **ret_record,
+                          char *reterr, size_t reterr_len)
 {
     enum tok_result result = TOK_OK;
     struct tok_record *record = NULL;
@@ -358,6 +358,17 @@ static enum tok_result parse(const char *buf, size_t len, struct tok_record **re
     struct slice sum;
     bool has_name;
 
+    if (!buf || !ret_record) {
+        set_reason(reterr, reterr_len, "no buffer or no result pointer");
+        result = TOK_ERR_INVALID;
+        goto out;
+    }
+    if (len > TOK_MAX_FILE_BYTES) {
+        set_reason(reterr, reterr_len, "the token file is more than %u bytes",
+                   TOK_MAX_FILE_BYTES);
+        result = TOK_ERR_CORRUPT;
+        goto out;
+    }
     if (len == 0) {
         set_reason(reterr, reterr_len, "the token file is empty");
         result = TOK_ERR_CORRUPT;
@@ -789,13 +800,8 @@ enum tok_result tok_load(const char *dir, struct tok_record **ret_record,
         result = fail_errno(reterr, reterr_len, TOK_ERR_IO, errno, "cannot read the token file");
         goto out;
     }
-    if (len > TOK_MAX_FILE_BYTES) {
-        set_reason(reterr, reterr_len, "the token file is more than %u bytes",
-                   TOK_MAX_FILE_BYTES);
-        result = TOK_ERR_CORRUPT;
-        goto out;
-    }
-    result = parse(buf, len, ret_record, reterr, reterr_len);
+    /* More than TOK_MAX_FILE_BYTES is refused by the parser. */
+    result = tok_parse(buf, len, ret_record, reterr, reterr_len);
 
 out:
     if (fd >= 0)

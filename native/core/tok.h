@@ -98,13 +98,21 @@ enum tok_result tok_save(const char *dir, const struct tok_record *record,
 enum tok_result tok_load(const char *dir, struct tok_record **ret_record,
                          char *reterr, size_t reterr_len);
 
+/* Parses and verifies the bytes of a token file (the format above): what
+ * tok_load() does once it has read the file, without any file system check.
+ * More than TOK_MAX_FILE_BYTES is TOK_ERR_CORRUPT. On TOK_OK, *ret_record is
+ * (transfer full) and must be freed with tok_record_free(); on any other
+ * result it is left untouched. */
+enum tok_result tok_parse(const char *buf, size_t len, struct tok_record **ret_record,
+                          char *reterr, size_t reterr_len);
+
 /* Removes the token file and any stale temporary files from dir. A missing
  * file or directory is TOK_OK. A symbolic link at the final path is removed
  * (not its target). */
 enum tok_result tok_delete(const char *dir, char *reterr, size_t reterr_len);
 
 /* Wipes every string, then frees them and the record. Accepts NULL; returns
- * NULL. Only for records returned by tok_load(). */
+ * NULL. Only for records returned by tok_load() or tok_parse(). */
 struct tok_record *tok_record_free(struct tok_record *record);
 
 #endif

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: AGPL-3.0-or-later
+ *
+ * superv_private: the inside of a supervisor (struct superv), shared by
+ * superv.c (starting, reaping, stderr, backoff, the API) and
+ * superv_exchange.c (one request and its answer, with deadlines). Not part
+ * of the API: only those two files include it.
+ */
+#ifndef TSD_SUPERV_PRIVATE_H
+#define TSD_SUPERV_PRIVATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "superv.h"
+/* Only the framing constants (plain C, no dependencies); frame.c is not
+ * linked into the core. */
+#include "../../helper/frame.h"
+
+#define SUPERV_ERRNO_TEXT 128u
+
+struct superv {
+    /* Immutable after superv_new(). */
+    struct superv_config config; /* defaults filled in; the paths point at the copies */
+    char *helper_path;
+    char *config_path;
+    char *argv[4];               /* helper_path, "--config", config_path, NULL */
+    int wake_fd;                 /* eventfd written by superv_interrupt() */
+    atomic_bool closed;
+
+    /* The owner thread only (superv_detect, superv_ping, superv_stop). */
+    pid_t pid;                   /* 0 when no helper runs */
+    int stdin_fd;                /* socket; -1 when none */
+    int stdout_fd;               /* -1 when none */
+    int stderr_fd;               /* -1 when none or at EOF */
+    bool answered;               /* the helper answered since it was started */
+    uint32_t next_id;            /* never 0 */
+    int backoff_ms;              /* the backoff after the next failure */
+    char first_line[SUPERV_REASON_SIZE]; /* first stderr line since the start
+                                          * or the last answer */
+    size_t first_line_len;
+    bool first_line_done;
+
+    /* Under lock. */
+    pthread_mutex_t lock;
+    struct superv_health health; /* state, backoff_left_ms, rss_bytes and
+                                  * stderr_tail are computed by get_health */
+    int64_t backoff_until_ms;    /* CLOCK_MONOTONIC; 0: no backoff */
+    char tail[SUPERV_STDERR_TAIL]; /* ring of the last stderr bytes */
+    size_t tail_start;
+    size_t tail_len;
+};
+
+/* superv.c */
+
+/* Records the formatted message as the health's last error and copies it
+ * into reterr; returns result. */
+enum superv_result superv_fail(struct superv *superv, enum superv_result result, char *reterr,
+                               size_t reterr_len, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Reads what the helper wrote on stderr (a bounded amount per pass). */
+void superv_drain_stderr(struct superv *superv);
+
+/* Waits for the helper to exit until deadline (at once when kill_now), then
+ * kills and reaps it; see superv.c. */
+void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
+                        bool interruptible, int *ret_status, bool *ret_known, bool *ret_killed);
+
+/* Kills the helper now, reaps it and starts the backoff. */
+void superv_kill_helper(struct superv *superv);
+
+/* The helper died or closed its stdout: reaps it (killing it at deadline)
+ * and returns, with the reason in reterr, why it ended. */
+enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, char *reterr,
+                                       size_t reterr_len);
+
+/* Starts the helper: its pipes, limits, fork and exec. */
+enum superv_result superv_start_helper(struct superv *superv, char *reterr, size_t reterr_len);
+
+/* superv_exchange.c */
+
+/* One request of type with payload and its answer: starts the helper when
+ * needed. On SUPERV_OK and SUPERV_ERR_REFUSED, *ret_reply (transfer full,
+ * NUL-terminated) is the answer's payload of *ret_len bytes. */
+enum superv_result superv_call(struct superv *superv, uint8_t type, const unsigned char *payload,
+                               size_t len, char **ret_reply, size_t *ret_len, char *reterr,
+                               size_t reterr_len);
+
+#endif
