@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 # The two commands of the README, plus benchmarks. Each installs what is
 # missing first (Debian packages, .venv with OctoPrint, the plugin).
-.PHONY: demo test bench fuzz clean eval
+.PHONY: demo test bench fuzz clean eval train sequences
 
 demo:
 	./scripts/demo.sh
@@ -17,6 +17,15 @@ bench:
 RUNS ?= 10000000
 fuzz:
 	./scripts/fuzz.sh -runs=$(RUNS)
+
+# The shipped detector from scratch (synthetic data, training, export,
+# check); resumable: run it again after an interruption. scripts/train.sh
+train:
+	./scripts/train.sh
+
+# The synthetic whole prints of bench/bench_sequences.py (about 30 min).
+sequences:
+	.venv/bin/python tools/synth/generate.py --out build/synth/sequences --sequences --count 40 --frames 16 --variants 6
 
 clean:
 	rm -rf build

@@ -375,7 +375,7 @@ def main(argv=None):
     ap.add_argument("--synth", required=True, help="tools/synth output folder (with manifest.jsonl)")
     ap.add_argument("--datasets", help="default: <repo>/../shared/datasets or $TSD_DATASETS")
     ap.add_argument("--seed", type=int, default=20261207)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", help="write failure.onnx and helper.yaml here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
