@@ -520,6 +520,29 @@ static enum grab_result run(struct grab_stream *s, int64_t until)
 
 /* ---- public API -------------------------------------------------------------- */
 
+/* run() for the API. A stop request wins over whatever happened before or
+ * during the run (a frame that completed meanwhile stays pending); reterr
+ * says why the session ended. */
+static enum grab_result run_session(struct grab_stream *s, int64_t until, char *reterr,
+                                    size_t reterr_len)
+{
+    enum grab_result result;
+
+    if (atomic_load(&s->interrupted)) {
+        grab_fail(s, GRAB_ERR_INTERRUPTED, "interrupted");
+        set_reason(reterr, reterr_len, "interrupted");
+        return GRAB_ERR_INTERRUPTED;
+    }
+    result = run(s, until);
+    if (result == GRAB_ERR_INTERRUPTED || atomic_load(&s->interrupted)) {
+        set_reason(reterr, reterr_len, "interrupted");
+        return GRAB_ERR_INTERRUPTED;
+    }
+    if (result != GRAB_OK && result != GRAB_NO_FRAME)
+        set_reason(reterr, reterr_len, "%s", s->error_text);
+    return result;
+}
+
 static enum grab_result check_timeout(int value, int fallback, const char *name, int *ret_value,
                                       char *reterr, size_t reterr_len)
 {
@@ -602,19 +625,45 @@ static enum grab_result session_new(const struct grab_config *config, bool snaps
         result = GRAB_ERR_NOMEM;
         goto out;
     }
-    if (!snapshot) {
-        s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (s->wake_fd < 0) {
-            set_reason(reterr, reterr_len, "eventfd: %s", errno_text(errno, text, sizeof(text)));
-            result = GRAB_ERR_SYSTEM;
-            goto out;
-        }
+    s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->wake_fd < 0) {
+        set_reason(reterr, reterr_len, "eventfd: %s", errno_text(errno, text, sizeof(text)));
+        result = GRAB_ERR_SYSTEM;
+        goto out;
     }
     *ret_stream = s;
     s = NULL;
 
 out:
     grab_stream_close(s);
+    return result;
+}
+
+enum grab_result grab_snapshot_open(const struct grab_config *config,
+                                    struct grab_stream **ret_session, char *reterr,
+                                    size_t reterr_len)
+{
+    return session_new(config, true, ret_session, reterr, reterr_len);
+}
+
+enum grab_result grab_snapshot_run(struct grab_stream *session, struct grab_frame **ret_frame,
+                                   char *reterr, size_t reterr_len)
+{
+    enum grab_result result;
+
+    if (!session || !session->snapshot || !ret_frame) {
+        set_reason(reterr, reterr_len, "missing argument");
+        return GRAB_ERR_INVALID;
+    }
+    if (session->state == CS_DONE && !session->pending) {
+        set_reason(reterr, reterr_len, "the snapshot was already taken");
+        return GRAB_ERR_INVALID;
+    }
+    result = run_session(session, -1, reterr, reterr_len);
+    if (result == GRAB_OK) {
+        *ret_frame = session->pending;
+        session->pending = NULL;
+    }
     return result;
 }
 
@@ -629,16 +678,9 @@ enum grab_result grab_snapshot(const struct grab_config *config, struct grab_fra
         result = GRAB_ERR_INVALID;
         goto out;
     }
-    result = session_new(config, true, &s, reterr, reterr_len);
-    if (result != GRAB_OK)
-        goto out;
-    result = run(s, -1);
-    if (result != GRAB_OK) {
-        set_reason(reterr, reterr_len, "%s", s->error_text);
-        goto out;
-    }
-    *ret_frame = s->pending;
-    s->pending = NULL;
+    result = grab_snapshot_open(config, &s, reterr, reterr_len);
+    if (result == GRAB_OK)
+        result = grab_snapshot_run(s, ret_frame, reterr, reterr_len);
 
 out:
     grab_stream_close(s);
@@ -655,32 +697,13 @@ enum grab_result grab_stream_open(const struct grab_config *config,
 enum grab_result grab_stream_poll(struct grab_stream *stream, int timeout_ms, char *reterr,
                                   size_t reterr_len)
 {
-    enum grab_result result;
-
     if (!stream || stream->snapshot) {
         set_reason(reterr, reterr_len, "missing argument");
         return GRAB_ERR_INVALID;
     }
-    if (atomic_load(&stream->interrupted)) {
-        /* Whatever happened before: the caller asked to stop. */
-        grab_fail(stream, GRAB_ERR_INTERRUPTED, "interrupted");
-        set_reason(reterr, reterr_len, "interrupted");
-        return GRAB_ERR_INTERRUPTED;
-    }
-    if (stream->pending)
+    if (stream->pending && !atomic_load(&stream->interrupted))
         return GRAB_OK;
-    if (stream->state == CS_FAILED) {
-        set_reason(reterr, reterr_len, "%s", stream->error_text);
-        return stream->error;
-    }
-    result = run(stream, timeout_ms < 0 ? -1 : now_ms() + timeout_ms);
-    if (result == GRAB_ERR_INTERRUPTED || atomic_load(&stream->interrupted)) {
-        set_reason(reterr, reterr_len, "interrupted");
-        return GRAB_ERR_INTERRUPTED;
-    }
-    if (result != GRAB_OK && result != GRAB_NO_FRAME)
-        set_reason(reterr, reterr_len, "%s", stream->error_text);
-    return result;
+    return run_session(stream, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, reterr, reterr_len);
 }
 
 enum grab_result grab_stream_take_frame(struct grab_stream *stream,

@@ -18,7 +18,8 @@
  *
  * Snapshot: grab_snapshot() does the whole GET and returns the JPEG. When the
  * snapshot URL answers with an MJPEG stream, the first valid frame of that
- * stream is the snapshot.
+ * stream is the snapshot. grab_snapshot_open() and grab_snapshot_run() do the
+ * same in two steps, so that another thread can interrupt the GET.
  *
  * Stream: grab_stream_open() checks the configuration and allocates; it does
  * no network I/O. grab_stream_poll() drives everything -- name resolution,
@@ -50,15 +51,16 @@
  * interrupt or close never wait for a name server (sec09 in
  * docs/security.md). IP literals need no lookup.
  *
- * Threading: a session belongs to one thread at a time; it may be handed
- * between threads, never used by two at once -- grab_stream_get_stats()
- * included. grab_stream_interrupt() is the
- * only call allowed from any other thread, at any time between open and
- * close: it wakes a blocked poll, which returns GRAB_ERR_INTERRUPTED, and
- * every later poll does too (it is a stop request, not a nudge). The caller
- * makes sure no thread can still call grab_stream_interrupt() when it closes
- * the session. grab_snapshot() is not interruptible; total_timeout_ms bounds
- * it. Different sessions and snapshots run in parallel freely.
+ * Threading: a session (a stream's or a snapshot's) belongs to one thread at
+ * a time; it may be handed between threads, never used by two at once --
+ * grab_stream_get_stats() included. grab_stream_interrupt() is the only call
+ * allowed from any other thread, at any time between open and close: it
+ * wakes a blocked poll or snapshot run, which returns GRAB_ERR_INTERRUPTED,
+ * and every later poll or run does too (it is a stop request, not a nudge).
+ * The caller makes sure no thread can still call grab_stream_interrupt() when
+ * it closes the session. grab_snapshot() cannot be interrupted (nobody else
+ * sees its session); total_timeout_ms bounds it. Different sessions and
+ * snapshots run in parallel freely.
  *
  * The process must not die of SIGPIPE: plain sockets write with
  * MSG_NOSIGNAL and TLS goes through a BIO that does the same.
@@ -104,7 +106,8 @@ enum grab_result {
     GRAB_ERR_TOO_BIG,         /* a frame larger than max_frame */
     GRAB_ERR_INVALID_JPEG,    /* jpg_validate() refused the frame */
     GRAB_ERR_NO_FRAMES,       /* stream: data arrives, but no usable frame */
-    GRAB_ERR_INTERRUPTED,     /* grab_stream_interrupt() was called */
+    GRAB_ERR_INTERRUPTED,     /* grab_stream_interrupt() was called (stream
+                               * or snapshot session) */
     GRAB_RESULT_MAX
 };
 
@@ -194,9 +197,25 @@ enum grab_result grab_url_parse(const char *text, struct grab_url *ret_url, char
 enum grab_result grab_url_resolve(const struct grab_url *base, const char *location,
                                   struct grab_url *ret_url, char *reterr, size_t reterr_len);
 
-/* GETs one JPEG. *ret_frame (transfer full) is written only on GRAB_OK. */
+/* GETs one JPEG. *ret_frame (transfer full) is written only on GRAB_OK.
+ * grab_snapshot_open(), grab_snapshot_run() and grab_stream_close() in one. */
 enum grab_result grab_snapshot(const struct grab_config *config, struct grab_frame **ret_frame,
                                char *reterr, size_t reterr_len);
+
+/* (transfer full) A snapshot session for config->url, which
+ * grab_stream_interrupt() can stop from another thread; close it with
+ * grab_stream_close(). Copies the configuration; does no network I/O. */
+enum grab_result grab_snapshot_open(const struct grab_config *config,
+                                    struct grab_stream **ret_session, char *reterr,
+                                    size_t reterr_len);
+
+/* Does the whole GET, bounded by total_timeout_ms, and returns the JPEG:
+ * *ret_frame (transfer full) is written only on GRAB_OK. GRAB_ERR_INTERRUPTED
+ * when grab_stream_interrupt() came before or during the run. A session
+ * gives one snapshot: a failed run's result is final, and a run after the
+ * frame was taken is GRAB_ERR_INVALID. */
+enum grab_result grab_snapshot_run(struct grab_stream *session, struct grab_frame **ret_frame,
+                                   char *reterr, size_t reterr_len);
 
 /* (transfer full) A stream session for config->url (see above). Copies the
  * configuration; does no network I/O. */
@@ -216,7 +235,8 @@ enum grab_result grab_stream_poll(struct grab_stream *stream, int timeout_ms, ch
 enum grab_result grab_stream_take_frame(struct grab_stream *stream,
                                         struct grab_frame **ret_frame);
 
-/* Any thread, any time between open and close; async-signal-safe. */
+/* Any thread, any time between open and close; async-signal-safe. Stops a
+ * stream or a snapshot session. */
 void grab_stream_interrupt(struct grab_stream *stream);
 
 /* The owning thread only, like poll and take: the counters read the live
@@ -227,7 +247,8 @@ void grab_stream_interrupt(struct grab_stream *stream);
 void grab_stream_get_stats(const struct grab_stream *stream,
                            struct grab_stream_stats *ret_stats);
 
-/* Closes the connection and frees. Accepts NULL; returns NULL. */
+/* Closes the connection and frees (a stream or a snapshot session).
+ * Accepts NULL; returns NULL. */
 struct grab_stream *grab_stream_close(struct grab_stream *stream);
 
 /* Accepts NULL; returns NULL. */

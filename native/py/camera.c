@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later
  *
  * _tsd.Camera: JPEG frames from a webcam (native/core/grab.h), one GET per
- * frame or one kept MJPEG stream, with the GIL released while waiting.
+ * frame or one kept MJPEG stream, with the GIL released while waiting;
+ * close() from any thread stops either.
  */
 #include "common.h"
 
@@ -23,13 +24,14 @@ struct camera_object {
     char *ca_file;
     int stream_mode;
     int busy;                  /* a grab() is running (changed with the GIL held) */
-    /* The stream has one owner: the thread in grab() (or, when none runs,
-     * the thread holding the GIL). Only the owner opens, polls, reads and
-     * closes it; other threads never touch the session itself. lock guards
-     * the pointer (for close(), which interrupts from any thread) and the
-     * published counters, which stats() reads. */
+    /* The grab session -- the stream, kept between grabs, or a snapshot's,
+     * only while its grab() runs -- has one owner: the thread in grab() (or,
+     * when none runs, the thread holding the GIL). Only the owner opens,
+     * polls, runs, reads and closes it; other threads never touch the session
+     * itself. lock guards the pointer (for close(), which interrupts from any
+     * thread) and the published counters, which stats() reads. */
     pthread_mutex_t lock;
-    struct grab_stream *stream;
+    struct grab_stream *session;
     struct grab_stream_stats published; /* copied by the owner after each poll */
     uint64_t sessions;                  /* stream sessions opened */
     atomic_bool nudged;
@@ -92,36 +94,60 @@ static PyObject *camera_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     return (PyObject *)self;
 }
 
-/* Owner only: copies the session's counters to where stats() reads them. */
+/* Owner only: copies the stream's counters to where stats() reads them. */
 static void camera_publish_stats(struct camera_object *obj)
 {
     struct grab_stream_stats stats;
 
-    grab_stream_get_stats(obj->stream, &stats);
+    grab_stream_get_stats(obj->session, &stats);
     pthread_mutex_lock(&obj->lock);
     obj->published = stats;
     pthread_mutex_unlock(&obj->lock);
 }
 
-/* Owner only: ends the session; its last counters stay published. */
-static void camera_drop_stream(struct camera_object *obj)
+/* Owner only: a newly opened session becomes the one close() interrupts. A
+ * close() that came first stops it now: either close() finds the pointer
+ * under the lock, or this finds the stop flag close() set before. A
+ * stream's counters start afresh with it. */
+static void camera_attach_session(struct camera_object *obj, struct grab_stream *session)
 {
-    struct grab_stream *stream = obj->stream;
+    struct grab_stream_stats fresh;
 
-    if (!stream)
-        return;
-    camera_publish_stats(obj);
+    if (obj->stream_mode)
+        grab_stream_get_stats(session, &fresh);
     pthread_mutex_lock(&obj->lock);
-    obj->stream = NULL;
+    obj->session = session;
+    if (obj->stream_mode) {
+        /* The count and the counters change together: a reader never sees
+         * the new session's number with the old session's counters. */
+        obj->sessions++;
+        obj->published = fresh;
+    }
     pthread_mutex_unlock(&obj->lock);
-    grab_stream_close(stream);
+    if (atomic_load(&obj->stopped))
+        grab_stream_interrupt(session);
+}
+
+/* Owner only: ends the session; a stream's last counters stay published. */
+static void camera_drop_session(struct camera_object *obj)
+{
+    struct grab_stream *session = obj->session;
+
+    if (!session)
+        return;
+    if (obj->stream_mode)
+        camera_publish_stats(obj);
+    pthread_mutex_lock(&obj->lock);
+    obj->session = NULL;
+    pthread_mutex_unlock(&obj->lock);
+    grab_stream_close(session);
 }
 
 static void camera_dealloc(PyObject *self)
 {
     struct camera_object *obj = (struct camera_object *)self;
 
-    camera_drop_stream(obj);
+    camera_drop_session(obj);
     pthread_mutex_destroy(&obj->lock);
     free(obj->url);
     free(obj->ca_file);
@@ -145,23 +171,13 @@ static enum grab_result camera_stream_frame(struct camera_object *obj, int wait_
     enum grab_result result = GRAB_OK;
     double until_ms = now_ms_precise() + wait_ms;
 
-    if (!obj->stream) {
+    if (!obj->session) {
         struct grab_stream *stream = NULL;
-        struct grab_stream_stats fresh;
 
         result = grab_stream_open(&obj->config, &stream, reason, reason_len);
         if (result != GRAB_OK)
             goto out;
-        grab_stream_get_stats(stream, &fresh);
-        /* The count and the counters change together: a reader never sees
-         * the new session's number with the old session's counters. */
-        pthread_mutex_lock(&obj->lock);
-        obj->stream = stream;
-        obj->sessions++;
-        obj->published = fresh;
-        pthread_mutex_unlock(&obj->lock);
-        if (atomic_load(&obj->stopped))
-            grab_stream_interrupt(stream);
+        camera_attach_session(obj, stream);
     }
     for (;;) {
         double left_ms = until_ms - now_ms_precise();
@@ -169,8 +185,8 @@ static enum grab_result camera_stream_frame(struct camera_object *obj, int wait_
 
         if (left_ms > 0 && left_ms < slice)
             slice = (int)left_ms + 1;
-        result = grab_stream_poll(obj->stream, slice, reason, reason_len);
-        if (result == GRAB_OK && grab_stream_take_frame(obj->stream, &frame) == GRAB_OK) {
+        result = grab_stream_poll(obj->session, slice, reason, reason_len);
+        if (result == GRAB_OK && grab_stream_take_frame(obj->session, &frame) == GRAB_OK) {
             grab_frame_free(newest);
             newest = frame;
             frame = NULL;
@@ -186,10 +202,28 @@ out:
     if (result == GRAB_OK) {
         *ret_frame = newest;
         newest = NULL;
-    } else if (obj->stream) {
-        camera_drop_stream(obj); /* the session ended: the next grab reconnects */
+    } else if (obj->session) {
+        camera_drop_session(obj); /* the session ended: the next grab reconnects */
     }
     grab_frame_free(newest);
+    return result;
+}
+
+/* Snapshot mode: one GET in a session of its own, which close() can stop
+ * (sec09 in docs/security.md); total_timeout_ms bounds it. */
+static enum grab_result camera_snapshot_frame(struct camera_object *obj,
+                                              struct grab_frame **ret_frame, char *reason,
+                                              size_t reason_len)
+{
+    struct grab_stream *session = NULL;
+    enum grab_result result;
+
+    result = grab_snapshot_open(&obj->config, &session, reason, reason_len);
+    if (result != GRAB_OK)
+        return result;
+    camera_attach_session(obj, session);
+    result = grab_snapshot_run(session, ret_frame, reason, reason_len);
+    camera_drop_session(obj);
     return result;
 }
 
@@ -221,7 +255,7 @@ static PyObject *camera_grab(PyObject *self, PyObject *args, PyObject *kwargs)
     if (obj->stream_mode) {
         result = camera_stream_frame(obj, wait_ms, &frame, reason, sizeof(reason));
     } else {
-        result = grab_snapshot(&obj->config, &frame, reason, sizeof(reason));
+        result = camera_snapshot_frame(obj, &frame, reason, sizeof(reason));
     }
     Py_END_ALLOW_THREADS
     obj->busy = 0;
@@ -244,11 +278,11 @@ static PyObject *camera_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 
     atomic_store(&obj->stopped, true);
     pthread_mutex_lock(&obj->lock);
-    if (obj->stream)
-        grab_stream_interrupt(obj->stream);
+    if (obj->session)
+        grab_stream_interrupt(obj->session);
     pthread_mutex_unlock(&obj->lock);
     if (!obj->busy)
-        camera_drop_stream(obj);
+        camera_drop_session(obj);
     Py_RETURN_NONE;
 }
 

@@ -891,6 +891,65 @@ static void test_interrupt(void)
     grab_stream_close(stream);
 }
 
+/* A snapshot session: grab_stream_interrupt() from another thread ends a
+ * GET that waits for the head or for the rest of the body (sec09). */
+static void test_snapshot_interrupt(void)
+{
+    static const char *const paths[] = {"/hang?seconds=10", "/?action=snapshot&stall=10"};
+    struct grab_config config = {.total_timeout_ms = 10000, .read_timeout_ms = 10000};
+    struct grab_stream *session = NULL;
+    struct grab_frame *frame = NULL;
+    struct interrupter job;
+    char reason[GRAB_REASON_SIZE];
+    char url[256];
+    pthread_t thread;
+    int64_t started;
+    size_t i;
+
+    config.url = url;
+    for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        sim_url(url, sizeof(url), paths[i]);
+        CHECK(grab_snapshot_open(&config, &session, reason, sizeof(reason)) == GRAB_OK);
+        job = (struct interrupter){.stream = session, .delay_ms = 300};
+        CHECK(pthread_create(&thread, NULL, interrupt_later, &job) == 0);
+        started = now_ms();
+        CHECK(grab_snapshot_run(session, &frame, reason, sizeof(reason)) ==
+              GRAB_ERR_INTERRUPTED);
+        CHECK(now_ms() - started < 2000);
+        CHECK(frame == NULL);
+        CHECK(strcmp(reason, "interrupted") == 0);
+        pthread_join(thread, NULL);
+        CHECK(grab_snapshot_run(session, &frame, reason, sizeof(reason)) ==
+              GRAB_ERR_INTERRUPTED);
+        session = grab_stream_close(session);
+    }
+
+    /* Interrupted before it ran: no request is sent. */
+    sim_url(url, sizeof(url), "/?action=snapshot");
+    CHECK(grab_snapshot_open(&config, &session, reason, sizeof(reason)) == GRAB_OK);
+    grab_stream_interrupt(session);
+    CHECK(grab_snapshot_run(session, &frame, reason, sizeof(reason)) == GRAB_ERR_INTERRUPTED);
+    session = grab_stream_close(session);
+
+    /* Not interrupted: one frame, then the session is spent. */
+    CHECK(grab_snapshot_open(&config, &session, reason, sizeof(reason)) == GRAB_OK);
+    CHECK(grab_snapshot_run(session, &frame, reason, sizeof(reason)) == GRAB_OK);
+    CHECK(frame != NULL && frame->len > 4 && frame->data[0] == 0xff);
+    frame = grab_frame_free(frame);
+    CHECK(grab_snapshot_run(session, &frame, reason, sizeof(reason)) == GRAB_ERR_INVALID);
+    CHECK(frame == NULL);
+    session = grab_stream_close(session);
+
+    /* Not a snapshot session, or no frame pointer. */
+    CHECK(grab_stream_open(&config, &session, reason, sizeof(reason)) == GRAB_OK);
+    CHECK(grab_snapshot_run(session, &frame, reason, sizeof(reason)) == GRAB_ERR_INVALID);
+    session = grab_stream_close(session);
+    CHECK(grab_snapshot_run(NULL, &frame, reason, sizeof(reason)) == GRAB_ERR_INVALID);
+    CHECK(grab_snapshot_open(&config, &session, reason, sizeof(reason)) == GRAB_OK);
+    CHECK(grab_snapshot_run(session, NULL, reason, sizeof(reason)) == GRAB_ERR_INVALID);
+    session = grab_stream_close(session);
+}
+
 /* ---- TLS ------------------------------------------------------------------------ */
 
 static void test_tls(void)
@@ -990,6 +1049,7 @@ int main(void)
     RUN_TEST(test_stream_stall_recovers);
     RUN_TEST(test_stream_garbage);
     RUN_TEST(test_interrupt);
+    RUN_TEST(test_snapshot_interrupt);
     RUN_TEST(test_tls);
 
     sim_stop(&tls_sim);
