@@ -87,6 +87,7 @@ static PyMethodDef *const function_tables[] = {
     tsd_annotate_functions,
     tsd_token_functions,
     tsd_linkmsg_functions,
+    tsd_hostrule_functions,
 };
 
 static int add_object(PyObject *module, const char *name, PyObject *value)

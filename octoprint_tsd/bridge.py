@@ -258,3 +258,21 @@ def parse_verify_response(body):
     if _tsd is None:
         raise ValueError("the native module is not loaded")
     return _tsd.parse_verify_response(bytes(body))
+
+
+def host_class(host):
+    """The one host rule (native/core/hostrule.c): "loopback", "private",
+    "public" or "name". Anything but a str, and everything without the native
+    module, is a "name": never local."""
+    if _tsd is None or not isinstance(host, str):
+        return "name"
+    return _tsd.host_class(host)
+
+
+def check_server_url(url, allow_cleartext_lan=False):
+    """An http(s) or ws(s) server URL read and checked by the one host rule:
+    {scheme, tls, host, port, path, host_class}. ValueError with .code
+    "bad_url" or "insecure_url" (cleartext to a host the rule does not allow)."""
+    if _tsd is None:
+        raise ValueError("the native module is not loaded")
+    return _tsd.check_server_url(url, allow_cleartext_lan=bool(allow_cleartext_lan))

@@ -23,7 +23,6 @@ module never reads ``X-Forwarded-For`` itself.
 """
 
 import hmac
-import ipaddress
 import platform
 import secrets
 import socket
@@ -33,6 +32,7 @@ import uuid
 
 import requests
 
+from . import bridge
 from .link import LinkError, check_server_url
 
 UNLINKED_PATH = "/api/v1/octo/unlinked/"
@@ -51,27 +51,13 @@ class Refused(Exception):
     """The discovery page or secret was refused; ``str()`` is safe to show."""
 
 
-# What counts as "on the LAN": RFC 1918, IPv6 unique-local, loopback. Not
-# Python's is_private, which also covers documentation, benchmarking and other
-# special ranges that say nothing about being on the owner's network.
-LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
-    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7", "::1/128"))
-
-
 def address_is_local(address):
-    """True only for a private (RFC 1918, fc00::/7) or loopback IP address;
-    an IPv4-mapped IPv6 address counts as its IPv4 address. Names, empty and
-    malformed values, public, shared (100.64/10, CGNAT), link-local and
-    unspecified addresses are not local."""
-    if not address or not isinstance(address, str):
-        return False
-    try:
-        ip = ipaddress.ip_address(address.strip().strip("[]").split("%", 1)[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in LOCAL_NETWORKS if network.version == ip.version)
+    """True only for a loopback or private (RFC 1918, fc00::/7) IP address, by
+    the one host rule (native/core/hostrule.c, shared with linking and the
+    tunnel): an IPv4-mapped IPv6 address counts as its IPv4 address; names
+    (localhost included), empty and malformed values, zone ids, public, shared
+    (100.64/10, CGNAT), link-local and unspecified addresses are not local."""
+    return bridge.host_class(address) in ("loopback", "private")
 
 
 def peer_address(environ):

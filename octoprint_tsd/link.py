@@ -8,9 +8,7 @@ answers a valid code with the printer's token, which is stored by the native
 token store and never anywhere else.
 """
 
-import ipaddress
 import re
-from urllib.parse import urlsplit
 
 import requests
 
@@ -30,35 +28,28 @@ class LinkError(Exception):
         self.kind = kind
 
 
-def _host_is_local(host):
-    if host in ("localhost",):
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        # A name: only mDNS-style local names count as LAN.
-        return host.endswith(".local") or host.endswith(".lan") or host.endswith(".home.arpa")
-    return address.is_private or address.is_loopback or address.is_link_local
-
-
 def check_server_url(url, allow_cleartext_lan=False):
-    """The normalized server URL, or LinkError. https is required; http only
-    for loopback, or for a LAN server when the owner allowed cleartext."""
+    """The normalized server URL (scheme in lower case, no trailing slash), or
+    LinkError. https is required; http only where the one host rule
+    (native/core/hostrule.c, shared with the tunnel and discovery) allows it:
+    to a loopback address, or to a private LAN address when the owner allowed
+    cleartext. A name (localhost included) is never either."""
     url = (url or "").strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise LinkError("bad_url", "The server address must look like https://app.obico.io")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise LinkError("bad_url", "The server address must not contain a user, a query or a fragment")
-    if parts.scheme == "http":
-        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1") or parts.hostname.startswith("127.")
-        if not loopback and not (allow_cleartext_lan and _host_is_local(parts.hostname)):
+    try:
+        parsed = bridge.check_server_url(url, allow_cleartext_lan)
+    except ValueError as exc:
+        if getattr(exc, "code", None) == "insecure_url":
             raise LinkError(
                 "insecure_url",
-                "http:// sends the printer's token unencrypted. Use https://, or allow an "
-                "unencrypted server on your local network in the plugin's settings.",
+                "http:// sends the printer's token unencrypted. Use https://, or give the server's "
+                "address: 127.0.0.1 for this machine, or a local network address such as "
+                "192.168.1.5 when an unencrypted server on your local network is allowed in the "
+                "plugin's settings.",
             )
-    return url
+        raise LinkError("bad_url", "The server address must look like https://app.obico.io ({})".format(exc))
+    if parsed["scheme"] not in ("https", "http"):
+        raise LinkError("bad_url", "The server address must look like https://app.obico.io")
+    return parsed["scheme"] + url[len(parsed["scheme"]):]
 
 
 def verify_code(server_url, code, ca_file=None, allow_cleartext_lan=False, session=None):

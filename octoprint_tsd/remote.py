@@ -52,10 +52,9 @@ STATE_ERROR = "error"
 def ws_url(server_url):
     """The device websocket of a server: https://host -> wss://host/ws/dev/."""
     server_url = (server_url or "").strip().rstrip("/")
-    if server_url.startswith("https://"):
-        return "wss://" + server_url[len("https://"):] + "/ws/dev/"
-    if server_url.startswith("http://"):
-        return "ws://" + server_url[len("http://"):] + "/ws/dev/"
+    scheme = server_url.split("://", 1)[0].lower()
+    if "://" in server_url and scheme in ("https", "http"):
+        return ("wss" if scheme == "https" else "ws") + server_url[len(scheme):] + "/ws/dev/"
     raise ValueError("the server URL must start with https:// (or http:// for a LAN server)")
 
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
 #include "tunnel.h"
 #include "errtext.h"
+#include "hostrule.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
 #include <libwebsockets.h>
@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #define TUN_THREAD_NAME "tsd-tunnel"
@@ -98,7 +97,7 @@ const char *tun_result_str(enum tun_result result)
     case TUN_OK: return "ok";
     case TUN_ERR_INVALID: return "invalid argument";
     case TUN_ERR_URL: return "the server URL cannot be used";
-    case TUN_ERR_CLEARTEXT: return "unencrypted ws:// is only allowed to loopback or an allowed LAN server";
+    case TUN_ERR_CLEARTEXT: return "unencrypted ws:// is only allowed to a loopback address, or a private LAN address when allowed";
     case TUN_ERR_CA_FILE: return "the CA file cannot be read";
     case TUN_ERR_NOMEM: return "out of memory";
     case TUN_ERR_CONTEXT: return "libwebsockets could not start";
@@ -109,30 +108,6 @@ const char *tun_result_str(enum tun_result result)
     case TUN_RESULT_MAX: break;
     }
     return "unknown result";
-}
-
-int tun_host_is_loopback(const char *host)
-{
-    struct in_addr v4;
-    struct in6_addr v6;
-    char bare[64];
-    size_t len;
-
-    if (!host)
-        return 0;
-    if (strcasecmp(host, "localhost") == 0)
-        return 1;
-    if (inet_pton(AF_INET, host, &v4) == 1)
-        return (ntohl(v4.s_addr) >> 24) == 127;
-    len = strlen(host);
-    if (len >= 2 && host[0] == '[' && host[len - 1] == ']' && len - 2 < sizeof(bare)) {
-        memcpy(bare, host + 1, len - 2);
-        bare[len - 2] = '\0';
-        host = bare;
-    }
-    if (inet_pton(AF_INET6, host, &v6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&v6);
-    return 0;
 }
 
 static bool token_is_valid(const char *token)
@@ -180,75 +155,36 @@ static void push_log(struct tun *t, char level, const char *fmt, ...)
 
 /* ---- configuration ------------------------------------------------------ */
 
-static enum tun_result parse_url(struct tun *t, const char *url, bool allow_cleartext,
+/* The URL and its cleartext rule are native/core/hostrule.c's: the same one
+ * that linking and discovery use. */
+static enum tun_result parse_url(struct tun *t, const char *url, bool allow_cleartext_lan,
                                  char *reterr, size_t reterr_len)
 {
-    enum tun_result result = TUN_OK;
-    char *copy = NULL;
-    const char *prot = NULL;
-    const char *address = NULL;
-    const char *path = NULL;
-    int port = 0;
-    size_t path_len;
+    struct hostrule_url parsed;
 
     if (!url || strlen(url) == 0 || strlen(url) > TUN_MAX_URL) {
         set_reason(reterr, reterr_len, "the server URL is empty or too long");
-        result = TUN_ERR_URL;
-        goto out;
+        return TUN_ERR_URL;
     }
-    for (const char *c = url; *c; c++) {
-        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f) {
-            set_reason(reterr, reterr_len, "the server URL contains spaces or control characters");
-            result = TUN_ERR_URL;
-            goto out;
-        }
+    switch (hostrule_check_url(url, allow_cleartext_lan, &parsed, reterr, reterr_len)) {
+    case HOSTRULE_OK:
+        break;
+    case HOSTRULE_ERR_CLEARTEXT:
+        return TUN_ERR_CLEARTEXT;
+    default:
+        return TUN_ERR_URL;
     }
-    copy = strdup(url);
-    if (!copy) {
-        result = TUN_ERR_NOMEM;
-        goto out;
-    }
-    if (lws_parse_uri(copy, &prot, &address, &port, &path) != 0 || !address || !*address) {
-        set_reason(reterr, reterr_len, "the server URL cannot be parsed");
-        result = TUN_ERR_URL;
-        goto out;
-    }
-    if (strcmp(prot, "wss") == 0) {
-        t->use_tls = true;
-    } else if (strcmp(prot, "ws") == 0) {
-        t->use_tls = false;
-        if (!allow_cleartext && !tun_host_is_loopback(address)) {
-            set_reason(reterr, reterr_len,
-                       "ws:// sends the printer's token unencrypted; it is allowed only for a "
-                       "server on this machine, or a LAN server when cleartext is explicitly allowed");
-            result = TUN_ERR_CLEARTEXT;
-            goto out;
-        }
-    } else {
+    if (strcmp(parsed.scheme, "wss") != 0 && strcmp(parsed.scheme, "ws") != 0) {
         set_reason(reterr, reterr_len, "the server URL must start with wss:// (or ws://)");
-        result = TUN_ERR_URL;
-        goto out;
+        return TUN_ERR_URL;
     }
-    if (port <= 0 || port > 65535) {
-        set_reason(reterr, reterr_len, "the server URL has an invalid port");
-        result = TUN_ERR_URL;
-        goto out;
-    }
-    t->host = strdup(address);
-    /* lws_parse_uri drops the leading '/'. */
-    path_len = strlen(path ? path : "");
-    t->path = malloc(path_len + 2);
-    if (!t->host || !t->path) {
-        result = TUN_ERR_NOMEM;
-        goto out;
-    }
-    t->path[0] = '/';
-    memcpy(t->path + 1, path ? path : "", path_len + 1);
-    t->port = port;
-
-out:
-    free(copy);
-    return result;
+    t->use_tls = parsed.tls;
+    t->port = parsed.port ? parsed.port : parsed.tls ? 443 : 80;
+    t->host = strdup(parsed.host);
+    t->path = strdup(parsed.path[0] ? parsed.path : "/");
+    if (!t->host || !t->path)
+        return TUN_ERR_NOMEM;
+    return TUN_OK;
 }
 
 enum tun_result tun_new(const struct tun_config *config, struct evq *events,

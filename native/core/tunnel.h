@@ -70,7 +70,7 @@ struct tun_config {
     const char *url;          /* wss://host[:port]/ws/dev/ (or ws:// per policy) */
     const char *token;        /* (secret) sent as "authorization: bearer <token>" */
     const char *ca_file;      /* NULL or "": system CAs; else only this CA bundle */
-    int allow_cleartext_lan;  /* permit ws:// to a non-loopback host */
+    int allow_cleartext_lan;  /* permit ws:// to a private LAN address (hostrule.h) */
     size_t max_incoming;      /* largest accepted server message; 0: default */
     size_t lane_messages;     /* message-lane depth; 0: default */
     size_t lane_bytes;        /* message-lane bytes; 0: default */
@@ -123,9 +123,5 @@ enum tun_result tun_send_status(struct tun *tunnel, const char *json, size_t len
 enum tun_result tun_send_message(struct tun *tunnel, const char *json, size_t len);
 
 void tun_get_stats(struct tun *tunnel, struct tun_stats *ret_stats);
-
-/* Exposed for tests: the cleartext policy. 1 if host is a loopback name or
- * address. */
-int tun_host_is_loopback(const char *host);
 
 #endif

@@ -80,6 +80,7 @@ extern const struct tsd_error_map tsd_superv_errors;
 extern const struct tsd_error_map tsd_jpg_errors;
 extern const struct tsd_error_map tsd_tok_errors;
 extern const struct tsd_error_map tsd_linkmsg_errors;
+extern const struct tsd_error_map tsd_hostrule_errors;
 
 /* The one place where a core result becomes a Python exception. reason (may
  * be NULL or empty) is the core's reterr text; without one the result's own
@@ -120,6 +121,7 @@ extern PyType_Spec tsd_detector_spec;    /* detector.c */
 extern PyMethodDef tsd_annotate_functions[]; /* annotate.c */
 extern PyMethodDef tsd_token_functions[];    /* token.c */
 extern PyMethodDef tsd_linkmsg_functions[];  /* linkmsg.c */
+extern PyMethodDef tsd_hostrule_functions[]; /* hostrule.c */
 
 /* ---- shared by EventQueue and Tunnel (py/evq.c) -------------------------- */
 

@@ -11,6 +11,7 @@
 #include "core/evq.h"
 #include "core/grab.h"
 #include "core/jpeg.h"
+#include "core/hostrule.h"
 #include "core/linkmsg.h"
 #include "core/proto.h"
 #include "core/superv.h"
@@ -47,6 +48,7 @@ DESCRIBE(superv, superv_result)
 DESCRIBE(jpg, jpg_result)
 DESCRIBE(tok, tok_result)
 DESCRIBE(linkmsg, linkmsg_result)
+DESCRIBE(hostrule, hostrule_result)
 
 const struct tsd_error_map tsd_evq_errors = {
     describe_evq, "event queue: ", (const struct tsd_error_rule[]){
@@ -141,6 +143,13 @@ const struct tsd_error_map tsd_tok_errors = {
 const struct tsd_error_map tsd_linkmsg_errors = {
     describe_linkmsg, NULL, (const struct tsd_error_rule[]){
         {ANY_RESULT, TSD_EXC_VALUE, NULL, NULL},
+    }};
+
+/* ValueError.code: the kinds of octoprint_tsd.link.LinkError. */
+const struct tsd_error_map tsd_hostrule_errors = {
+    describe_hostrule, NULL, (const struct tsd_error_rule[]){
+        {HOSTRULE_ERR_CLEARTEXT, TSD_EXC_VALUE, "insecure_url", NULL},
+        {ANY_RESULT, TSD_EXC_VALUE, "bad_url", NULL},
     }};
 
 /* Raises exc_type(message) with a "code" attribute. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later
- * Unit tests for the server allow-list's rules (native/core/proto.c): what
+ * Unit tests for the server allow-list's rules (native/core/proto.c, proto_gcode.c): what
  * the printer's state allows (sec03), the G-code rules and budgets (sec04)
  * and the heaters of the printer profile (sec12). An optional argument runs
  * only the tests whose names contain it (meson registers one test per issue

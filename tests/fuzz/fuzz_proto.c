@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later
- * Fuzz target for the incoming-message dispatcher (native/core/proto.c).
+ * Fuzz target for the incoming-message dispatcher (native/core/proto.c, proto_gcode.c).
  * Every input must give either a clean error or a JSON array of actions, and
  * every action must be one of the documented kinds. */
 #include <jansson.h>

@@ -303,6 +303,25 @@ def test_cleartext_policy():
         _tsd.Tunnel("https://app.obico.io/ws/dev/", TOKEN)
 
 
+# Before the one rule (native/core/hostrule.c), allow_cleartext_lan let ws://
+# go to any server at all, public ones included.
+@pytest.mark.parametrize("url", [
+    "ws://8.8.8.8/ws/dev/", "ws://obico.example.com/ws/dev/", "ws://169.254.1.1:3334/ws/dev/",
+    "ws://[fe80::1]:3334/ws/dev/", "ws://localhost:3334/ws/dev/", "ws://127.1:3334/ws/dev/",
+])
+def test_cleartext_lan_allows_only_private_addresses(url):
+    with pytest.raises(_tsd.TunnelError, match="unencrypted"):
+        _tsd.Tunnel(url, TOKEN, allow_cleartext_lan=True)
+
+
+def test_cleartext_url_scheme_and_mapped_loopback():
+    _tsd.Tunnel("WS://127.0.0.1:3334/ws/dev/", TOKEN).stop()
+    _tsd.Tunnel("ws://[::ffff:127.0.0.1]:3334/ws/dev/", TOKEN).stop()
+    _tsd.Tunnel("ws://[FD00::1]:3334/ws/dev/", TOKEN, allow_cleartext_lan=True).stop()
+    with pytest.raises(_tsd.TunnelError):
+        _tsd.Tunnel("ws://user@127.0.0.1:3334/ws/dev/", TOKEN)
+
+
 def test_bad_configuration_is_a_clear_error(tmp_path):
     with pytest.raises(_tsd.TunnelError, match="CA file"):
         _tsd.Tunnel("wss://localhost:1/ws/dev/", TOKEN, ca_file=str(tmp_path / "missing.pem"))

@@ -226,6 +226,11 @@ def test_an_unusable_answer_is_ignored(env):
     ("8.8.8.8", False), ("203.0.113.9", False), ("100.64.0.1", False),   # CGNAT is not a LAN
     ("::ffff:8.8.8.8", False), ("0.0.0.0", False), ("", False), (None, False),
     ("printer.local", False), ("192.168.1.10, 8.8.8.8", False), ("2001:4860::8888", False),
+    # The rule of native/core/hostrule.c: names (localhost too), link-local,
+    # shorthand numeric forms and zone ids are not local; brackets are read.
+    ("localhost", False), ("169.254.1.1", False), ("fe80::1", False), ("fd00::1%eth0", False),
+    ("127.1", False), ("0x7f000001", False), ("[::1]", True), ("FD00::1", True),
+    ("::ffff:127.0.0.1", True),
 ])
 def test_address_is_local(address, local):
     assert address_is_local(address) is local

@@ -107,6 +107,38 @@ def test_server_url_policy():
         assert error.value.kind == "bad_url"
 
 
+
+# The cleartext rule is the one in native/core/hostrule.c (issue 11, "Also").
+# Before it, link.py took any name starting with "127." for loopback, and
+# with allow_cleartext_lan any name ending in .local/.lan/.home.arpa and any
+# address Python calls private or link-local (documentation ranges, 0.0.0.0).
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1.nip.io:3334",   # a name: the resolver decides where it goes
+    "http://127.attacker.example",
+    "http://localhost:3334",          # a name too: only an address literal says where
+])
+def test_cleartext_to_loopback_needs_a_loopback_address(url):
+    with pytest.raises(LinkError) as error:
+        check_server_url(url)
+    assert error.value.kind == "insecure_url"
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.10.1", "http://[fe80::1]:3334", "http://0.0.0.0:3334", "http://192.0.2.1",
+    "http://printer.local", "http://obico.lan", "http://obico.home.arpa", "http://127.1",
+    "http://0x7f000001", "http://[::127.0.0.1]",
+])
+def test_cleartext_lan_means_a_private_or_loopback_address(url):
+    with pytest.raises(LinkError) as error:
+        check_server_url(url, allow_cleartext_lan=True)
+    assert error.value.kind == "insecure_url"
+
+
+def test_server_url_scheme_is_case_insensitive():
+    assert check_server_url("HTTPS://app.obico.io/") == "https://app.obico.io"
+    assert check_server_url("Http://[::ffff:127.0.0.1]:3334") == "http://[::ffff:127.0.0.1]:3334"
+    assert check_server_url("HTTP://10.0.0.2:3334", allow_cleartext_lan=True) == "http://10.0.0.2:3334"
+
 @pytest.fixture
 def plugin(tmp_path):
     instance = octoprint_tsd.TsdPlugin()
