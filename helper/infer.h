@@ -85,10 +85,10 @@ enum infer_model_type {
  * overlap by half: cell (i, j) spans [i / (n + 1), i / (n + 1) + 2 / (n + 1)]
  * of the width (n = crop_grid), and likewise of the height, in that order
  * (the whole image first, then row by row). Each crop's pixel bounds are
- * floor(fraction * size + 0.5). All crops go through blobFromImages (resized
- * to input_width x input_height, no letterbox, (pixel - mean) * scale) as one
- * batch, and the model's output named "score" must hold one value in [0, 1]
- * per crop. A crop scoring above box_threshold is a detection of class 0
+ * floor(fraction * size + 0.5). The crops go through blobFromImages (resized
+ * to input_width x input_height, no letterbox, (pixel - mean) * scale) in
+ * small batches (a few at a time: memory), and the model's output named
+ * "score" must hold one value in [0, 1] per crop of a batch. A crop scoring above box_threshold is a detection of class 0
  * whose box is the crop; NMS and max_detections apply as below. An output
  * named "signature", when the model has one, gives each detection its
  * crop's signature (see struct infer_detection).

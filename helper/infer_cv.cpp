@@ -20,6 +20,9 @@
 #include <opencv2/core/utils/logger.hpp>
 #include <opencv2/dnn.hpp>
 
+// onnx_crops: crops per forward pass.
+constexpr size_t INFER_CROP_BATCH = 2;
+
 struct infer_net {
     cv::dnn::Net net;
 };
@@ -40,6 +43,7 @@ struct infer_detector {
     std::vector<infer_detection> found;
     bool has_signature = false;              // onnx_crops: a "signature" output
     std::vector<cv::Mat> crops;              // onnx_crops: views into the frame
+    std::vector<cv::Mat> batch;              // onnx_crops: the crops of one forward pass
     std::vector<infer_detection> crop_boxes; // onnx_crops: each crop's box
 };
 
@@ -206,52 +210,65 @@ void cut_crops(infer_detector *det, const cv::Mat &image)
     }
 }
 
-// onnx_crops: scores every crop in one batch; the crops above the threshold
-// become candidates. Throws on an output of the wrong shape.
+// onnx_crops: a crop above the threshold becomes a candidate, with its
+// signature row when the model has one (bounded values keep the reply within
+// REPLY_DETECTIONS_BYTES).
+void add_crop_candidate(infer_detector *det, size_t index, float confidence, const float *signature)
+{
+    // Also drops NaN, which compares false.
+    if (!(confidence > det->params.box_threshold))
+        return;
+    infer_detection d = det->crop_boxes[index];
+    d.confidence = confidence > 1.0f ? 1.0f : confidence;
+    if (signature) {
+        bool usable = true;
+        for (int k = 0; k < INFER_SIGNATURE_DIMS; k++)
+            usable = usable && std::isfinite(signature[k]) && std::fabs(signature[k]) <= 1e6f;
+        if (usable) {
+            std::memcpy(d.signature, signature, sizeof(d.signature));
+            d.signature_len = INFER_SIGNATURE_DIMS;
+        }
+    }
+    det->candidates.push_back(d);
+}
+
+// onnx_crops: scores the crops, INFER_CROP_BATCH at a time (a whole grid in
+// one batch needs several times the activation memory for a few percent of
+// speed), and keeps the ones above the threshold. Throws on an output of
+// the wrong shape.
 void collect_crops(infer_detector *det, const cv::Mat &image)
 {
     const infer_detector_params &p = det->params;
 
     cut_crops(det, image);
-    cv::dnn::blobFromImages(det->crops, det->blob, p.scale, cv::Size(p.input_width, p.input_height),
-                            cv::Scalar(p.mean[0], p.mean[1], p.mean[2]), p.swap_rb != 0, false,
-                            CV_32F);
-    det->net.setInput(det->blob);
-    det->net.forward(det->outs, det->out_names);
-    const cv::Mat &score = det->outs.at(0);
-    if (score.type() != CV_32F || score.total() != det->crops.size())
-        throw std::runtime_error("model output \"score\" has " + std::to_string(score.total()) +
-                                 " values for " + std::to_string(det->crops.size()) +
-                                 " crops; expected one per crop");
-    const cv::Mat flat = score.isContinuous() ? score : score.clone();
-    cv::Mat signatures;
-    if (det->has_signature) {
-        const cv::Mat &sig = det->outs.at(1);
-        if (sig.type() != CV_32F || sig.total() != det->crops.size() * INFER_SIGNATURE_DIMS)
-            throw std::runtime_error("model output \"signature\" has " + std::to_string(sig.total()) +
-                                     " values; expected " + std::to_string(INFER_SIGNATURE_DIMS) +
-                                     " per crop");
-        signatures = sig.isContinuous() ? sig : sig.clone();
-    }
-    for (size_t i = 0; i < det->crops.size(); i++) {
-        const float confidence = flat.ptr<float>()[i];
-        // Also drops NaN, which compares false.
-        if (!(confidence > p.box_threshold))
-            continue;
-        infer_detection d = det->crop_boxes[i];
-        d.confidence = confidence > 1.0f ? 1.0f : confidence;
+    for (size_t start = 0; start < det->crops.size(); start += INFER_CROP_BATCH) {
+        const size_t count = std::min<size_t>(INFER_CROP_BATCH, det->crops.size() - start);
+        det->batch.assign(det->crops.begin() + static_cast<std::ptrdiff_t>(start),
+                          det->crops.begin() + static_cast<std::ptrdiff_t>(start + count));
+        cv::dnn::blobFromImages(det->batch, det->blob, p.scale, cv::Size(p.input_width, p.input_height),
+                                cv::Scalar(p.mean[0], p.mean[1], p.mean[2]), p.swap_rb != 0, false,
+                                CV_32F);
+        det->net.setInput(det->blob);
+        det->net.forward(det->outs, det->out_names);
+        const cv::Mat &score = det->outs.at(0);
+        if (score.type() != CV_32F || score.total() != count)
+            throw std::runtime_error("model output \"score\" has " + std::to_string(score.total()) +
+                                     " values for " + std::to_string(count) +
+                                     " crops; expected one per crop");
+        const cv::Mat scores = score.isContinuous() ? score : score.clone();
+        cv::Mat signatures;
         if (det->has_signature) {
-            const float *row = signatures.ptr<float>() + i * INFER_SIGNATURE_DIMS;
-            // Bounded values keep the reply within REPLY_DETECTIONS_BYTES.
-            bool usable = true;
-            for (int k = 0; k < INFER_SIGNATURE_DIMS; k++)
-                usable = usable && std::isfinite(row[k]) && std::fabs(row[k]) <= 1e6f;
-            if (usable) {
-                std::memcpy(d.signature, row, sizeof(d.signature));
-                d.signature_len = INFER_SIGNATURE_DIMS;
-            }
+            const cv::Mat &sig = det->outs.at(1);
+            if (sig.type() != CV_32F || sig.total() != count * INFER_SIGNATURE_DIMS)
+                throw std::runtime_error("model output \"signature\" has " + std::to_string(sig.total()) +
+                                         " values; expected " + std::to_string(INFER_SIGNATURE_DIMS) +
+                                         " per crop");
+            signatures = sig.isContinuous() ? sig : sig.clone();
         }
-        det->candidates.push_back(d);
+        for (size_t i = 0; i < count; i++)
+            add_crop_candidate(det, start + i, scores.ptr<float>()[i],
+                               det->has_signature ? signatures.ptr<float>() + i * INFER_SIGNATURE_DIMS
+                                                  : nullptr);
     }
 }
 

@@ -23,7 +23,7 @@ from helper_models import Helper, encode_jpeg, make_jpeg, REQ_PING, RESP_DETECTI
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SOURCE_MODEL = os.path.join(REPO, "octoprint_tsd", "model")
-SHIPPED = ("failure.cfg", "failure.weights", "helper.yaml", "MODEL_CARD.md")
+SHIPPED = ("failure.onnx", "helper.yaml", "MODEL_CARD.md")
 AUROC_MARGIN = 0.02
 RECALL5_MARGIN = 0.06
 
@@ -61,24 +61,20 @@ def test_installed_files_match_checkout():
         assert os.path.isfile(path), "{} is not installed (meson.build install_subdir)".format(path)
         assert sha256(path) == sha256(os.path.join(SOURCE_MODEL, name)), \
             "installed {} differs from the checkout: run scripts/setup.sh".format(name)
-    assert os.path.getsize(os.path.join(model_dir, "failure.weights")) < 4 * 1024 * 1024
+    assert os.path.getsize(os.path.join(model_dir, "failure.onnx")) < 16 * 1024 * 1024
 
 
-def test_cfg_thresh_not_above_box_threshold():
+def test_config_is_the_crop_detector():
+    """helper.yaml matches what tools/train/train_crops.py trains and cuts:
+    a one-class crop classifier over a 3x3 grid at 192 x 192, with the
+    training's normalisation."""
     config = read_yaml_scalars(os.path.join(SOURCE_MODEL, "helper.yaml"))
-    box_threshold = float(config["box_threshold"])
-    with open(os.path.join(SOURCE_MODEL, "failure.cfg")) as f:
-        cfg = f.read()
-    sections = re.split(r"^\[", cfg, flags=re.M)
-    yolo = [s for s in sections if s.startswith("yolo]")]
-    assert len(yolo) == 2
-    for s in yolo:
-        m = re.search(r"^thresh\s*=\s*([0-9.]+)", s, flags=re.M)
-        assert m, "[yolo] without thresh= (OpenCV's default 0.2 would hide weaker boxes)"
-        assert float(m.group(1)) <= box_threshold
-        assert re.search(r"^classes\s*=\s*1\s*$", s, flags=re.M)
-    assert config["model_type"] == "darknet"
+    assert config["model_type"] == "onnx_crops"
+    assert config["model_onnx"] == "failure.onnx"
     assert config["classes"] == "[failure]"
+    assert (config["input_width"], config["input_height"], config["crop_grid"]) == ("192", "192", "3")
+    assert config["swap_rb"] == "true"
+    assert 0.0 < float(config["box_threshold"]) < 1.0
 
 
 def test_loads_and_detects(tmp_path):

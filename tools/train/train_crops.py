@@ -51,8 +51,10 @@ import mobilenet  # noqa: E402
 
 SIZE = 192          # crop side at the network's input
 GRID_N = 3          # cells per side; a cell is 2/(GRID_N+1) of the frame
-BOX_THRESHOLD = 0.3  # a crop scoring at least this is a detection
+BOX_THRESHOLD = 0.5  # a crop scoring above this is a detection (chosen below)
 NMS_THRESHOLD = 0.6
+HEALTHY_WEIGHT = float(os.environ.get("TSD_HEALTHY_WEIGHT", "2.0"))  # see training_rows
+SYNTH_FAILURE_WEIGHT = float(os.environ.get("TSD_SYNTH_FAILURE_WEIGHT", "1.0"))
 
 
 def grid(n=GRID_N):
@@ -245,6 +247,10 @@ def training_rows(images):
             weight = 1.0
             if image["group"].startswith("real") and label == 0:
                 weight = 0.5  # unboxed parts of failure photos may still hold failures
+            elif image["group"].startswith("synth:healthy"):
+                weight = HEALTHY_WEIGHT  # printer-camera frames of good prints: what must stay quiet
+            elif image["group"].startswith("synth:failure") and label == 1:
+                weight = SYNTH_FAILURE_WEIGHT  # few, and the camera views the real sets lack
             if j in image.get("hard", ()):
                 weight *= 3.0
             xs.append(image["features"][j])
@@ -282,16 +288,35 @@ def crop_scores(head, image):
         return torch.sigmoid(head(torch.from_numpy(image["features"].astype(np.float32)))).numpy()
 
 
-def frame_score(crops, scores):
+def frame_score(crops, scores, threshold=None):
     """What the helper reports for a frame: the sum of the confidences of
-    the grid crops at or above the box threshold after NMS (decide.c's p)."""
-    cand = sorted([(float(s), c) for (c, _, how), s in zip(crops, scores) if how == "grid" and s >= BOX_THRESHOLD],
+    the grid crops above the box threshold after NMS (decide.c's p), and the
+    highest crop score."""
+    threshold = BOX_THRESHOLD if threshold is None else threshold
+    cand = sorted([(float(s), c) for (c, _, how), s in zip(crops, scores) if how == "grid" and s > threshold],
                   reverse=True)
     kept = []
     for s, c in cand:
         if all(inter(c, k) / max(area(c) + area(k) - inter(c, k), 1e-6) <= NMS_THRESHOLD for _, k in kept):
             kept.append((s, c))
     return sum(s for s, _ in kept), max([float(s) for (c, _, how), s in zip(crops, scores) if how == "grid"])
+
+
+def threshold_sweep(head, images, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8)):
+    """For each box threshold: the share of healthy validation frames with
+    any detection, and AUROC / recall of all failures against them."""
+    scored = [(image["group"], crop_scores(head, image), image["crops"]) for image in images]
+    out = {}
+    for t in thresholds:
+        healthy = [frame_score(c, s, t)[0] for g, s, c in scored if g.startswith("synth:healthy")]
+        failing = [frame_score(c, s, t)[0] for g, s, c in scored if not g.startswith("synth:healthy")]
+        synth = [frame_score(c, s, t)[0] for g, s, c in scored if g.startswith("synth:failure")]
+        out["%.2f" % t] = {
+            "healthy_frames_with_detection": round(sum(1 for p in healthy if p > 0) / max(1, len(healthy)), 4),
+            "all": metrics.summary(failing, healthy),
+            "synthetic_failures": metrics.summary(synth, healthy),
+        }
+    return out
 
 
 def evaluate(head, images):
@@ -414,6 +439,9 @@ def main(argv=None):
     head = train_head(x, y, w, args.seed + 1)
     report = evaluate(head, val)
     log("head 2 (hard negatives x3): %s" % json.dumps(report, sort_keys=True))
+    sweep = threshold_sweep(head, val)
+    log("box threshold sweep (head 2): %s" % json.dumps(sweep, sort_keys=True))
+    report["box_threshold_sweep"] = sweep
     torch.save({"head": head.state_dict(), "report": report, "seed": args.seed}, os.path.join(run_dir, "head.pt"))
     with open(os.path.join(run_dir, "report.json"), "w") as f:
         json.dump({"report": report, "counts": counts, "backbone_sha256": backbone_sha,
