@@ -17,62 +17,33 @@ import sys
 import time
 
 import pytest
-import requests
 
 import helper_models
+import test_detect as detect_test
 from octoprint_instance import OctoPrintInstance
 from tsd_testing import ADMIN, wait_for
 from webcam_sim import WebcamSim
 
-TIME_SCALE = 0.05
-GRACE_S = 30 * 10 * TIME_SCALE
+TIME_SCALE = detect_test.TIME_SCALE
+GRACE_S = detect_test.GRACE_S
 
 
-def gcode_file(lines=1500):
-    out = ["G28", "G90", "M82", "G1 Z0.3 F600", "G92 E0"]
-    for i in range(lines):
-        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
-        out.append("G4 P100")
-    return "\n".join(out) + "\n"
+class Rig(detect_test.Rig):
+    """test_detect.py's rig with two simulated cameras and no server."""
 
-
-class Rig:
     def __init__(self, instance, sims, api_key, basedir):
-        self.instance = instance
+        super().__init__(instance, None, None, api_key)
         self.sims = sims
-        self.api_key = api_key
         self.basedir = basedir
-
-    def api(self, method, path, **kwargs):
-        return requests.request(method, self.instance.url + path,
-                                headers={"X-Api-Key": self.api_key}, timeout=30, **kwargs)
-
-    def detect(self):
-        return self.api("GET", "/api/plugin/tsd").json()["detect"]
-
-    def printer_state(self):
-        return self.api("GET", "/api/printer").json().get("state", {}).get("text")
 
     def command(self, name):
         return self.api("POST", "/api/plugin/tsd", json={"command": name})
 
     def use_camera(self, name):
         sim = self.sims[name]
-        response = self.api("POST", "/api/settings", json={
-            "plugins": {"classicwebcam": {"snapshot": sim.snapshot_url, "stream": sim.stream_url}}})
-        assert response.status_code == 200, response.text
+        self.set_webcam(sim.snapshot_url, sim.stream_url)
         assert wait_for(lambda: (self.detect().get("camera") or {}).get("url") == sim.snapshot_url, 30)
         return sim
-
-    def start_print(self):
-        response = self.api("POST", "/api/files/local/learn-test.gcode",
-                            json={"command": "select", "print": True})
-        assert response.status_code == 204, response.text
-        assert wait_for(lambda: self.printer_state() == "Printing", 60)
-
-    def end_print(self):
-        self.api("POST", "/api/job", json={"command": "cancel"})
-        assert wait_for(lambda: self.printer_state() == "Operational", 60)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +76,7 @@ def rig(tmp_path_factory):
                            json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
         assert response.status_code == 204
         assert wait_for(lambda: rig.printer_state() == "Operational", 60)
-        files = {"file": ("learn-test.gcode", gcode_file())}
+        files = {"file": ("detect-test.gcode", detect_test.gcode_file())}
         assert rig.api("POST", "/api/files/local", files=files).status_code == 201
         yield rig
     finally:
