@@ -18,8 +18,8 @@ decider per print (a new printer: no long-term mean yet). Prints
 
 Sequences come from $TSD_SYNTH_SEQUENCES or build/synth/sequences. Without
 them the figures are replayed from the detections recorded for the shipped
-model when its card was written (octoprint_tsd/model/sequence_detections.jsonl.gz),
-and the lines say "replayed": the decision logic runs live either way.
+model when its card was written (bench/data/sequence_detections.jsonl.gz),
+and stderr says "replayed": the decision logic runs live either way.
 ``--record FILE`` writes that file from a live run.
 """
 
@@ -34,11 +34,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
 INTERVAL_S = 10.0
-RECORDED = os.path.join(REPO, "octoprint_tsd", "model", "sequence_detections.jsonl.gz")
+RECORDED = os.path.join(REPO, "bench", "data", "sequence_detections.jsonl.gz")
 
 
-def bench(name, value, unit, note=""):
-    print("bench {} {:.3f} {}{}".format(name, value, unit, note), flush=True)
+def bench(name, value, unit):
+    print("bench {} {:.3f} {}".format(name, value, unit), flush=True)
 
 
 def live_sequences(folder):
@@ -120,12 +120,12 @@ def main(argv=None):
                                                           os.path.join(REPO, "build", "synth", "sequences")))
     ap.add_argument("--record", help="write the live detections to this .jsonl.gz file")
     args = ap.parse_args(argv)
-    note = ""
     if os.path.isdir(os.path.join(args.sequences, "seq")):
         sequences = live_sequences(args.sequences)
     elif os.path.exists(RECORDED):
         sequences = recorded_sequences(RECORDED)
-        note = " (replayed: detections recorded with the shipped model; no sequences under %s)" % args.sequences
+        print("bench_sequences: replayed: the detections recorded with the shipped model (no sequences "
+              "under %s); the decision logic runs live" % args.sequences, file=sys.stderr)
     else:
         print("bench_sequences: no sequences (%s) and no recorded detections; make them with "
               "tools/synth/generate.py --sequences" % args.sequences, file=sys.stderr)
@@ -138,12 +138,12 @@ def main(argv=None):
     if healthy + failing == 0:
         print("bench_sequences: no finished sequence under %s" % args.sequences, file=sys.stderr)
         return 0
-    bench("false_pauses_per_100_prints", 100.0 * false_pauses / max(1, healthy + failing), "prints", note)
-    bench("seconds_to_pause_p50", percentile(delays, 0.5), "s", note)
-    bench("seconds_to_pause_p90", percentile(delays, 0.9), "s", note)
-    bench("missed_failures_share", missed / max(1, failing), "share", note)
-    bench("sequences_healthy", healthy, "prints", note)
-    bench("sequences_failing", failing, "prints", note)
+    bench("false_pauses_per_100_prints", 100.0 * false_pauses / max(1, healthy + failing), "prints")
+    bench("seconds_to_pause_p50", percentile(delays, 0.5), "s")
+    bench("seconds_to_pause_p90", percentile(delays, 0.9), "s")
+    bench("missed_failures_share", missed / max(1, failing), "share")
+    bench("sequences_healthy", healthy, "prints")
+    bench("sequences_failing", failing, "prints")
     if delays:
         print("bench_sequences: median %.0f s to pause over %d detected failures" % (statistics.median(delays),
                                                                                     len(delays)), file=sys.stderr)

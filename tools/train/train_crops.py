@@ -51,9 +51,9 @@ import mobilenet  # noqa: E402
 
 SIZE = 192          # crop side at the network's input
 GRID_N = 3          # cells per side; a cell is 2/(GRID_N+1) of the frame
-BOX_THRESHOLD = 0.5  # a crop scoring above this is a detection (chosen below)
+BOX_THRESHOLD = 0.8  # a crop scoring above this is a detection (see the model card)
 NMS_THRESHOLD = 0.6
-HEALTHY_WEIGHT = float(os.environ.get("TSD_HEALTHY_WEIGHT", "2.0"))  # see training_rows
+HEALTHY_WEIGHT = float(os.environ.get("TSD_HEALTHY_WEIGHT", "4.0"))  # see training_rows
 SYNTH_FAILURE_WEIGHT = float(os.environ.get("TSD_SYNTH_FAILURE_WEIGHT", "1.0"))
 
 
