@@ -60,6 +60,10 @@ def ws_url(server_url):
 
 HEATER_LIMIT_SETTINGS = ("max_tool_temp", "max_bed_temp", "max_chamber_temp")
 # Events after which the printer profile or the owner's limits may differ.
+# The print's identity ends with these only: OctoPrint follows PrintCancelled
+# with PrintFailed (reason "cancelled"), and a status with -1 while the
+# server's print is active makes the server force-close it.
+PRINT_ENDING_EVENTS = ("PrintDone", "PrintFailed")
 PROFILE_EVENTS = {"SettingsUpdated", "PrinterProfileModified", "PrinterProfileAdded",
                   "PrinterProfileDeleted", "Connected"}
 PROFILE_FACTS_SECONDS = 10.0  # and read again at least this often
@@ -412,7 +416,7 @@ class Remote:
             self.current_print_ts = int(self._clock())
         self._pending_event = {"event_type": event, "data": payload or {}}
         self.send_status()
-        if event in ("PrintDone", "PrintFailed", "PrintCancelled"):
+        if event in PRINT_ENDING_EVENTS:
             # Reset only after the status that reports the end was built.
             self.current_print_ts = -1
 
