@@ -19,7 +19,7 @@ from .pause import ModeTracker
 
 STATUS_INTERVAL = 50.0       # seconds, idle
 STATUS_INTERVAL_BOOSTED = 10.0
-BOOST_SECONDS = 120.0        # after a passthru call
+BOOST_SECONDS = 120.0        # after a remote action or passthru call
 SETTINGS_INTERVAL = 30 * 60.0
 MAX_ERROR_TEXT = 512         # characters of an error ack
 TEMPERATURE_KEY = re.compile(r"^(tool\d+|bed|chamber)$")
@@ -95,6 +95,7 @@ class Remote:
         self._last_settings = 0.0
         self._send_settings = True
         self._pending_event = None
+        self._state_changed = False  # a status is owed for a printer state change
         self.actions_done = 0
         self.actions_refused = 0
         self._time_scale = _time_scale()
@@ -292,13 +293,18 @@ class Remote:
             self._plugin.on_remote_status(action.get("viewing"), action.get("should_watch"))
         elif kind == "pause":
             self.actions_done += 1
+            self.boost()
             self._plugin.remote_pause(action)
         elif kind == "resume":
             self.actions_done += 1
+            self.boost()
             self._logger.info("[proto] resume requested by the server (%s)", action["initiator"])
+            # The owner looked and resumed: the plugin's failure episode ends.
+            self._plugin.on_remote_resume()
             printer.resume_print()
         elif kind == "cancel":
             self.actions_done += 1
+            self.boost()
             self._logger.info("[proto] cancel requested by the server (%s)", action["initiator"])
             printer.cancel_print()
         elif kind == "passthru":
@@ -410,6 +416,14 @@ class Remote:
     def on_print_event(self, event, payload):
         if event in PROFILE_EVENTS:
             self._profile_facts = None
+        if event == "PrinterStateChanged":
+            # The server shows the state it last received: after Pausing,
+            # Resuming or Cancelling it must hear where the printer settled.
+            # The status loop sends one status for any number of changes,
+            # built when it goes out (the latest state wins).
+            self._state_changed = True
+            self._wake.set()
+            return
         if event not in PRINT_EVENTS:
             return
         if event == "PrintStarted":
@@ -425,7 +439,8 @@ class Remote:
             boosted = self.viewing or time.monotonic() < self._boost_until
             interval = (STATUS_INTERVAL_BOOSTED if boosted else STATUS_INTERVAL) * self._time_scale
             due = self._last_status + interval - time.monotonic()
-            if due <= 0:
+            if due <= 0 or self._state_changed:
+                self._state_changed = False
                 self.send_status()
                 continue
             self._wake.wait(min(due, 1.0))

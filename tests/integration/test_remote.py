@@ -5,6 +5,7 @@ this plugin, linked to the reference server over TLS on loopback.
 The G-code the virtual printer received is read from OctoPrint's serial.log.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -74,17 +75,20 @@ class Linked:
         return self.server.send(TOKEN, message)
 
 
-@pytest.fixture(scope="module")
-def linked(tmp_path_factory):
-    pki = make_pki(str(tmp_path_factory.mktemp("pki-remote")))
+@contextlib.contextmanager
+def linked_octoprint(tmp_path_factory, name, time_scale):
+    """A real OctoPrint linked to the reference server with TOKEN, its
+    virtual printer connected and remote-test.gcode uploaded; the server's
+    cadence scaled by time_scale (TSD_TIME_SCALE). Yields a Linked."""
+    pki = make_pki(str(tmp_path_factory.mktemp("pki-" + name)))
     server = ReferenceServer([TOKEN], pki=pki).start()
-    basedir = str(tmp_path_factory.mktemp("octoprint-remote"))
+    basedir = str(tmp_path_factory.mktemp("octoprint-" + name))
     data = os.path.join(basedir, "data", "tsd")
     os.makedirs(data)
     record = bridge.save_token(data, "https://localhost:{}".format(server.port), TOKEN, "Test printer")
     assert record is None, record  # no error
     env = dict(os.environ)
-    env["TSD_TIME_SCALE"] = str(TIME_SCALE)  # 50 s -> 2.5 s, 10 s -> 0.5 s
+    env["TSD_TIME_SCALE"] = str(time_scale)
     instance = OctoPrintInstance(basedir, python=sys.executable, env=env)
     instance.prepare(users=[ADMIN + (True,)],
                      extra_plugin_settings={"tsd": {"ca_file": pki["ca"]}})
@@ -112,7 +116,13 @@ def linked(tmp_path_factory):
         logs = os.path.join(basedir, "logs")
         if os.path.isdir(logs):
             import shutil
-            shutil.copytree(logs, output_dir("octoprint-remote-logs"), dirs_exist_ok=True)
+            shutil.copytree(logs, output_dir("octoprint-%s-logs" % name), dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory):
+    with linked_octoprint(tmp_path_factory, "remote", TIME_SCALE) as rig:  # 50 s -> 2.5 s, 10 s -> 0.5 s
+        yield rig
 
 
 def start_print(linked):
