@@ -173,6 +173,10 @@ class TsdPlugin(
     def on_remote_status(self, viewing, should_watch):
         self._detection.on_remote_status(viewing, should_watch)
 
+    def on_remote_resume(self):
+        """The server's resume: the owner has seen the print and resumed it."""
+        self._detection.on_owner_resumed()
+
     def remote_pause(self, action):
         """A validated pause from the server."""
         printer = self._printer

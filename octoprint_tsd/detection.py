@@ -76,6 +76,10 @@ class Detection:
             watcher.on_print_ended()
             self._save_state()
 
+    def on_owner_resumed(self):
+        if self.watcher is not None:
+            self.watcher.owner_resumed()
+
     def on_remote_status(self, viewing, should_watch):
         if self.uploader is not None:
             self.uploader.set_remote_status(viewing, should_watch)

@@ -136,15 +136,18 @@ def pick_webcam(choices, wanted):
 
 class Episode:
     """One failure episode: at most one action; ended by "looks fine" or a
-    new print; re-armed (a new episode may start) after a resume."""
+    new print; re-armed (a new episode may start) after a resume, except
+    after a resume from the server's app (judged): then it ends only when the
+    failure is no longer seen."""
 
     def __init__(self):
         self.active = False
         self.acted = False
         self.warned = False
+        self.judged = False
 
     def reset(self):
-        self.active = self.acted = self.warned = False
+        self.active = self.acted = self.warned = self.judged = False
 
 
 class Watcher:
@@ -247,11 +250,22 @@ class Watcher:
                 self._decider.set_params(bending_factor=1.0)
         self.wake()
 
+    def owner_resumed(self):
+        """The owner resumed from the server's app after this plugin paused
+        the print: the failure in view is judged, and never pauses the print
+        a second time; the episode ends once it is no longer seen."""
+        with self._lock:
+            if not self._episode.acted:
+                return
+            self._episode.judged = True
+        self._logger.info("[detect] resumed from the server's app: no second action for this failure")
+
     def on_print_resumed(self):
         with self._lock:
             # Re-armed: a failure seen from now on is a new episode, once
-            # the cooldown has passed.
-            self._episode.reset()
+            # the cooldown has passed (a judged one lasts while it is seen).
+            if not self._episode.judged:
+                self._episode.reset()
             self._quiet_until = time.monotonic() + COOLDOWN_S * self._time_scale
             if self.state == STATE_PAUSED:
                 self.state = STATE_WATCHING
@@ -596,6 +610,9 @@ class Watcher:
                 self.state = STATE_FAILING if action == "notify" else STATE_PAUSED
                 self.detail = "failure detected"
                 return action
+            if episode.judged:
+                self.state = STATE_WARNING
+                self.detail = "the failure is still seen; resumed from the server's app, not paused again"
             return None
         if verdict == "warn":
             if self.state != STATE_FAILING:
@@ -605,6 +622,11 @@ class Watcher:
                 episode.warned = True
                 return "warn"
             return None
+        if episode.judged and not result["grace"]:
+            # The judged failure is gone (the decider restarts its grace
+            # period after a pause, when nothing can be judged): a failure
+            # seen from now on is a new episode.
+            episode.reset()
         if self.state in (STATE_WARNING, STATE_ERROR, STATE_IDLE, STATE_DISABLED):
             self.state = STATE_WATCHING
             self.detail = ""

@@ -346,3 +346,28 @@ def test_annotate_draws_on_the_frame(material, sim):
     with pytest.raises(bridge.TsdError):
         bridge.annotate_jpeg(jpeg[: len(jpeg) // 2], detections)
     del width, height
+
+
+def test_parity5_a_resume_from_the_app_ends_the_episode(material, sim):
+    """The owner resumed from the server's app after this plugin paused: the
+    same failure, still in view, never pauses the print a second time."""
+    host = Host(sim.snapshot_url, material["config"])
+    watcher = make_watcher(host)
+    watcher.on_print_started()
+    watcher.start()
+    try:
+        assert wait_for(lambda: watcher.detections_ok >= 35)  # past the grace period
+        sim.configure(scene="spaghetti")
+        assert wait_for(lambda: host.actions, 10)
+        watcher.owner_resumed()    # the server's resume, then OctoPrint's event
+        watcher.on_print_resumed()
+        ok = watcher.detections_ok
+        assert wait_for(lambda: watcher.detections_ok >= ok + 80, 40)
+        assert len(host.actions) == 1
+        assert watcher.state == watch.STATE_WARNING
+        # A resume in OctoPrint itself (not from the app) re-arms, as before.
+        watcher.on_print_ended()
+        watcher.on_print_started()
+        assert wait_for(lambda: len(host.actions) == 2, 20)
+    finally:
+        watcher.stop()
