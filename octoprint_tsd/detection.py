@@ -166,13 +166,15 @@ class Detection:
             plugin._identifier, {"type": "alert", "kind": kind, "title": title, "text": text})
         if plugin.remote() is None:
             return  # local-only: the toast is the notification
-        fields = {
-            "event_title": title,
-            "event_text": text,
-            "event_class": "ERROR" if kind == "failure" else "WARNING",
-            "event_type": "PRINTER_ERROR",
-            "notify": "true",
-        }
+        if kind == "failure":
+            # The server's own AI failure alert: with no event_class and
+            # event_title it fills in "Possible Failure Detected" (ERROR) and
+            # its app lists it with the frame. No notification reaches the
+            # owner's channels for it; the PAUSED print event of our pause does.
+            fields = {"event_type": "FAILURE_ALERTED", "event_text": text}
+        else:
+            fields = {"event_title": title, "event_text": text, "event_class": "WARNING",
+                      "event_type": "PRINTER_ERROR", "notify": "true"}
         try:
             snapshot = bridge.annotate_jpeg(jpeg, detections)
         except Exception as exc:
