@@ -164,7 +164,7 @@ class TsdPlugin(
     # Called by remote.Remote:
 
     def on_remote_state(self, state, detail):
-        self._linking.state = {"state": state, "detail": detail}
+        self._linking.on_remote_state(state, detail)
         if state in ("unauthorized", "replaced"):
             self._plugin_manager.send_plugin_message(
                 self._identifier, {"type": "remote_state", "state": state, "detail": detail}

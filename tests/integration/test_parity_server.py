@@ -54,3 +54,33 @@ def test_parity1_the_server_sees_where_a_remote_action_settles(linked):
     start = time.monotonic()
     time.sleep(21)
     assert len([s for s in linked.server.statuses(TOKEN) if s.time > start]) >= 2
+
+
+def cli_status(linked):
+    done = subprocess.run([sys.executable, "-m", "octoprint", "--basedir", linked.instance.basedir,
+                           "plugins", "tsd:status"], cwd=linked.instance.basedir,
+                          capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_parity3_a_refused_token_is_not_linked(linked):
+    refused = "refused by the server \u2014 link again"
+    assert wait_for(lambda: linked.status()["remote"]["state"] == "connected", 30)
+    assert linked.status()["link"]["linked"] is True
+    linked.server.tokens.discard(TOKEN)     # the owner deleted the printer
+    try:
+        linked.server.close(TOKEN, 1011, "printer deleted")
+        assert wait_for(lambda: linked.status()["remote"]["state"] == "unauthorized", 30)
+        link = linked.status()["link"]
+        assert link["linked"] is False and link["refused"] is True, link
+        assert refused in link["error"]
+        code, text = cli_status(linked)
+        assert code != 0 and refused in text and "Linked to" not in text, (code, text)
+    finally:
+        linked.server.tokens.add(TOKEN)
+    # Accepted again (the owner restored it): linked again, everywhere.
+    assert linked.api("POST", "/api/plugin/tsd", json={"command": "reconnect"}).status_code == 204
+    assert wait_for(lambda: linked.status()["remote"]["state"] == "connected", 30)
+    assert linked.status()["link"]["linked"] is True
+    code, text = cli_status(linked)
+    assert code == 0 and "Linked to" in text, (code, text)
