@@ -343,6 +343,11 @@ class TsdPlugin(
     def gcode_sent_hook(self, comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
         if self._pause_sequence is not None:
             self._pause_sequence.sent_hook(comm, phase, cmd, cmd_type, gcode)
+        if gcode == "M117":
+            remote = self._linking.remote
+            if remote is not None:
+                words = (cmd or "").split(None, 1)
+                remote.on_display_message(words[1].strip() if len(words) > 1 else "")
 
     def get_update_information(self):
         return {

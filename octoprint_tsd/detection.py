@@ -101,6 +101,17 @@ class Detection:
         self._webcams = (time.monotonic(), choices)
         return choices
 
+    def server_webcams(self):
+        """OctoPrint's webcams as the server's settings block lists them;
+        the one detection watches is the primary camera. The plugin streams
+        no video (no Janus): each is reported with stream_mode "disabled"."""
+        choices = self.webcams()
+        chosen = pick_webcam(choices, self._plugin._settings.get(["webcam"]))
+        return [{"name": choice["display_name"], "is_primary_camera": choice is chosen,
+                 "stream_mode": "disabled", "flipV": choice["flip_v"], "flipH": choice["flip_h"],
+                 "rotation": 90 if choice["rotate90"] else 0, "streamRatio": choice["ratio"]}
+                for choice in choices]
+
     def watch_config(self):
         """What the watcher needs now (called on its thread each frame)."""
         settings = self._plugin._settings

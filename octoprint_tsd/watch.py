@@ -121,9 +121,18 @@ def webcam_choices(webcams):
             snapshot = stream = None
         if not (snapshot or stream):
             continue
+        ratio = _field(compat, "streamRatio")
         choices.append({"name": name, "display_name": display or name,
-                        "snapshot": snapshot or "", "stream": stream or ""})
+                        "snapshot": snapshot or "", "stream": stream or "",
+                        "flip_h": bool(_field(config, "flipH")), "flip_v": bool(_field(config, "flipV")),
+                        "rotate90": bool(_field(config, "rotate90")),
+                        "ratio": str(getattr(ratio, "value", ratio) or "16:9")})
     return choices
+
+
+def _field(config, name):
+    """A field of OctoPrint's webcam configuration, as an object or a dict."""
+    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
 
 
 def pick_webcam(choices, wanted):

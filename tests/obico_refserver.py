@@ -254,6 +254,7 @@ class ReferenceServer:
         self.http_requests = []        # HttpRequest, every REST request
         self.pics = []                 # Pic
         self.printer_events = []       # PrinterEvent
+        self.g_code_files = []         # dict: a GCodeFile row, in the order created
         self.printer_patches = []      # (token, body) of PATCH /printer/
         self.unlinked_posts = []       # (ip, body, time) of POST /unlinked/
         self.discovery_delivered = []  # (ip, message) handed to a poller
@@ -478,6 +479,7 @@ class ReferenceServer:
         app.router.add_route("GET", "/app/link-popup", self._app_link_popup)
         app.router.add_route("POST", "/api/v1/octo/pic/", self._pic)
         app.router.add_route("POST", "/api/v1/octo/printer_events/", self._printer_event)
+        app.router.add_route("POST", "/api/v1/octo/g_code_files/", self._g_code_file)
         return app
 
     async def _main(self):
@@ -938,3 +940,31 @@ document.getElementById("open").addEventListener("click", function () {
         with self._lock:
             self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot")))
         return drf_json({"result": "ok"})
+
+    async def _g_code_file(self, request):
+        """The G-code file record a print links to: an upsert on (printer,
+        agent_signature, safe_filename), 201 when created, 200 when it
+        existed, with the record (obico-protocol.md 2.2; only its id is
+        documented: the other fields are the form's)."""
+        token, printer = self._authenticated_printer(request)
+        if printer is None:
+            return self._unauthorized(request)
+        fields, _ = self._form_fields(await request.post())
+        missing = {name: ["This field is required."]
+                   for name in ("filename", "safe_filename", "num_bytes") if not fields.get(name)}
+        if not missing and not fields["num_bytes"].isdigit():
+            missing = {"num_bytes": ["A valid integer is required."]}
+        if missing:
+            return drf_json(missing, status=400)
+        with self._lock:
+            for row in self.g_code_files:
+                if (row["resident_printer"], row["agent_signature"], row["safe_filename"]) == (
+                        printer["id"], fields.get("agent_signature"), fields["safe_filename"]):
+                    return drf_json(row)
+            now = _now_iso()
+            row = {"id": next(self._ids), "created_at": now, "updated_at": now,
+                   "filename": fields["filename"], "safe_filename": fields["safe_filename"],
+                   "url": fields.get("url"), "num_bytes": int(fields["num_bytes"]),
+                   "agent_signature": fields.get("agent_signature"), "resident_printer": printer["id"]}
+            self.g_code_files.append(row)
+        return drf_json(row, status=201)

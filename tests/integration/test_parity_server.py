@@ -10,13 +10,15 @@ import time
 
 import pytest
 
-from test_remote import TOKEN, linked_octoprint, start_print
+from remote_rig import TOKEN, gcode_file, linked_octoprint, start_print
 from tsd_testing import wait_for
 
 
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory):
-    with linked_octoprint(tmp_path_factory, "parity", 1.0) as rig:
+    # A webcam that gives no frames: only its place in the settings block counts here.
+    camera = {"classicwebcam": {"snapshot": "http://127.0.0.1:9/snapshot.jpg"}}
+    with linked_octoprint(tmp_path_factory, "parity", 1.0, camera) as rig:
         yield rig
 
 
@@ -84,3 +86,46 @@ def test_parity3_a_refused_token_is_not_linked(linked):
     assert linked.status()["link"]["linked"] is True
     code, text = cli_status(linked)
     assert code == 0 and "Linked to" in text, (code, text)
+
+
+def test_parity4_print_records_and_status_as_the_original_sends_them(linked):
+    text = gcode_file().replace("G28\n", "G28\nM117 Printing parity\n", 1)
+    files = {"file": ("parity-m117.gcode", text)}
+    assert linked.api("POST", "/api/files/local", files=files).status_code == 201
+    # OctoPrint's analysis (the filament length) before the print.
+    assert wait_for(lambda: (linked.api("GET", "/api/files/local/parity-m117.gcode").json()
+                             .get("gcodeAnalysis") or {}).get("filament"), 60)
+    since = time.monotonic()
+    response = linked.api("POST", "/api/files/local/parity-m117.gcode",
+                          json={"command": "select", "print": True})
+    assert response.status_code == 204
+    # The file record, before the print's first status.
+    (record,) = wait_for(lambda: [r for r in linked.server.g_code_files
+                                  if r["safe_filename"] == "parity-m117.gcode"], 30)
+    assert record["url"] == "parity-m117.gcode" and record["filename"] == "parity-m117.gcode"
+    assert record["num_bytes"] == len(text.encode()) and record["agent_signature"].startswith("md5:")
+    (posted,) = [r for r in linked.server.requests_to("/api/v1/octo/g_code_files/") if r.time >= since]
+    assert posted.status == 201
+
+    def printing_statuses():
+        return [s.json["status"] for s in linked.server.statuses(TOKEN)
+                if s.time >= since and (s.json["status"].get("display_status") or {}).get("message")
+                == "Printing parity"]
+
+    status = wait_for(printing_statuses, 60)[-1]
+    assert status["job"]["file"]["obico_g_code_file_id"] == record["id"]
+    assert status["progress"]["filamentUsed"] == status["job"]["filament"]["tool0"]["length"] > 0
+    assert status["file_metadata"]["hash"] and "analysis" in status["file_metadata"]
+    started = [s.json for s in linked.server.statuses(TOKEN)
+               if (s.json.get("event") or {}).get("event_type") == "PrintStarted" and s.time >= since]
+    assert started[0]["status"]["job"]["file"]["obico_g_code_file_id"] == record["id"]
+
+    settings = [s.json["settings"] for s in linked.server.statuses(TOKEN) if "settings" in s.json]
+    latest = settings[-1]
+    assert "tsd" in latest["installed_plugins"] and "virtual_printer" in latest["installed_plugins"]
+    assert {p["name"] for p in latest["temperature"]["profiles"]} >= {"ABS", "PLA"}
+    assert latest["webcams"] and latest["webcams"][0]["is_primary_camera"] is True
+    assert any("FIRMWARE_NAME" in (block.get("printer_metadata") or {}) for block in settings)
+
+    linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
+    assert wait_for(lambda: linked.printer_state() == "Operational", 90)

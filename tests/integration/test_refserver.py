@@ -226,6 +226,27 @@ def test_printer_event_is_recorded(server, pki):
     assert len(server.printer_events) == 2
 
 
+def test_parity4_g_code_file_records_are_upserted(server, pki):
+    client = Client(server, pki)
+    fields = {"filename": "Benchy.gcode", "safe_filename": "Benchy.gcode", "num_bytes": "1234",
+              "agent_signature": "md5:0a1b", "url": "folder/Benchy.gcode"}
+    created = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN, data=fields)
+    assert created.status_code == 201
+    row = created.json()
+    assert created.content == json.dumps(row, separators=(",", ":")).encode()  # DRF's compact JSON
+    assert {k: row[k] for k in fields} == dict(fields, num_bytes=1234) and isinstance(row["id"], int)
+    again = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN, data=fields)
+    assert again.status_code == 200 and again.content == created.content
+    other = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN,
+                           data=dict(fields, agent_signature="md5:ffff"))
+    assert other.status_code == 201 and other.json()["id"] != row["id"]
+    bad = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN, data={"filename": "x"})
+    assert bad.status_code == 400 and bad.json()["safe_filename"] == ["This field is required."]
+    refused = client.request("POST", "/api/v1/octo/g_code_files/", "f" * 20, data=fields)
+    assert refused.status_code == 401 and refused.json() == INVALID
+    assert len(server.g_code_files) == 2
+
+
 def device_info(device_id, host_or_ip="192.168.1.20"):
     return {"device_id": device_id, "hostname": "octopi", "host_or_ip": host_or_ip, "port": 80,
             "os": "Linux", "arch": "aarch64", "rpi_model": "Raspberry Pi 4", "octopi_version": "1.0",

@@ -50,6 +50,10 @@ def link():
     plugin._printer.is_printing.return_value = False
     plugin._printer.is_paused.return_value = False
     plugin._settings.get_float.return_value = None  # the owner's heater limits: unset
+    plugin._settings.global_get.return_value = [{"name": "PLA", "extruder": 200, "bed": 60}]
+    plugin._plugin_manager.enabled_plugins = {"tsd": None, "virtual_printer": None}
+    plugin._detection.server_webcams.return_value = []
+    plugin._file_manager.get_metadata.return_value = {"hash": "abc", "analysis": {}, "history": [1]}
     r = remote.Remote(plugin, mock.Mock(name="logger"), clock=lambda: 1700000000.5)
     r._tunnel = FakeTunnel()
     r._dispatcher = bridge.new_dispatcher()
