@@ -129,3 +129,23 @@ def test_parity4_print_records_and_status_as_the_original_sends_them(linked):
 
     linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
     assert wait_for(lambda: linked.printer_state() == "Operational", 90)
+
+
+def test_parity5_the_settings_page_says_where_a_notify_only_alert_appears(linked):
+    import requests
+
+    from tsd_testing import ADMIN
+
+    with requests.Session() as session:
+        session.get(linked.instance.url + "/", timeout=30)
+        csrf = next(v for k, v in session.cookies.items() if k.startswith("csrf_token"))
+        response = session.post(linked.instance.url + "/api/login", headers={"X-CSRF-Token": csrf},
+                                json={"user": ADMIN[0], "pass": ADMIN[1], "remember": False}, timeout=30)
+        assert response.ok, response.text
+        page = session.get(linked.instance.url + "/", timeout=60).text
+    start = page.index('id="tsd_action_notify_help"')
+    help_text = page[start:page.index("</span>", start)]
+    assert "Possible Failure Detected" in help_text and "event list" in help_text
+    assert "nothing to your phone or e-mail" in help_text
+    # and the refused link (parity3) has its place on the same page
+    assert "Refused by the server \u2014 link again." in page
