@@ -189,10 +189,17 @@ class Pic:
         self.viewing_boost = fields.get("viewing_boost", "").lower() == "true"
 
 
-class PrinterEvent:
-    """One POST /api/v1/octo/printer_events/."""
+# What the server fills in for a print-job event type posted with a current
+# print and without event_class/event_title (obico-protocol.md section 11;
+# only FAILURE_ALERTED's is documented).
+SERVER_FILLED_EVENTS = {"FAILURE_ALERTED": ("ERROR", "Possible Failure Detected")}
 
-    def __init__(self, token, fields, snapshot):
+
+class PrinterEvent:
+    """One POST /api/v1/octo/printer_events/: the fields as posted, and
+    event_class/event_title as the server stores them."""
+
+    def __init__(self, token, fields, snapshot, printing=False):
         self.token = token
         self.time = time.monotonic()
         self.fields = fields      # all form fields, as str
@@ -200,6 +207,9 @@ class PrinterEvent:
         self.event_title = fields.get("event_title")
         self.event_text = fields.get("event_text")
         self.event_class = fields.get("event_class")
+        filled = SERVER_FILLED_EVENTS.get(fields.get("event_type"))
+        if filled and printing and not self.event_class and not self.event_title:
+            self.event_class, self.event_title = filled
         self.event_type = fields.get("event_type")
         self.info_url = fields.get("info_url")
         self.notify = fields.get("notify") == "true"
@@ -937,8 +947,10 @@ document.getElementById("open").addEventListener("click", function () {
         if fields.get("event_text") is None:
             # The server calls event_text.replace(...): a 500 without it.
             return drf_json({"detail": "server error"}, status=500)
+        statuses = self.statuses(token)
+        printing = bool(statuses) and (statuses[-1].json.get("current_print_ts") or -1) > 0
         with self._lock:
-            self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot")))
+            self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot"), printing))
         return drf_json({"result": "ok"})
 
     async def _g_code_file(self, request):
