@@ -43,6 +43,7 @@ LOOKS_FINE_FACTOR = 0.5       # bending factor multiplier per "looks fine"
 MIN_BENDING_FACTOR = 0.05
 CAMERA_RETRY_MAX_S = 60.0
 RECENT_FRAMES_LEARNED = 3     # "looks fine" teaches the detections of this many frames
+JUDGED_CLEAR_FRAMES = 60      # frames without a failure that end a judged episode (10 min at 10 s)
 COOLDOWN_S = 90.0             # after a resume or "looks fine", as the Obico server's
                               # alert cooldown: no new action before it has passed
 
@@ -146,17 +147,15 @@ def pick_webcam(choices, wanted):
 class Episode:
     """One failure episode: at most one action; ended by "looks fine" or a
     new print; re-armed (a new episode may start) after a resume, except
-    after a resume from the server's app (judged): then it ends only when the
-    failure is no longer seen."""
+    after a resume from the server's app (judged): then it ends only when no
+    failure has been seen for JUDGED_CLEAR_FRAMES frames in a row."""
 
     def __init__(self):
-        self.active = False
-        self.acted = False
-        self.warned = False
-        self.judged = False
+        self.reset()
 
     def reset(self):
         self.active = self.acted = self.warned = self.judged = False
+        self.clear_frames = 0  # judged: frames in a row without a failure seen
 
 
 class Watcher:
@@ -611,6 +610,8 @@ class Watcher:
             self.state = STATE_WARNING
             self.detail = "the print may be failing (no action during the cooldown)"
             return None
+        if verdict in ("pause", "warn"):
+            episode.clear_frames = 0
         if verdict == "pause":
             episode.active = True
             if not episode.acted:
@@ -632,10 +633,12 @@ class Watcher:
                 return "warn"
             return None
         if episode.judged and not result["grace"]:
-            # The judged failure is gone (the decider restarts its grace
-            # period after a pause, when nothing can be judged): a failure
-            # seen from now on is a new episode.
-            episode.reset()
+            # The decider restarts its grace period after a pause, and its
+            # rolling means take a while to rise again over the same failure:
+            # only a long clear stretch says that the judged failure is gone.
+            episode.clear_frames += 1
+            if episode.clear_frames >= JUDGED_CLEAR_FRAMES:
+                episode.reset()  # a failure seen from now on is a new episode
         if self.state in (STATE_WARNING, STATE_ERROR, STATE_IDLE, STATE_DISABLED):
             self.state = STATE_WATCHING
             self.detail = ""
