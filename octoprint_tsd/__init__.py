@@ -164,7 +164,7 @@ class TsdPlugin(
     # Called by remote.Remote:
 
     def on_remote_state(self, state, detail):
-        self._linking.state = {"state": state, "detail": detail}
+        self._linking.on_remote_state(state, detail)
         if state in ("unauthorized", "replaced"):
             self._plugin_manager.send_plugin_message(
                 self._identifier, {"type": "remote_state", "state": state, "detail": detail}
@@ -172,6 +172,10 @@ class TsdPlugin(
 
     def on_remote_status(self, viewing, should_watch):
         self._detection.on_remote_status(viewing, should_watch)
+
+    def on_remote_resume(self):
+        """The server's resume: the owner has seen the print and resumed it."""
+        self._detection.on_owner_resumed()
 
     def remote_pause(self, action):
         """A validated pause from the server."""
@@ -339,6 +343,11 @@ class TsdPlugin(
     def gcode_sent_hook(self, comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
         if self._pause_sequence is not None:
             self._pause_sequence.sent_hook(comm, phase, cmd, cmd_type, gcode)
+        if gcode == "M117":
+            remote = self._linking.remote
+            if remote is not None:
+                words = (cmd or "").split(None, 1)
+                remote.on_display_message(words[1].strip() if len(words) > 1 else "")
 
     def get_update_information(self):
         return {

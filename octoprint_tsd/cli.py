@@ -10,6 +10,7 @@ import time
 from . import bridge, discovery_routes
 from .discovery import OTP_SECONDS, Discovery
 from .link import LinkError
+from .linking import REFUSED
 
 
 def _offline_plugin(cli_group):
@@ -66,6 +67,11 @@ def cli_commands(cli_group, pass_octoprint_ctx, *args, **kwargs):
         if record is None:
             click.echo("Not linked.")
             return
+        if plugin._linking.read_link_record().get("refused"):
+            # The running OctoPrint heard the server refuse this token.
+            click.echo("Not linked: the token for {} as \"{}\" was {}.".format(
+                record["server"], record["name"] or "printer", REFUSED))
+            raise SystemExit(1)
         click.echo("Linked to {} as \"{}\".".format(record["server"], record["name"] or "printer"))
 
     @click.command("otp")

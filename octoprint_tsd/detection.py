@@ -76,6 +76,10 @@ class Detection:
             watcher.on_print_ended()
             self._save_state()
 
+    def on_owner_resumed(self):
+        if self.watcher is not None:
+            self.watcher.owner_resumed()
+
     def on_remote_status(self, viewing, should_watch):
         if self.uploader is not None:
             self.uploader.set_remote_status(viewing, should_watch)
@@ -96,6 +100,17 @@ class Detection:
             choices = []
         self._webcams = (time.monotonic(), choices)
         return choices
+
+    def server_webcams(self):
+        """OctoPrint's webcams as the server's settings block lists them;
+        the one detection watches is the primary camera. The plugin streams
+        no video (no Janus): each is reported with stream_mode "disabled"."""
+        choices = self.webcams()
+        chosen = pick_webcam(choices, self._plugin._settings.get(["webcam"]))
+        return [{"name": choice["display_name"], "is_primary_camera": choice is chosen,
+                 "stream_mode": "disabled", "flipV": choice["flip_v"], "flipH": choice["flip_h"],
+                 "rotation": 90 if choice["rotate90"] else 0, "streamRatio": choice["ratio"]}
+                for choice in choices]
 
     def watch_config(self):
         """What the watcher needs now (called on its thread each frame)."""
@@ -162,13 +177,15 @@ class Detection:
             plugin._identifier, {"type": "alert", "kind": kind, "title": title, "text": text})
         if plugin.remote() is None:
             return  # local-only: the toast is the notification
-        fields = {
-            "event_title": title,
-            "event_text": text,
-            "event_class": "ERROR" if kind == "failure" else "WARNING",
-            "event_type": "PRINTER_ERROR",
-            "notify": "true",
-        }
+        if kind == "failure":
+            # The server's own AI failure alert: with no event_class and
+            # event_title it fills in "Possible Failure Detected" (ERROR) and
+            # its app lists it with the frame. No notification reaches the
+            # owner's channels for it; the PAUSED print event of our pause does.
+            fields = {"event_type": "FAILURE_ALERTED", "event_text": text}
+        else:
+            fields = {"event_title": title, "event_text": text, "event_class": "WARNING",
+                      "event_type": "PRINTER_ERROR", "notify": "true"}
         try:
             snapshot = bridge.annotate_jpeg(jpeg, detections)
         except Exception as exc:

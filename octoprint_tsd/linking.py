@@ -29,6 +29,10 @@ TOKEN_FILE = "tsd-token"  # and its temporary copies, tsd-token.tmp-* (native/co
 LINK_RECORD_FILE = "linked.json"
 TOKEN_WATCH_SECONDS = 3.0
 UNLINKED = {"state": "unlinked", "detail": ""}
+# The server answered the stored token with "Invalid or Inactive Token" (the
+# printer was deleted or re-linked there): said so in the CLI, the status
+# API and the settings page, and kept in the link record for the CLI.
+REFUSED = "refused by the server \u2014 link again"
 
 PHASE_IDLE = "idle"          # no Remote
 PHASE_STARTING = "starting"
@@ -48,6 +52,7 @@ class Linking:
         self.info = {"linked": False}  # what the UI may show of the link
         self.state = dict(UNLINKED)    # the link's state while no Remote runs
         self._token_signature = None
+        self._record_lock = threading.Lock()  # the refusal: info and the link record
 
     def folder(self):
         return self._plugin.get_plugin_data_folder()
@@ -73,6 +78,8 @@ class Linking:
                 {"linked": True, "server": record["server"], "printer_name": record["name"]}
                 if record else {"linked": False, "error": error}
             )
+            if record and self.read_link_record().get("refused"):
+                self._refused()  # until the server accepts this token again
             self._stop_remote()
             if record is None:
                 if error:
@@ -115,6 +122,25 @@ class Linking:
         finally:
             if self.phase != PHASE_CLOSED:
                 self.phase = PHASE_IDLE
+
+    def on_remote_state(self, state, detail):
+        """The running Remote's state changed (its event thread)."""
+        self.state = {"state": state, "detail": detail}
+        # Not under _lifecycle: stopping the Remote waits for this thread.
+        if state == "unauthorized" and not self.info.get("refused"):
+            with self._record_lock:
+                self._plugin._logger.error("[link] the server refused this printer's token: %s", REFUSED)
+                self._refused()
+                self._write_link_record(self.info.get("server"), self.info.get("printer_name"), refused=True)
+        elif state == "connected" and self.info.get("refused"):
+            with self._record_lock:
+                self.info = {"linked": True, "server": self.info.get("server"),
+                             "printer_name": self.info.get("printer_name")}
+                self._write_link_record(self.info["server"], self.info["printer_name"])
+
+    def _refused(self):
+        self.info = {"linked": False, "refused": True, "server": self.info.get("server"),
+                     "printer_name": self.info.get("printer_name"), "error": REFUSED}
 
     def status(self):
         """The link's state for the status document."""
@@ -181,12 +207,15 @@ class Linking:
     def _link_record_path(self):
         return os.path.join(self.folder(), LINK_RECORD_FILE)
 
-    def _write_link_record(self, server, name):
+    def _write_link_record(self, server, name, refused=False):
         from octoprint.util import atomic_write
 
+        record = {"server": server, "name": name}
+        if refused:
+            record["refused"] = True
         try:
             with atomic_write(self._link_record_path(), mode="w") as handle:
-                json.dump({"server": server, "name": name}, handle)
+                json.dump(record, handle)
         except OSError as exc:
             self._plugin._logger.warning("[link] could not write %s: %s", LINK_RECORD_FILE, exc)
 
@@ -197,6 +226,15 @@ class Linking:
             pass
         except OSError as exc:
             self._plugin._logger.warning("[link] could not remove %s: %s", LINK_RECORD_FILE, exc)
+
+    def read_link_record(self):
+        """The link record ({} when there is none or it is unreadable)."""
+        try:
+            with open(self._link_record_path(), encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
 
     def _token_missing(self):
         """Why there is no token although the printer was linked (a restored

@@ -7,6 +7,7 @@ Only validated, normalized actions arrive here; this module maps each one to
 an OctoPrint call. It never evaluates anything the server names.
 """
 
+import copy
 import json
 import os
 import platform
@@ -19,7 +20,7 @@ from .pause import ModeTracker
 
 STATUS_INTERVAL = 50.0       # seconds, idle
 STATUS_INTERVAL_BOOSTED = 10.0
-BOOST_SECONDS = 120.0        # after a passthru call
+BOOST_SECONDS = 120.0        # after a remote action or passthru call
 SETTINGS_INTERVAL = 30 * 60.0
 MAX_ERROR_TEXT = 512         # characters of an error ack
 TEMPERATURE_KEY = re.compile(r"^(tool\d+|bed|chamber)$")
@@ -60,9 +61,16 @@ def ws_url(server_url):
 
 HEATER_LIMIT_SETTINGS = ("max_tool_temp", "max_bed_temp", "max_chamber_temp")
 # Events after which the printer profile or the owner's limits may differ.
+# The print's identity ends with these only: OctoPrint follows PrintCancelled
+# with PrintFailed (reason "cancelled"), and a status with -1 while the
+# server's print is active makes the server force-close it.
+PRINT_ENDING_EVENTS = ("PrintDone", "PrintFailed")
 PROFILE_EVENTS = {"SettingsUpdated", "PrinterProfileModified", "PrinterProfileAdded",
                   "PrinterProfileDeleted", "Connected"}
 PROFILE_FACTS_SECONDS = 10.0  # and read again at least this often
+# Events after which the server gets the settings block again.
+SETTINGS_EVENTS = {"FirmwareData", "SettingsUpdated"}
+GCODE_FILE_TIMEOUT = 10.0     # seconds; the print's first status waits for it
 
 
 class Remote:
@@ -91,6 +99,11 @@ class Remote:
         self._last_settings = 0.0
         self._send_settings = True
         self._pending_event = None
+        self._state_changed = False  # a status is owed for a printer state change
+        self._display_message = None  # the last M117 text
+        self._printer_metadata = None  # FirmwareData's payload
+        self._gcode_file_id = None     # the server's record of the file printing now
+        self._file_metadata = (None, None)  # ((origin, path), OctoPrint's metadata)
         self.actions_done = 0
         self.actions_refused = 0
         self._time_scale = _time_scale()
@@ -152,6 +165,12 @@ class Remote:
         Returns the HTTP status; None when not started. Raises requests'
         exceptions on network errors (their text never holds the token: it
         travels in a header)."""
+        response = self._post(path, data, files, timeout)
+        return None if response is None else response.status_code
+
+    def _post(self, path, data, files, timeout):
+        """The response, its body read and the connection closed; None when
+        not started."""
         import requests
 
         rest = self._rest
@@ -162,7 +181,7 @@ class Remote:
                                  headers={"Authorization": "Token " + token},
                                  verify=ca_file or True, allow_redirects=False)
         response.close()
-        return response.status_code
+        return response
 
     def set_allow_raw_gcode(self, allow):
         if self._dispatcher is not None:
@@ -288,13 +307,18 @@ class Remote:
             self._plugin.on_remote_status(action.get("viewing"), action.get("should_watch"))
         elif kind == "pause":
             self.actions_done += 1
+            self.boost()
             self._plugin.remote_pause(action)
         elif kind == "resume":
             self.actions_done += 1
+            self.boost()
             self._logger.info("[proto] resume requested by the server (%s)", action["initiator"])
+            # The owner looked and resumed: the plugin's failure episode ends.
+            self._plugin.on_remote_resume()
             printer.resume_print()
         elif kind == "cancel":
             self.actions_done += 1
+            self.boost()
             self._logger.info("[proto] cancel requested by the server (%s)", action["initiator"])
             printer.cancel_print()
         elif kind == "passthru":
@@ -406,22 +430,74 @@ class Remote:
     def on_print_event(self, event, payload):
         if event in PROFILE_EVENTS:
             self._profile_facts = None
+        if event in SETTINGS_EVENTS:
+            if event == "FirmwareData":
+                self._printer_metadata = (payload or {}).get("data")
+            with self._lock:
+                self._send_settings = True
+            self._wake.set()
+        if event == "PrinterStateChanged":
+            # The server shows the state it last received: after Pausing,
+            # Resuming or Cancelling it must hear where the printer settled.
+            # The status loop sends one status for any number of changes,
+            # built when it goes out (the latest state wins).
+            self._state_changed = True
+            self._wake.set()
+            return
         if event not in PRINT_EVENTS:
             return
         if event == "PrintStarted":
             self.current_print_ts = int(self._clock())
+            # Before the status that starts the print: its record names the file.
+            self._gcode_file_id = self._register_gcode_file(payload or {})
         self._pending_event = {"event_type": event, "data": payload or {}}
         self.send_status()
-        if event in ("PrintDone", "PrintFailed", "PrintCancelled"):
+        if event in PRINT_ENDING_EVENTS:
             # Reset only after the status that reports the end was built.
             self.current_print_ts = -1
+            self._gcode_file_id = None
+
+    def on_display_message(self, message):
+        """The printer was sent M117 (its display): the server shows it."""
+        self._display_message = message
+        self._state_changed = True
+        self._wake.set()
+
+    def _register_gcode_file(self, job):
+        """Upserts the server's record of the file a print starts with
+        (POST /api/v1/octo/g_code_files/, as OctoPrint-Obico does); its id
+        goes into status.job.file.obico_g_code_file_id. None when the file
+        has no hash in OctoPrint (an SD card file) or the server refuses."""
+        origin, path = job.get("origin"), job.get("path")
+        if origin != "local" or not path:
+            return None
+        try:
+            metadata = self._plugin._file_manager.get_metadata(origin, path) or {}
+            if not metadata.get("hash"):
+                return None
+            fields = {"filename": job.get("name") or os.path.basename(path),
+                      "safe_filename": os.path.basename(path),
+                      "num_bytes": str(job.get("size") or 0),
+                      "agent_signature": "md5:" + metadata["hash"], "url": path}
+            response = self._post("/api/v1/octo/g_code_files/", fields, None, GCODE_FILE_TIMEOUT)
+            if response is None:
+                return None
+            if response.status_code not in (200, 201):
+                self._logger.warning("[status] the server refused the G-code file record: HTTP %s",
+                                     response.status_code)
+                return None
+            return int(response.json()["id"])
+        except Exception as exc:
+            self._logger.warning("[status] could not register the G-code file with the server: %s", exc)
+            return None
 
     def _status_loop(self):
         while not self._stop.is_set():
             boosted = self.viewing or time.monotonic() < self._boost_until
             interval = (STATUS_INTERVAL_BOOSTED if boosted else STATUS_INTERVAL) * self._time_scale
             due = self._last_status + interval - time.monotonic()
-            if due <= 0:
+            if due <= 0 or self._state_changed:
+                self._state_changed = False
                 self.send_status()
                 continue
             self._wake.wait(min(due, 1.0))
@@ -443,16 +519,27 @@ class Remote:
         printer = self._plugin._printer
         data = dict(printer.get_current_data() or {})
         temperatures = printer.get_current_temperatures() or {}
+        job = copy.deepcopy(data.get("job")) or {}
+        progress = dict(data.get("progress") or {})
+        if progress:
+            tool0 = ((job.get("filament") or {}).get("tool0") or {})
+            progress["filamentUsed"] = tool0.get("length")
+        job_file = job.get("file") or {}
+        if job_file.get("path") and self._gcode_file_id is not None:
+            job_file["obico_g_code_file_id"] = self._gcode_file_id
         status = {
             "state": data.get("state"),
-            "job": data.get("job"),
-            "progress": data.get("progress"),
+            "job": job or data.get("job"),
+            "progress": progress or data.get("progress"),
             "currentZ": data.get("currentZ"),
             "offsets": data.get("offsets") or {},
             "resends": data.get("resends"),
             "temperatures": {k: v for k, v in temperatures.items() if TEMPERATURE_KEY.match(k)},
             "_ts": int(self._clock()),
+            "file_metadata": self._current_file_metadata(job_file),
         }
+        if self._display_message is not None:
+            status["display_status"] = {"message": self._display_message}
         message = {"current_print_ts": self.current_print_ts, "status": status}
         now = time.monotonic()
         with self._lock:
@@ -467,13 +554,38 @@ class Remote:
             message["event"] = event
         return message
 
+    def _current_file_metadata(self, job_file):
+        """OctoPrint's metadata of the file printing now (its hash and
+        analysis; not its print history, which only grows), read once per
+        file; None with no file."""
+        key = (job_file.get("origin"), job_file.get("path"))
+        if not key[1]:
+            return None
+        cached_key, metadata = self._file_metadata
+        if cached_key != key or metadata is None:
+            try:
+                metadata = self._plugin._file_manager.get_metadata(*key)
+            except Exception as exc:  # a file gone since: the status goes out without it
+                self._logger.debug("[status] no metadata for %s: %s", key[1], exc)
+                metadata = None
+            if not isinstance(metadata, dict):
+                return None
+            metadata = {k: v for k, v in metadata.items() if k not in ("history", "statistics")}
+            self._file_metadata = (key, metadata)
+        return metadata
+
     def _settings_block(self):
         import octoprint
 
-        return {
-            "agent": {"name": AGENT_NAME, "version": self._plugin.agent_version()},
+        plugin = self._plugin
+        block = {
+            "agent": {"name": AGENT_NAME, "version": plugin.agent_version()},
             "octoprint_version": getattr(octoprint, "__version__", "unknown"),
             "platform_uname": list(platform.uname()),
-            "installed_plugins": [],
-            "webcams": [],
+            "installed_plugins": sorted(plugin._plugin_manager.enabled_plugins),
+            "webcams": plugin._detection.server_webcams(),
+            "temperature": {"profiles": plugin._settings.global_get(["temperature", "profiles"]) or []},
         }
+        if self._printer_metadata is not None:
+            block["printer_metadata"] = self._printer_metadata
+        return block

@@ -43,6 +43,7 @@ LOOKS_FINE_FACTOR = 0.5       # bending factor multiplier per "looks fine"
 MIN_BENDING_FACTOR = 0.05
 CAMERA_RETRY_MAX_S = 60.0
 RECENT_FRAMES_LEARNED = 3     # "looks fine" teaches the detections of this many frames
+JUDGED_CLEAR_FRAMES = 60      # frames without a failure that end a judged episode (10 min at 10 s)
 COOLDOWN_S = 90.0             # after a resume or "looks fine", as the Obico server's
                               # alert cooldown: no new action before it has passed
 
@@ -121,9 +122,18 @@ def webcam_choices(webcams):
             snapshot = stream = None
         if not (snapshot or stream):
             continue
+        ratio = _field(compat, "streamRatio")
         choices.append({"name": name, "display_name": display or name,
-                        "snapshot": snapshot or "", "stream": stream or ""})
+                        "snapshot": snapshot or "", "stream": stream or "",
+                        "flip_h": bool(_field(config, "flipH")), "flip_v": bool(_field(config, "flipV")),
+                        "rotate90": bool(_field(config, "rotate90")),
+                        "ratio": str(getattr(ratio, "value", ratio) or "16:9")})
     return choices
+
+
+def _field(config, name):
+    """A field of OctoPrint's webcam configuration, as an object or a dict."""
+    return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
 
 
 def pick_webcam(choices, wanted):
@@ -136,15 +146,16 @@ def pick_webcam(choices, wanted):
 
 class Episode:
     """One failure episode: at most one action; ended by "looks fine" or a
-    new print; re-armed (a new episode may start) after a resume."""
+    new print; re-armed (a new episode may start) after a resume, except
+    after a resume from the server's app (judged): then it ends only when no
+    failure has been seen for JUDGED_CLEAR_FRAMES frames in a row."""
 
     def __init__(self):
-        self.active = False
-        self.acted = False
-        self.warned = False
+        self.reset()
 
     def reset(self):
-        self.active = self.acted = self.warned = False
+        self.active = self.acted = self.warned = self.judged = False
+        self.clear_frames = 0  # judged: frames in a row without a failure seen
 
 
 class Watcher:
@@ -247,11 +258,22 @@ class Watcher:
                 self._decider.set_params(bending_factor=1.0)
         self.wake()
 
+    def owner_resumed(self):
+        """The owner resumed from the server's app after this plugin paused
+        the print: the failure in view is judged, and never pauses the print
+        a second time; the episode ends once it is no longer seen."""
+        with self._lock:
+            if not self._episode.acted:
+                return
+            self._episode.judged = True
+        self._logger.info("[detect] resumed from the server's app: no second action for this failure")
+
     def on_print_resumed(self):
         with self._lock:
             # Re-armed: a failure seen from now on is a new episode, once
-            # the cooldown has passed.
-            self._episode.reset()
+            # the cooldown has passed (a judged one lasts while it is seen).
+            if not self._episode.judged:
+                self._episode.reset()
             self._quiet_until = time.monotonic() + COOLDOWN_S * self._time_scale
             if self.state == STATE_PAUSED:
                 self.state = STATE_WATCHING
@@ -588,6 +610,8 @@ class Watcher:
             self.state = STATE_WARNING
             self.detail = "the print may be failing (no action during the cooldown)"
             return None
+        if verdict in ("pause", "warn"):
+            episode.clear_frames = 0
         if verdict == "pause":
             episode.active = True
             if not episode.acted:
@@ -596,6 +620,9 @@ class Watcher:
                 self.state = STATE_FAILING if action == "notify" else STATE_PAUSED
                 self.detail = "failure detected"
                 return action
+            if episode.judged:
+                self.state = STATE_WARNING
+                self.detail = "the failure is still seen; resumed from the server's app, not paused again"
             return None
         if verdict == "warn":
             if self.state != STATE_FAILING:
@@ -605,6 +632,13 @@ class Watcher:
                 episode.warned = True
                 return "warn"
             return None
+        if episode.judged and not result["grace"]:
+            # The decider restarts its grace period after a pause, and its
+            # rolling means take a while to rise again over the same failure:
+            # only a long clear stretch says that the judged failure is gone.
+            episode.clear_frames += 1
+            if episode.clear_frames >= JUDGED_CLEAR_FRAMES:
+                episode.reset()  # a failure seen from now on is a new episode
         if self.state in (STATE_WARNING, STATE_ERROR, STATE_IDLE, STATE_DISABLED):
             self.state = STATE_WATCHING
             self.detail = ""

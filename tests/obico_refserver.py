@@ -189,10 +189,17 @@ class Pic:
         self.viewing_boost = fields.get("viewing_boost", "").lower() == "true"
 
 
-class PrinterEvent:
-    """One POST /api/v1/octo/printer_events/."""
+# What the server fills in for a print-job event type posted with a current
+# print and without event_class/event_title (obico-protocol.md section 11;
+# only FAILURE_ALERTED's is documented).
+SERVER_FILLED_EVENTS = {"FAILURE_ALERTED": ("ERROR", "Possible Failure Detected")}
 
-    def __init__(self, token, fields, snapshot):
+
+class PrinterEvent:
+    """One POST /api/v1/octo/printer_events/: the fields as posted, and
+    event_class/event_title as the server stores them."""
+
+    def __init__(self, token, fields, snapshot, printing=False):
         self.token = token
         self.time = time.monotonic()
         self.fields = fields      # all form fields, as str
@@ -200,6 +207,9 @@ class PrinterEvent:
         self.event_title = fields.get("event_title")
         self.event_text = fields.get("event_text")
         self.event_class = fields.get("event_class")
+        filled = SERVER_FILLED_EVENTS.get(fields.get("event_type"))
+        if filled and printing and not self.event_class and not self.event_title:
+            self.event_class, self.event_title = filled
         self.event_type = fields.get("event_type")
         self.info_url = fields.get("info_url")
         self.notify = fields.get("notify") == "true"
@@ -254,6 +264,7 @@ class ReferenceServer:
         self.http_requests = []        # HttpRequest, every REST request
         self.pics = []                 # Pic
         self.printer_events = []       # PrinterEvent
+        self.g_code_files = []         # dict: a GCodeFile row, in the order created
         self.printer_patches = []      # (token, body) of PATCH /printer/
         self.unlinked_posts = []       # (ip, body, time) of POST /unlinked/
         self.discovery_delivered = []  # (ip, message) handed to a poller
@@ -478,6 +489,7 @@ class ReferenceServer:
         app.router.add_route("GET", "/app/link-popup", self._app_link_popup)
         app.router.add_route("POST", "/api/v1/octo/pic/", self._pic)
         app.router.add_route("POST", "/api/v1/octo/printer_events/", self._printer_event)
+        app.router.add_route("POST", "/api/v1/octo/g_code_files/", self._g_code_file)
         return app
 
     async def _main(self):
@@ -935,6 +947,36 @@ document.getElementById("open").addEventListener("click", function () {
         if fields.get("event_text") is None:
             # The server calls event_text.replace(...): a 500 without it.
             return drf_json({"detail": "server error"}, status=500)
+        statuses = self.statuses(token)
+        printing = bool(statuses) and (statuses[-1].json.get("current_print_ts") or -1) > 0
         with self._lock:
-            self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot")))
+            self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot"), printing))
         return drf_json({"result": "ok"})
+
+    async def _g_code_file(self, request):
+        """The G-code file record a print links to: an upsert on (printer,
+        agent_signature, safe_filename), 201 when created, 200 when it
+        existed, with the record (obico-protocol.md 2.2; only its id is
+        documented: the other fields are the form's)."""
+        token, printer = self._authenticated_printer(request)
+        if printer is None:
+            return self._unauthorized(request)
+        fields, _ = self._form_fields(await request.post())
+        missing = {name: ["This field is required."]
+                   for name in ("filename", "safe_filename", "num_bytes") if not fields.get(name)}
+        if not missing and not fields["num_bytes"].isdigit():
+            missing = {"num_bytes": ["A valid integer is required."]}
+        if missing:
+            return drf_json(missing, status=400)
+        with self._lock:
+            for row in self.g_code_files:
+                if (row["resident_printer"], row["agent_signature"], row["safe_filename"]) == (
+                        printer["id"], fields.get("agent_signature"), fields["safe_filename"]):
+                    return drf_json(row)
+            now = _now_iso()
+            row = {"id": next(self._ids), "created_at": now, "updated_at": now,
+                   "filename": fields["filename"], "safe_filename": fields["safe_filename"],
+                   "url": fields.get("url"), "num_bytes": int(fields["num_bytes"]),
+                   "agent_signature": fields.get("agent_signature"), "resident_printer": printer["id"]}
+            self.g_code_files.append(row)
+        return drf_json(row, status=201)

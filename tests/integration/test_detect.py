@@ -215,11 +215,14 @@ def test_a_failing_print_is_paused_exactly_once(rig):
         assert detect["actions_taken"] == before + 1
         assert pauses_in_log(rig) == pauses + 1
         assert detect["last"]["verdict"] == "pause" and detect["last"]["p"] > 5
-        # The server was told once, with the frame annotated.
+        # The server was told once, with the frame annotated, as its own
+        # AI failure alert (it fills in the class and title).
         new_events = wait_for(lambda: rig.server.printer_events[events:], 15)
         assert len(new_events) == 1
         event = new_events[0]
-        assert event.fields["event_class"] == "ERROR" and event.fields["notify"] == "true"
+        assert event.fields["event_type"] == "FAILURE_ALERTED"
+        assert "event_class" not in event.fields and "event_title" not in event.fields
+        assert (event.event_class, event.event_title) == ("ERROR", "Possible Failure Detected")
         assert event.snapshot[:2] == b"\xff\xd8"
         # "Looks fine" ends the episode and lowers the bending factor.
         response = rig.api("POST", "/api/plugin/tsd", json={"command": "looks_fine"})
@@ -228,6 +231,26 @@ def test_a_failing_print_is_paused_exactly_once(rig):
         assert rig.api("POST", "/api/job", json={"command": "pause", "action": "resume"}).status_code == 204
         assert wait_for(lambda: rig.printer_state() == "Printing", 30)
         time.sleep(GRACE_S + 3)
+        assert rig.printer_state() == "Printing"
+        assert rig.detect()["actions_taken"] == before + 1
+    finally:
+        rig.sim.configure(scene="print")
+        rig.end_print()
+
+
+def test_parity5_a_resume_from_the_app_never_pauses_for_the_same_failure_again(rig):
+    rig.set_tsd(action="pause")
+    rig.sim.configure(scene="print")
+    before = rig.detect()["actions_taken"]
+    rig.start_print()
+    try:
+        time.sleep(GRACE_S + 2)
+        rig.sim.configure(scene="spaghetti")
+        assert wait_for(lambda: rig.printer_state() == "Paused", 30)
+        # The owner looks in the app, judges it, and resumes from there.
+        rig.server.send(TOKEN, {"commands": [{"cmd": "resume", "initiator": "user"}]})
+        assert wait_for(lambda: rig.printer_state() == "Printing", 30)
+        time.sleep(GRACE_S + 15)  # the same spaghetti, well past the grace period
         assert rig.printer_state() == "Printing"
         assert rig.detect()["actions_taken"] == before + 1
     finally:

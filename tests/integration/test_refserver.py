@@ -15,6 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from obico_refserver import ReferenceServer, make_pki
+from tsd_testing import wait_for
 
 TOKEN = "0123456789abcdef0123"
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
@@ -224,6 +225,56 @@ def test_printer_event_is_recorded(server, pki):
     response = client.request("POST", "/api/v1/octo/printer_events/", "f" * 20, data=fields)
     assert response.status_code == 401 and response.json() == INVALID
     assert len(server.printer_events) == 2
+
+
+async def _send_status(server, pki, token, current_print_ts):
+    context = ssl.create_default_context(cafile=pki["ca"])
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(server.url, ssl=context, headers={"Authorization": "bearer " + token})
+        await ws.receive()                       # remote_status
+        await ws.send_str(json.dumps({"status": {"_ts": 1}, "current_print_ts": current_print_ts}))
+        await ws.close()
+
+
+def test_parity5_failure_alerted_is_filled_in_by_the_server(server, pki):
+    """Section 11: FAILURE_ALERTED without event_class/event_title, during a
+    print, is stored as the server's own "Possible Failure Detected" (ERROR)."""
+    client = Client(server, pki)
+    alert = {"event_type": "FAILURE_ALERTED", "event_text": "score 1.2"}
+    assert client.request("POST", "/api/v1/octo/printer_events/", TOKEN, data=alert).status_code == 200
+    run_apart(_send_status(server, pki, TOKEN, 1700000000))
+    assert wait_for(lambda: server.statuses(TOKEN), 10)
+    for fields in (alert, dict(alert, event_title="Ours", event_class="WARNING"),
+                   dict(alert, event_type="PRINTER_ERROR")):
+        response = client.request("POST", "/api/v1/octo/printer_events/", TOKEN, data=fields)
+        assert response.content == b'{"result":"ok"}'
+    idle, printing, titled, other = server.printer_events
+    assert (idle.event_class, idle.event_title) == (None, None)          # no current print
+    assert (printing.event_class, printing.event_title) == ("ERROR", "Possible Failure Detected")
+    assert printing.fields == alert                                      # as posted
+    assert (titled.event_class, titled.event_title) == ("WARNING", "Ours")
+    assert (other.event_class, other.event_title) == (None, None)
+
+
+def test_parity4_g_code_file_records_are_upserted(server, pki):
+    client = Client(server, pki)
+    fields = {"filename": "Benchy.gcode", "safe_filename": "Benchy.gcode", "num_bytes": "1234",
+              "agent_signature": "md5:0a1b", "url": "folder/Benchy.gcode"}
+    created = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN, data=fields)
+    assert created.status_code == 201
+    row = created.json()
+    assert created.content == json.dumps(row, separators=(",", ":")).encode()  # DRF's compact JSON
+    assert {k: row[k] for k in fields} == dict(fields, num_bytes=1234) and isinstance(row["id"], int)
+    again = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN, data=fields)
+    assert again.status_code == 200 and again.content == created.content
+    other = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN,
+                           data=dict(fields, agent_signature="md5:ffff"))
+    assert other.status_code == 201 and other.json()["id"] != row["id"]
+    bad = client.request("POST", "/api/v1/octo/g_code_files/", TOKEN, data={"filename": "x"})
+    assert bad.status_code == 400 and bad.json()["safe_filename"] == ["This field is required."]
+    refused = client.request("POST", "/api/v1/octo/g_code_files/", "f" * 20, data=fields)
+    assert refused.status_code == 401 and refused.json() == INVALID
+    assert len(server.g_code_files) == 2
 
 
 def device_info(device_id, host_or_ip="192.168.1.20"):

@@ -2,127 +2,24 @@
 """Remote control end to end: a real OctoPrint with its virtual printer and
 this plugin, linked to the reference server over TLS on loopback.
 
-The G-code the virtual printer received is read from OctoPrint's serial.log.
+The rig is in tests/remote_rig.py.
 """
 
 import json
-import os
-import re
-import sys
 import time
 
 import pytest
-import requests
 
-from octoprint_tsd import bridge
-from obico_refserver import ReferenceServer, make_pki
-from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, output_dir, rss_mb, wait_for
+from remote_rig import TOKEN, linked_octoprint, start_print
+from tsd_testing import rss_mb, wait_for
 
-TOKEN = "a1b2c3d4e5f6a7b8c9d0"
 TIME_SCALE = 0.05
-
-
-def gcode_file(lines=400):
-    out = ["M104 S210", "M140 S60", "M109 S210", "M190 S60", "G28", "G90", "M82",
-           "G1 Z0.3 F600", "G92 E0"]
-    for i in range(lines):
-        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
-        out.append("G4 P150")  # the virtual printer sleeps: the print lasts a while
-    out.append("M104 S0")
-    return "\n".join(out) + "\n"
-
-
-class Linked:
-    def __init__(self, instance, server, api_key):
-        self.instance = instance
-        self.server = server
-        self.api_key = api_key
-
-    @property
-    def headers(self):
-        return {"X-Api-Key": self.api_key}
-
-    def api(self, method, path, **kwargs):
-        return requests.request(method, self.instance.url + path, headers=self.headers,
-                                timeout=30, **kwargs)
-
-    def status(self):
-        return self.api("GET", "/api/plugin/tsd").json()
-
-    def printer_state(self):
-        return self.api("GET", "/api/printer").json().get("state", {}).get("text")
-
-    def serial_log(self):
-        path = os.path.join(self.instance.basedir, "logs", "serial.log")
-        if not os.path.exists(path):
-            return ""
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def sent_since(self, mark):
-        """G-code lines sent after mark, without line numbers and checksums."""
-        lines = []
-        for line in self.serial_log()[mark:].splitlines():
-            if "Send: " in line:
-                code = line.split("Send: ", 1)[1].strip()
-                code = re.sub(r"^N\d+\s+", "", code)
-                lines.append(re.sub(r"\*\d+$", "", code))
-        return lines
-
-    def send(self, message):
-        return self.server.send(TOKEN, message)
 
 
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory):
-    pki = make_pki(str(tmp_path_factory.mktemp("pki-remote")))
-    server = ReferenceServer([TOKEN], pki=pki).start()
-    basedir = str(tmp_path_factory.mktemp("octoprint-remote"))
-    data = os.path.join(basedir, "data", "tsd")
-    os.makedirs(data)
-    record = bridge.save_token(data, "https://localhost:{}".format(server.port), TOKEN, "Test printer")
-    assert record is None, record  # no error
-    env = dict(os.environ)
-    env["TSD_TIME_SCALE"] = str(TIME_SCALE)  # 50 s -> 2.5 s, 10 s -> 0.5 s
-    instance = OctoPrintInstance(basedir, python=sys.executable, env=env)
-    instance.prepare(users=[ADMIN + (True,)],
-                     extra_plugin_settings={"tsd": {"ca_file": pki["ca"]}})
-    # serial.log: the G-code the printer received, for the assertions below.
-    import yaml
-    config_path = os.path.join(basedir, "config.yaml")
-    with open(config_path) as f:
-        config = yaml.safe_load(f)
-    config.setdefault("serial", {})["log"] = True
-    with open(config_path, "w") as f:
-        yaml.safe_dump(config, f)
-    instance.start()
-    try:
-        linked = Linked(instance, server, instance.create_api_key(*ADMIN))
-        response = linked.api("POST", "/api/connection",
-                              json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
-        assert response.status_code == 204
-        assert wait_for(lambda: linked.printer_state() == "Operational", 60)
-        files = {"file": ("remote-test.gcode", gcode_file())}
-        assert linked.api("POST", "/api/files/local", files=files).status_code == 201
-        yield linked
-    finally:
-        instance.stop()
-        server.stop()
-        logs = os.path.join(basedir, "logs")
-        if os.path.isdir(logs):
-            import shutil
-            shutil.copytree(logs, output_dir("octoprint-remote-logs"), dirs_exist_ok=True)
-
-
-def start_print(linked):
-    response = linked.api("POST", "/api/files/local/remote-test.gcode",
-                          json={"command": "select", "print": True})
-    assert response.status_code == 204
-    assert wait_for(lambda: linked.printer_state() == "Printing", 60)
-    # Past the heat-up and the first Z move: the hotend must be hot for the
-    # retraction, and the current Z known for the lift.
-    assert wait_for(lambda: (linked.api("GET", "/api/job").json()["progress"]["filepos"] or 0) > 400, 120)
+    with linked_octoprint(tmp_path_factory, "remote", TIME_SCALE) as rig:  # 50 s -> 2.5 s, 10 s -> 0.5 s
+        yield rig
 
 
 def test_links_up_and_reports_status(linked):

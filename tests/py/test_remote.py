@@ -50,6 +50,10 @@ def link():
     plugin._printer.is_printing.return_value = False
     plugin._printer.is_paused.return_value = False
     plugin._settings.get_float.return_value = None  # the owner's heater limits: unset
+    plugin._settings.global_get.return_value = [{"name": "PLA", "extruder": 200, "bed": 60}]
+    plugin._plugin_manager.enabled_plugins = {"tsd": None, "virtual_printer": None}
+    plugin._detection.server_webcams.return_value = []
+    plugin._file_manager.get_metadata.return_value = {"hash": "abc", "analysis": {}, "history": [1]}
     r = remote.Remote(plugin, mock.Mock(name="logger"), clock=lambda: 1700000000.5)
     r._tunnel = FakeTunnel()
     r._dispatcher = bridge.new_dispatcher()
@@ -371,3 +375,33 @@ def test_sec03_unreadable_printer_state_means_the_strictest_rules(link):
     plugin._printer.jog.assert_not_called()
     message(r, {"commands": [{"cmd": "pause"}]})  # a pause still happens
     plugin.remote_pause.assert_called_once()
+
+
+# ---- issue 15: parity with the real server ---------------------------------------------
+
+# OctoPrint 1.10's own order (octoprint/printer/standard.py): a cancel fires
+# PrintCancelling, PrintCancelled, then PrintFailed (reason "cancelled") from
+# a thread; an error fires PrintFailed (reason "error"); a finished print
+# PrintDone.
+OCTOPRINT_EVENT_ORDER = {
+    "cancel": [("PrintCancelling", {}), ("PrintCancelled", {}), ("PrintFailed", {"reason": "cancelled"})],
+    "failure": [("PrintFailed", {"reason": "error"})],
+    "done": [("PrintDone", {})],
+}
+
+
+@pytest.mark.parametrize("ending", sorted(OCTOPRINT_EVENT_ORDER))
+def test_parity2_every_end_of_print_status_carries_the_print(link, ending):
+    """The real server force-closes a print on a current_print_ts of -1
+    while that print is active: each status of the print's end must carry
+    its identity, and only the last one may end it."""
+    r, _ = link
+    r.on_print_event("PrintStarted", {"name": "a.gcode"})
+    for event, payload in OCTOPRINT_EVENT_ORDER[ending]:
+        r.on_print_event(event, dict(payload, name="a.gcode"))
+    ends = r._tunnel.statuses[1:]
+    assert [s["event"]["event_type"] for s in ends] == [e for e, _ in OCTOPRINT_EVENT_ORDER[ending]]
+    assert [s["current_print_ts"] for s in ends] == [1700000000] * len(ends)
+    assert r.current_print_ts == -1
+    r.on_print_event("PrintStarted", {"name": "b.gcode"})  # the next print is a new one
+    assert r._tunnel.statuses[-1]["current_print_ts"] == 1700000000

@@ -91,13 +91,21 @@ def make_watcher(host, time_scale=0.01, helper=None):
                          time_scale=time_scale)
 
 
-def test_a_failure_is_acted_on_once_per_episode_and_rearmed_after_resume(material, sim):
+def watching_a_print(material, sim):
+    """(host, a started watcher of a print, past the decider's grace period)"""
     host = Host(sim.snapshot_url, material["config"])
     watcher = make_watcher(host)
     watcher.on_print_started()
     watcher.start()
+    if not wait_for(lambda: watcher.detections_ok >= 35):
+        watcher.stop()
+        pytest.fail("no 35 detections: %s" % watcher.info())
+    return host, watcher
+
+
+def test_a_failure_is_acted_on_once_per_episode_and_rearmed_after_resume(material, sim):
+    host, watcher = watching_a_print(material, sim)
     try:
-        assert wait_for(lambda: watcher.detections_ok >= 35)  # past the grace period
         assert host.actions == [] and watcher.state == watch.STATE_WATCHING
         sim.configure(scene="spaghetti")
         assert wait_for(lambda: host.actions, 10)
@@ -346,3 +354,24 @@ def test_annotate_draws_on_the_frame(material, sim):
     with pytest.raises(bridge.TsdError):
         bridge.annotate_jpeg(jpeg[: len(jpeg) // 2], detections)
     del width, height
+
+
+def test_parity5_a_resume_from_the_app_ends_the_episode(material, sim):
+    """The owner resumed from the server's app after this plugin paused: the
+    same failure, still in view, never pauses the print a second time."""
+    host, watcher = watching_a_print(material, sim)
+    try:
+        sim.configure(scene="spaghetti")
+        assert wait_for(lambda: host.actions, 10)
+        watcher.owner_resumed()    # the server's resume, then OctoPrint's event
+        watcher.on_print_resumed()
+        ok = watcher.detections_ok
+        assert wait_for(lambda: watcher.detections_ok >= ok + 80, 40)
+        assert len(host.actions) == 1
+        assert watcher.state == watch.STATE_WARNING
+        # A new print is a new episode.
+        watcher.on_print_ended()
+        watcher.on_print_started()
+        assert wait_for(lambda: len(host.actions) == 2, 20)
+    finally:
+        watcher.stop()

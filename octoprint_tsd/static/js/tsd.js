@@ -16,6 +16,7 @@ $(function () {
         self.printerState = ko.observable("");
         self.remoteSummary = ko.observable("");
         self.linked = ko.observable(false);
+        self.linkRefused = ko.observable(false);
         self.linkServer = ko.observable("");
         self.linkPrinterName = ko.observable("");
         self.linkCode = ko.observable("");
@@ -53,6 +54,7 @@ $(function () {
             self.printerState((status.printer && status.printer.state) || gettext("unknown"));
             var link = status.link || {};
             self.linked(!!link.linked);
+            self.linkRefused(!!link.refused);
             self.linkServer(link.server || "");
             self.linkPrinterName(link.printer_name || gettext("(unnamed printer)"));
             var discovery = status.discovery || {};
@@ -66,7 +68,7 @@ $(function () {
                 connecting: gettext("connecting"),
                 connected: gettext("connected"),
                 disconnected: gettext("disconnected, retrying"),
-                unauthorized: gettext("the server no longer accepts this printer: link it again"),
+                unauthorized: gettext("refused by the server \u2014 link again"),
                 replaced: gettext("stopped: another device uses this printer's token"),
                 error: gettext("cannot connect")
             };
@@ -156,7 +158,7 @@ $(function () {
                 return;
             }
             var texts = {
-                unauthorized: gettext("The server refused this printer's token: the printer was unlinked or deleted there. Link it again in the plugin's settings."),
+                unauthorized: gettext("This printer's token was refused by the server \u2014 link again: the printer was unlinked or deleted there. Link it in the plugin's settings."),
                 replaced: gettext("Another device connected to the server with this printer's token, so this one stopped. If you copied this OctoPrint's data to another machine, unlink one of them.")
             };
             new PNotify({
