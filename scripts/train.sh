@@ -50,10 +50,10 @@ nice -n 10 .venv-train/bin/python tools/train/train_crops.py --run "$RUN" --seed
 
 say "checking the export against the helper"
 ./scripts/setup.sh >&2
-images=$(ls build/synth/stills/images/*.jpg | head -n 3)
+images=(build/synth/stills/images/*.jpg)
 args=()
-for image in $images; do args+=(--image "$image"); done
+for image in "${images[@]:0:3}"; do args+=(--image "$image"); done
 .venv-train/bin/python tools/train/check_crops.py --model octoprint_tsd/model \
-    --helper "$(.venv/bin/python -c 'from octoprint_tsd import bridge; print(bridge.helper_path())')" \
+    --helper "$(repo=$PWD && cd / && "$repo/.venv/bin/python" -c 'from octoprint_tsd import bridge; print(bridge.helper_path())')" \
     --backbone "$BACKBONE_WHEEL" --head "build/train-crops/$RUN/head.pt" "${args[@]}"
 say "done: octoprint_tsd/model/ (figures in build/train-crops/$RUN/report.json)"
