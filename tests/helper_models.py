@@ -288,16 +288,24 @@ def color_scene(width, height, red_cells=0, seed=0):
     return bytes(img)
 
 
-def write_color_frames(directory, width=320, height=240, frames=8, red_cells=10):
-    """print/ and spaghetti/ folders of JPEGs for tests/webcam_sim.py --frames."""
-    for scene, cells in (("print", 0), ("spaghetti", red_cells)):
+def write_scene_frames(directory, scenes, width, height, frames):
+    """print/ and spaghetti/ folders of JPEGs for tests/webcam_sim.py
+    --frames: scenes maps each folder to render(index) -> BGR pixels."""
+    for scene, render in scenes.items():
         folder = os.path.join(directory, scene)
         os.makedirs(folder, exist_ok=True)
         for index in range(frames):
-            jpeg = encode_jpeg(color_scene(width, height, cells, seed=index), width, height)
             with open(os.path.join(folder, "{:03d}.jpg".format(index)), "wb") as f:
-                f.write(jpeg)
+                f.write(encode_jpeg(render(index), width, height))
     return directory
+
+
+def write_color_frames(directory, width=320, height=240, frames=8, red_cells=10):
+    """color_scene() frames: none in print/, red_cells in spaghetti/."""
+    return write_scene_frames(directory, {
+        "print": lambda index: color_scene(width, height, 0, seed=index),
+        "spaghetti": lambda index: color_scene(width, height, red_cells, seed=index),
+    }, width, height, frames)
 
 
 # ---- a tiny ONNX model (protobuf written by hand) ------------------------------
@@ -380,10 +388,15 @@ def write_tiny_onnx(directory):
              + _field_bytes(5, weights) + _field_bytes(5, biases) + _field_bytes(5, shape)
              + _field_bytes(11, _onnx_value_info("images", [1, 3, ONNX_SIDE, ONNX_SIDE]))
              + _field_bytes(12, _onnx_value_info("output", [1, 4, channels])))
+    return _write_onnx_model(directory, "tiny.onnx", graph, opset=11)
+
+
+def _write_onnx_model(directory, filename, graph, opset):
+    """Wraps a GraphProto into a ModelProto and writes it; returns the path."""
     # ModelProto: ir_version 1, producer_name 2, graph 7, opset_import 8
     model = (_field_varint(1, 7) + _field_bytes(2, "tsd-tests") + _field_bytes(7, graph)
-             + _field_bytes(8, _field_bytes(1, "") + _field_varint(2, 11)))
-    path = os.path.join(directory, "tiny.onnx")
+             + _field_bytes(8, _field_bytes(1, "") + _field_varint(2, opset)))
+    path = os.path.join(directory, filename)
     with open(path, "wb") as f:
         f.write(model)
     return path
@@ -435,12 +448,7 @@ def write_crops_onnx(directory, signature=False):
              + b"".join(_field_bytes(5, t) for t in tensors)
              + _field_bytes(11, _onnx_value_info("image", [1, 3, CROPS_SIDE, CROPS_SIDE]))
              + b"".join(_field_bytes(12, o) for o in outputs))
-    model = (_field_varint(1, 7) + _field_bytes(2, "tsd-tests") + _field_bytes(7, graph)
-             + _field_bytes(8, _field_bytes(1, "") + _field_varint(2, 10)))
-    path = os.path.join(directory, "crops.onnx")
-    with open(path, "wb") as f:
-        f.write(model)
-    return path
+    return _write_onnx_model(directory, "crops.onnx", graph, opset=10)
 
 
 def write_crops_config(path, onnx, **extra):
@@ -477,16 +485,12 @@ def learn_scene(width, height, obj=True, strands=False, seed=0):
 
 
 def write_learn_frames(directory, print_scene, spaghetti_scene, width=320, height=240, frames=4):
-    """print/ and spaghetti/ folders for tests/webcam_sim.py --frames, each
-    a learn_scene() given as a dict of its keyword arguments."""
-    for scene, kwargs in (("print", print_scene), ("spaghetti", spaghetti_scene)):
-        folder = os.path.join(directory, scene)
-        os.makedirs(folder, exist_ok=True)
-        for index in range(frames):
-            jpeg = encode_jpeg(learn_scene(width, height, seed=index, **kwargs), width, height)
-            with open(os.path.join(folder, "{:03d}.jpg".format(index)), "wb") as f:
-                f.write(jpeg)
-    return directory
+    """learn_scene() frames, each folder's given as a dict of its keyword
+    arguments."""
+    return write_scene_frames(directory, {
+        "print": lambda index: learn_scene(width, height, seed=index, **print_scene),
+        "spaghetti": lambda index: learn_scene(width, height, seed=index, **spaghetti_scene),
+    }, width, height, frames)
 
 
 def write_onnx_config(path, onnx, side, classes=("failure",), **extra):
