@@ -16,19 +16,14 @@ import requests
 from octoprint_tsd import bridge
 from obico_refserver import ReferenceServer, make_pki
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, output_dir, wait_for
+from tsd_testing import ADMIN, keep_octoprint_logs, print_gcode, ready_virtual_printer, wait_for
 
 TOKEN = "a1b2c3d4e5f6a7b8c9d0"
 
 
 def gcode_file(lines=400):
-    out = ["M104 S210", "M140 S60", "M109 S210", "M190 S60", "G28", "G90", "M82",
-           "G1 Z0.3 F600", "G92 E0"]
-    for i in range(lines):
-        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
-        out.append("G4 P150")  # the virtual printer sleeps: the print lasts a while
-    out.append("M104 S0")
-    return "\n".join(out) + "\n"
+    """A print that lasts a while on the virtual printer, heaters on."""
+    return print_gcode(lines, sleep_ms=150, tool_temp=210, bed_temp=60)
 
 
 class Linked:
@@ -101,20 +96,12 @@ def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None):
     instance.start()
     try:
         linked = Linked(instance, server, instance.create_api_key(*ADMIN))
-        response = linked.api("POST", "/api/connection",
-                              json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
-        assert response.status_code == 204
-        assert wait_for(lambda: linked.printer_state() == "Operational", 60)
-        files = {"file": ("remote-test.gcode", gcode_file())}
-        assert linked.api("POST", "/api/files/local", files=files).status_code == 201
+        ready_virtual_printer(linked, "remote-test.gcode", gcode_file())
         yield linked
     finally:
         instance.stop()
         server.stop()
-        logs = os.path.join(basedir, "logs")
-        if os.path.isdir(logs):
-            import shutil
-            shutil.copytree(logs, output_dir("octoprint-%s-logs" % name), dirs_exist_ok=True)
+        keep_octoprint_logs(basedir, name)
 
 
 def start_print(linked):

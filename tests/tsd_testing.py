@@ -90,3 +90,40 @@ def octoprint_and_refserver(tmp_path_factory, name, users=None, grouped_users=()
             instance.stop()
     finally:
         server.stop()
+
+
+def print_gcode(lines, sleep_ms, tool_temp=None, bed_temp=None):
+    """A print that lasts a while on the virtual printer: moves that extrude,
+    each followed by a G4 sleep; with temperatures, heat up first and turn
+    the hotend off at the end."""
+    out = []
+    if tool_temp is not None:
+        out += ["M104 S%d" % tool_temp, "M140 S%d" % bed_temp, "M109 S%d" % tool_temp, "M190 S%d" % bed_temp]
+    out += ["G28", "G90", "M82", "G1 Z0.3 F600", "G92 E0"]
+    for i in range(lines):
+        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
+        out.append("G4 P{}".format(sleep_ms))
+    if tool_temp is not None:
+        out.append("M104 S0")
+    return "\n".join(out) + "\n"
+
+
+def ready_virtual_printer(rig, gcode_name, gcode):
+    """Connects OctoPrint to its virtual printer and uploads one print file;
+    rig has api(method, path, **kwargs) and printer_state()."""
+    response = rig.api("POST", "/api/connection",
+                       json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
+    assert response.status_code == 204, response.text
+    assert wait_for(lambda: rig.printer_state() == "Operational", 60)
+    files = {"file": (gcode_name, gcode)}
+    assert rig.api("POST", "/api/files/local", files=files).status_code == 201
+
+
+def keep_octoprint_logs(basedir, name):
+    """Copies OctoPrint's logs beside the other test output, for a post-mortem."""
+    import shutil
+
+    logs = os.path.join(basedir, "logs")
+    if os.path.isdir(logs):
+        shutil.copytree(logs, output_dir("octoprint-%s-logs" % name if name else "octoprint-logs"),
+                        dirs_exist_ok=True)

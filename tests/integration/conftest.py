@@ -11,7 +11,7 @@ import pytest
 
 from octoprint_instance import OctoPrintInstance
 
-from tsd_testing import ADMIN, PLANTED_SECRET, VIEWER, output_dir
+from tsd_testing import ADMIN, PLANTED_SECRET, VIEWER, keep_octoprint_logs
 
 
 class Server:
@@ -38,10 +38,7 @@ def octoprint_server(tmp_path_factory):
         yield Server(instance, api_key)
     finally:
         instance.stop()
-        # Keep OctoPrint's log beside the other test output for a post-mortem.
-        logs = os.path.join(instance.basedir, "logs")
-        if os.path.isdir(logs):
-            shutil.copytree(logs, output_dir("octoprint-logs"), dirs_exist_ok=True)
+        keep_octoprint_logs(instance.basedir, None)
 
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")

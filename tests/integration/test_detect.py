@@ -23,7 +23,7 @@ import helper_models
 from octoprint_tsd import bridge
 from obico_refserver import ReferenceServer, make_pki
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, output_dir, rss_mb, wait_for
+from tsd_testing import ADMIN, keep_octoprint_logs, print_gcode, ready_virtual_printer, rss_mb, wait_for
 from webcam_sim import WebcamSim
 
 TOKEN = "f0e1d2c3b4a5968778695a4b"
@@ -32,11 +32,8 @@ GRACE_S = 30 * 10 * TIME_SCALE  # 30 frames of 10 s, scaled
 
 
 def gcode_file(lines=1500):
-    out = ["G28", "G90", "M82", "G1 Z0.3 F600", "G92 E0"]
-    for i in range(lines):
-        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
-        out.append("G4 P100")  # the virtual printer sleeps: the print lasts minutes
-    return "\n".join(out) + "\n"
+    """A print that lasts minutes on the virtual printer."""
+    return print_gcode(lines, sleep_ms=100)
 
 
 class Rig:
@@ -108,22 +105,14 @@ def rig(tmp_path_factory):
     instance.start()
     try:
         rig = Rig(instance, server, sim, instance.create_api_key(*ADMIN))
-        response = rig.api("POST", "/api/connection",
-                           json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
-        assert response.status_code == 204
-        assert wait_for(lambda: rig.printer_state() == "Operational", 60)
-        files = {"file": ("detect-test.gcode", gcode_file())}
-        assert rig.api("POST", "/api/files/local", files=files).status_code == 201
+        ready_virtual_printer(rig, "detect-test.gcode", gcode_file())
         assert wait_for(lambda: server.live(TOKEN) == 1, 30)
         yield rig
     finally:
         instance.stop()
         server.stop()
         sim.stop()
-        logs = os.path.join(basedir, "logs")
-        if os.path.isdir(logs):
-            import shutil
-            shutil.copytree(logs, output_dir("octoprint-detect-logs"), dirs_exist_ok=True)
+        keep_octoprint_logs(basedir, "detect")
 
 
 def test_frames_arrive_from_the_configured_webcam_while_idle(rig):

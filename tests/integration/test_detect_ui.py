@@ -10,7 +10,6 @@ the tab without the control buttons. The Detection settings list the webcam.
 """
 
 import os
-import shutil
 import sys
 
 import pytest
@@ -18,7 +17,7 @@ import requests
 
 import helper_models as hm
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, VIEWER, output_dir, wait_for
+from tsd_testing import ADMIN, VIEWER, keep_octoprint_logs, output_dir, print_gcode, ready_virtual_printer
 from webcam_sim import WebcamSim
 
 TIME_SCALE = 0.5          # the watch thread sleeps frame_interval * 0.5 s
@@ -29,13 +28,7 @@ TAB = "#tab_plugin_tsd"
 
 def gcode_file(lines=1500):
     """A print that lasts minutes on the virtual printer (G4 sleeps)."""
-    out = ["M104 S200", "M140 S60", "M109 S200", "M190 S60", "G28", "G90", "M82",
-           "G1 Z0.3 F600", "G92 E0"]
-    for i in range(lines):
-        out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
-        out.append("G4 P200")
-    out.append("M104 S0")
-    return "\n".join(out) + "\n"
+    return print_gcode(lines, sleep_ms=200, tool_temp=200, bed_temp=60)
 
 
 class Setup:
@@ -83,19 +76,12 @@ def detect_ui(tmp_path_factory):
         assert done.returncode == 0, done.stdout
         instance.start()
         setup = Setup(instance, sim, instance.create_api_key(*ADMIN), model_config)
-        response = setup.api("POST", "/api/connection",
-                             json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
-        assert response.status_code == 204, response.text
-        assert wait_for(lambda: setup.printer_state() == "Operational", 60)
-        files = {"file": (GCODE_NAME, gcode_file())}
-        assert setup.api("POST", "/api/files/local", files=files).status_code == 201
+        ready_virtual_printer(setup, GCODE_NAME, gcode_file())
         yield setup
     finally:
         instance.stop()
         sim.stop()
-        logs = os.path.join(basedir, "logs")
-        if os.path.isdir(logs):
-            shutil.copytree(logs, output_dir("octoprint-detect-ui-logs"), dirs_exist_ok=True)
+        keep_octoprint_logs(basedir, "detect-ui")
 
 
 def login(page, url, user, password):

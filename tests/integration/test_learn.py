@@ -21,7 +21,7 @@ import pytest
 import helper_models
 import test_detect as detect_test
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, wait_for
+from tsd_testing import ADMIN, ready_virtual_printer, wait_for
 from webcam_sim import WebcamSim
 
 TIME_SCALE = detect_test.TIME_SCALE
@@ -72,12 +72,7 @@ def rig(tmp_path_factory):
     instance.start()
     try:
         rig = Rig(instance, sims, instance.create_api_key(*ADMIN), basedir)
-        response = rig.api("POST", "/api/connection",
-                           json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
-        assert response.status_code == 204
-        assert wait_for(lambda: rig.printer_state() == "Operational", 60)
-        files = {"file": ("detect-test.gcode", detect_test.gcode_file())}
-        assert rig.api("POST", "/api/files/local", files=files).status_code == 201
+        ready_virtual_printer(rig, "detect-test.gcode", detect_test.gcode_file())
         yield rig
     finally:
         instance.stop()

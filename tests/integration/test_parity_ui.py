@@ -16,7 +16,6 @@ OctoPrint's overflow ("tabdrop") menu.
 """
 
 import os
-import shutil
 import sys
 import time
 
@@ -26,7 +25,7 @@ import requests
 import helper_models
 from octoprint_instance import OctoPrintInstance
 from test_detect import gcode_file   # a print that lasts minutes on the virtual printer
-from tsd_testing import ADMIN, output_dir, wait_for
+from tsd_testing import ADMIN, keep_octoprint_logs, output_dir, ready_virtual_printer, wait_for
 from webcam_sim import WebcamSim
 
 TIME_SCALE = 0.05
@@ -68,19 +67,12 @@ def rig(tmp_path_factory):
         })
         instance.start()
         rig = Rig(instance, sim, instance.create_api_key(*ADMIN))
-        response = rig.api("POST", "/api/connection",
-                           json={"command": "connect", "port": "VIRTUAL", "baudrate": 115200})
-        assert response.status_code == 204
-        assert wait_for(lambda: rig.printer_state() == "Operational", 60)
-        files = {"file": (GCODE_NAME, gcode_file())}
-        assert rig.api("POST", "/api/files/local", files=files).status_code == 201
+        ready_virtual_printer(rig, GCODE_NAME, gcode_file())
         yield rig
     finally:
         instance.stop()
         sim.stop()
-        logs = os.path.join(basedir, "logs")
-        if os.path.isdir(logs):
-            shutil.copytree(logs, output_dir("octoprint-parity-ui-logs"), dirs_exist_ok=True)
+        keep_octoprint_logs(basedir, "parity-ui")
 
 
 def login(page, url):
