@@ -39,6 +39,7 @@ static PyType_Spec *const type_table[TSD_TYPE_COUNT] = {
     [TSD_TYPE_CAMERA] = &tsd_camera_spec,
     [TSD_TYPE_DECIDER] = &tsd_decider_spec,
     [TSD_TYPE_DETECTOR] = &tsd_detector_spec,
+    [TSD_TYPE_LAYER_COUNTER] = &tsd_layer_counter_spec,
 };
 
 static const struct {
@@ -88,6 +89,7 @@ static PyMethodDef *const function_tables[] = {
     tsd_token_functions,
     tsd_linkmsg_functions,
     tsd_hostrule_functions,
+    tsd_layers_functions,
 };
 
 static int add_object(PyObject *module, const char *name, PyObject *value)

@@ -27,6 +27,7 @@ from .cli import cli_commands
 from .detection import Detection
 from .discovery import Discovery
 from .linking import Linking
+from .layers import PrintLayers
 from .pause import PauseSequence
 from .settings import DEFAULT_SERVER_URL, SETTINGS_VERSION
 from .status import Observed
@@ -53,6 +54,7 @@ class TsdPlugin(
         self._pump = None
         self._event_queue = None
         self._pause_sequence = None
+        self._print_layers = None  # layers.PrintLayers, from initialize()
         self._shutting_down = threading.Event()
         self._octoprint_port = None
         self._linking = Linking(self)
@@ -63,6 +65,7 @@ class TsdPlugin(
 
     def initialize(self):
         self._pause_sequence = PauseSequence(self._logger)
+        self._print_layers = PrintLayers(self._logger, self._file_manager)
         info = bridge.native_info()
         if info["loaded"]:
             self._logger.info(
@@ -321,8 +324,13 @@ class TsdPlugin(
 
     def on_event(self, event, payload):
         remote = self._linking.remote
+        layers = self._print_layers
+        if event == Events.PRINT_STARTED and layers is not None:
+            layers.on_print_started(payload)  # before the status that starts the print
         if remote is not None:
             remote.on_print_event(event, payload)
+        if event in (Events.PRINT_DONE, Events.PRINT_FAILED) and layers is not None:
+            layers.on_print_ended()  # after the status that ends it (PrintFailed follows a cancel)
             if event == Events.SETTINGS_UPDATED:
                 remote.set_allow_raw_gcode(self._settings.get_boolean(["allow_raw_gcode"]))
         if event == Events.SETTINGS_UPDATED:
@@ -343,6 +351,8 @@ class TsdPlugin(
     def gcode_sent_hook(self, comm, phase, cmd, cmd_type, gcode, *args, **kwargs):
         if self._pause_sequence is not None:
             self._pause_sequence.sent_hook(comm, phase, cmd, cmd_type, gcode)
+        if self._print_layers is not None:
+            self._print_layers.on_sent(cmd)
         if gcode == "M117":
             remote = self._linking.remote
             if remote is not None:

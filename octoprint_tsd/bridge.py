@@ -132,6 +132,17 @@ def new_decider(**params):
     return _tsd.Decider(**params)
 
 
+def new_layer_counter():
+    """Which layer a print is on, from the lines sent (``_tsd.LayerCounter``)."""
+    return _tsd.LayerCounter()
+
+
+def count_layers(path, max_bytes):
+    """The layers of a G-code file by the same rule (GIL released); TsdError
+    if it cannot be read or is larger than max_bytes."""
+    return _tsd.count_layers(path, max_bytes)
+
+
 class EventPump:
     """Drains native events on a Python thread.
 

@@ -87,7 +87,8 @@ class Linking:
                 self.state = {"state": "unlinked", "detail": error or ""}
                 return False
             self.phase = PHASE_STARTING
-            remote = Remote(self._plugin, self._plugin._logger, modes=self._plugin._pause_sequence.modes)
+            remote = Remote(self._plugin, self._plugin._logger, modes=self._plugin._pause_sequence.modes,
+                            layers=self._plugin._print_layers)
             self.remote = remote
             try:
                 return remote.start(

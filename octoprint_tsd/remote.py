@@ -74,13 +74,15 @@ GCODE_FILE_TIMEOUT = 10.0     # seconds; the print's first status waits for it
 
 
 class Remote:
-    def __init__(self, plugin, logger, clock=time.time, modes=None):
+    def __init__(self, plugin, logger, clock=time.time, modes=None, layers=None):
         """modes: the ModeTracker that follows what OctoPrint sends to the
-        printer (the plugin's pause sequence owns it)."""
+        printer (the plugin's pause sequence owns it); layers: the plugin's
+        layers.PrintLayers (None: no layer numbers in the status)."""
         self._plugin = plugin
         self._logger = logger
         self._clock = clock
         self._modes = modes if modes is not None else ModeTracker()
+        self._layers = layers
         self._profile_facts = None  # (read again after, facts)
         self._lock = threading.Lock()
         self._tunnel = None
@@ -537,6 +539,8 @@ class Remote:
             "temperatures": {k: v for k, v in temperatures.items() if TEMPERATURE_KEY.match(k)},
             "_ts": int(self._clock()),
             "file_metadata": self._current_file_metadata(job_file),
+            # a layer number (the name is the server's), None between prints
+            "currentLayerHeight": self._layers.current() if self._layers else None,
         }
         if self._display_message is not None:
             status["display_status"] = {"message": self._display_message}
@@ -572,6 +576,12 @@ class Remote:
                 return None
             metadata = {k: v for k, v in metadata.items() if k not in ("history", "statistics")}
             self._file_metadata = (key, metadata)
+        if self._layers is not None and "obico" not in metadata:
+            total = self._layers.total(key[0], key[1], metadata.get("hash"))
+            if total is not None:
+                # The server reads the total where OctoPrint-Obico's
+                # preprocessor stores it.
+                metadata["obico"] = {"totalLayerCount": total}
         return metadata
 
     def _settings_block(self):

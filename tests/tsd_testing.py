@@ -92,15 +92,18 @@ def octoprint_and_refserver(tmp_path_factory, name, users=None, grouped_users=()
         server.stop()
 
 
-def print_gcode(lines, sleep_ms, tool_temp=None, bed_temp=None):
+def print_gcode(lines, sleep_ms, tool_temp=None, bed_temp=None, layer_every=None):
     """A print that lasts a while on the virtual printer: moves that extrude,
     each followed by a G4 sleep; with temperatures, heat up first and turn
-    the hotend off at the end."""
+    the hotend off at the end. layer_every: a new layer (Z up 0.2 mm, as a
+    slicer writes it) before every that many moves; None: one layer."""
     out = []
     if tool_temp is not None:
         out += ["M104 S%d" % tool_temp, "M140 S%d" % bed_temp, "M109 S%d" % tool_temp, "M190 S%d" % bed_temp]
     out += ["G28", "G90", "M82", "G1 Z0.3 F600", "G92 E0"]
     for i in range(lines):
+        if layer_every and i and i % layer_every == 0:
+            out += [";LAYER_CHANGE", "G1 Z{:.1f} F600".format(0.3 + 0.2 * (i // layer_every))]
         out.append("G1 X{} Y{} E{:.3f} F1200".format(10 + i % 50, 10 + (i * 7) % 50, i * 0.05))
         out.append("G4 P{}".format(sleep_ms))
     if tool_temp is not None:

@@ -42,6 +42,7 @@ enum tsd_type {
     TSD_TYPE_CAMERA,
     TSD_TYPE_DECIDER,
     TSD_TYPE_DETECTOR,
+    TSD_TYPE_LAYER_COUNTER,
     TSD_TYPE_COUNT,
 };
 
@@ -81,6 +82,7 @@ extern const struct tsd_error_map tsd_jpg_errors;
 extern const struct tsd_error_map tsd_tok_errors;
 extern const struct tsd_error_map tsd_linkmsg_errors;
 extern const struct tsd_error_map tsd_hostrule_errors;
+extern const struct tsd_error_map tsd_layers_errors;
 
 /* The one place where a core result becomes a Python exception. reason (may
  * be NULL or empty) is the core's reterr text; without one the result's own
@@ -116,12 +118,14 @@ extern PyType_Spec tsd_dispatcher_spec;  /* dispatcher.c */
 extern PyType_Spec tsd_camera_spec;      /* camera.c */
 extern PyType_Spec tsd_decider_spec;     /* decider.c */
 extern PyType_Spec tsd_detector_spec;    /* detector.c */
+extern PyType_Spec tsd_layer_counter_spec; /* layers.c */
 
 /* Module-level functions, by file (NULL-terminated tables). */
 extern PyMethodDef tsd_annotate_functions[]; /* annotate.c */
 extern PyMethodDef tsd_token_functions[];    /* token.c */
 extern PyMethodDef tsd_linkmsg_functions[];  /* linkmsg.c */
 extern PyMethodDef tsd_hostrule_functions[]; /* hostrule.c */
+extern PyMethodDef tsd_layers_functions[];   /* layers.c */
 
 /* ---- shared by EventQueue and Tunnel (py/evq.c) -------------------------- */
 

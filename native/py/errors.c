@@ -11,6 +11,7 @@
 #include "core/evq.h"
 #include "core/grab.h"
 #include "core/jpeg.h"
+#include "core/layers.h"
 #include "core/hostrule.h"
 #include "core/linkmsg.h"
 #include "core/proto.h"
@@ -49,6 +50,7 @@ DESCRIBE(jpg, jpg_result)
 DESCRIBE(tok, tok_result)
 DESCRIBE(linkmsg, linkmsg_result)
 DESCRIBE(hostrule, hostrule_result)
+DESCRIBE(layers, layers_result)
 
 const struct tsd_error_map tsd_evq_errors = {
     describe_evq, "event queue: ", (const struct tsd_error_rule[]){
@@ -150,6 +152,12 @@ const struct tsd_error_map tsd_hostrule_errors = {
     describe_hostrule, NULL, (const struct tsd_error_rule[]){
         {HOSTRULE_ERR_CLEARTEXT, TSD_EXC_VALUE, "insecure_url", NULL},
         {ANY_RESULT, TSD_EXC_VALUE, "bad_url", NULL},
+    }};
+
+/* Counting a file's layers: TsdError with the file and the cause. */
+const struct tsd_error_map tsd_layers_errors = {
+    describe_layers, NULL, (const struct tsd_error_rule[]){
+        {ANY_RESULT, TSD_EXC_ERROR, NULL, NULL},
     }};
 
 /* Raises exc_type(message) with a "code" attribute. */

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from remote_rig import TOKEN, gcode_file, linked_octoprint, start_print
-from tsd_testing import wait_for
+from remote_rig import TOKEN, linked_octoprint, start_print
+from tsd_testing import print_gcode, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,9 @@ def test_parity3_a_refused_token_is_not_linked(linked):
 
 
 def test_parity4_print_records_and_status_as_the_original_sends_them(linked):
-    text = gcode_file().replace("G28\n", "G28\nM117 Printing parity\n", 1)
+    # 10 layers of 30 moves, about 5 s each
+    text = print_gcode(300, sleep_ms=150, tool_temp=210, bed_temp=60, layer_every=30)
+    text = text.replace("G28\n", "G28\nM117 Printing parity\n", 1)
     files = {"file": ("parity-m117.gcode", text)}
     assert linked.api("POST", "/api/files/local", files=files).status_code == 201
     # OctoPrint's analysis (the filament length) before the print.
@@ -120,6 +122,23 @@ def test_parity4_print_records_and_status_as_the_original_sends_them(linked):
                if (s.json.get("event") or {}).get("event_type") == "PrintStarted" and s.time >= since]
     assert started[0]["status"]["job"]["file"]["obico_g_code_file_id"] == record["id"]
 
+    # Layer N of M, from the G-code as sent and from the file (not rewritten).
+    linked.send({"remote_status": {"viewing": True}})   # statuses every 10 s
+    try:
+        def layered():
+            return [s for s in printing_statuses()
+                    if (s.get("currentLayerHeight") or 0) >= 2
+                    and ((s["file_metadata"] or {}).get("obico") or {}).get("totalLayerCount")]
+        status = wait_for(layered, 60)[-1]
+    finally:
+        linked.send({"remote_status": {"viewing": False}})
+    assert status["file_metadata"]["obico"]["totalLayerCount"] == 10
+    assert 2 <= status["currentLayerHeight"] <= 10
+    layers_seen = [s["currentLayerHeight"] for s in printing_statuses() if s.get("currentLayerHeight")]
+    assert layers_seen == sorted(layers_seen), layers_seen
+    files = linked.api("GET", "/api/files/local/parity-m117.gcode?recursive=false")
+    assert "OBICO_LAYER_INDICATOR" not in text and files.json()["size"] == len(text.encode())
+
     settings = [s.json["settings"] for s in linked.server.statuses(TOKEN) if "settings" in s.json]
     latest = settings[-1]
     assert "tsd" in latest["installed_plugins"] and "virtual_printer" in latest["installed_plugins"]
@@ -129,6 +148,17 @@ def test_parity4_print_records_and_status_as_the_original_sends_them(linked):
 
     linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
     assert wait_for(lambda: linked.printer_state() == "Operational", 90)
+    # Between prints there is no layer (as the original: None after the end).
+    (ended,) = wait_for(lambda: [s for s in linked.server.statuses(TOKEN) if s.time >= since and
+                                 (s.json.get("event") or {}).get("event_type") == "PrintFailed"], 30)
+    assert ended.json["status"]["currentLayerHeight"] >= 2
+    linked.send({"remote_status": {"viewing": True}})
+    try:
+        after = wait_for(lambda: [s.json for s in linked.server.statuses(TOKEN)
+                                  if s.time > ended.time and s.json["current_print_ts"] == -1], 30)
+    finally:
+        linked.send({"remote_status": {"viewing": False}})
+    assert after[-1]["status"]["currentLayerHeight"] is None
 
 
 def test_parity5_the_settings_page_says_where_a_notify_only_alert_appears(linked):

@@ -23,6 +23,7 @@ def plugin(tmp_path):
     instance._settings.get_float.side_effect = lambda path: float(defaults[path[0]])
     instance._settings.get_boolean.side_effect = lambda path: bool(defaults.get(path[0]))
     instance._printer = mock.Mock(name="_printer")
+    instance._file_manager = mock.Mock(name="_file_manager")
     instance._plugin_version = "9.9.9"
     instance._identifier = "tsd"
     yield instance
