@@ -35,6 +35,7 @@ const char *fetch_result_code(enum grab_result result)
     case GRAB_ERR_CONNECT_TIMEOUT: return "timeout";
     case GRAB_ERR_WRITE: return "write";
     case GRAB_ERR_DIGEST: return "digest";
+    case GRAB_ERR_CONTENT: return "content";
     case GRAB_ERR_INTERRUPTED: return "cancelled";
     case GRAB_ERR_HTTP_STATUS: return "http_status";
     case GRAB_ERR_REDIRECT: return "redirect";
@@ -95,8 +96,9 @@ static void *run(void *arg)
         close(f->fd);
         f->fd = -1;
         push(f, FETCH_EVENT_DONE,
-             json_pack("{s:I, s:s, s:b, s:i}", "bytes", (json_int_t)info.bytes, "md5", md5,
-                       "md5_declared", info.md5_declared, "redirects", (int)info.redirects),
+             json_pack("{s:I, s:s, s:b, s:i, s:I}", "bytes", (json_int_t)info.bytes, "md5", md5,
+                       "md5_declared", info.md5_declared, "redirects", (int)info.redirects,
+                       "lines", (json_int_t)info.lines),
              true);
         return NULL;
     }
@@ -140,7 +142,8 @@ enum grab_result fetch_start(const struct fetch_config *config, struct evq *even
     /* The URL is checked before the file exists: a refusal leaves nothing. */
     download = (struct grab_download_config){
         .url = config->url, .ca_file = config->ca_file, .policy = &policy, .fd = -1,
-        .max_bytes = config->max_bytes, .connect_timeout_ms = config->connect_timeout_ms,
+        .max_bytes = config->max_bytes, .max_line = config->max_line,
+        .connect_timeout_ms = config->connect_timeout_ms,
         .read_timeout_ms = config->read_timeout_ms, .total_timeout_ms = config->total_timeout_ms,
     };
     result = grab_download_open(&download, &f->session, reterr, reterr_len);

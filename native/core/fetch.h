@@ -49,6 +49,7 @@ struct fetch_config {
     bool allow_cleartext_lan;
     const char *path;          /* the file to create (O_EXCL, mode 0644) */
     uint64_t max_bytes;
+    size_t max_line;           /* G-code sanity (grab_download_config); 0: none */
     int connect_timeout_ms;    /* 0: defaults (grab.h) */
     int read_timeout_ms;
     int total_timeout_ms;
@@ -56,7 +57,7 @@ struct fetch_config {
 };
 
 /* The short code of a failure in FETCH_EVENT_FAILED ("refused", "too_big",
- * "closed", "timeout", "write", "digest", "cancelled", ...). */
+ * "closed", "timeout", "write", "digest", "content", "cancelled", ...). */
 const char *fetch_result_code(enum grab_result result);
 
 /* (transfer full) Starts the download; events go to events (which must

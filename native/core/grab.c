@@ -48,6 +48,7 @@ const char *grab_result_str(enum grab_result result)
     case GRAB_ERR_REFUSED: return "refused by the download rule";
     case GRAB_ERR_WRITE: return "the file could not be written";
     case GRAB_ERR_DIGEST: return "the MD5 is not the declared one";
+    case GRAB_ERR_CONTENT: return "not a text G-code file";
     case GRAB_RESULT_MAX: break;
     }
     return "unknown result";
@@ -826,6 +827,7 @@ enum grab_result grab_download_open(const struct grab_download_config *config,
     s->download = true;
     s->download_fd = config->fd;
     s->max_bytes = config->max_bytes;
+    s->max_line = config->max_line;
     s->policy.allow_cleartext_lan = config->policy->allow_cleartext_lan;
     if (config->policy->server_host) {
         s->server_host_copy = strdup(config->policy->server_host);

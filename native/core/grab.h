@@ -113,6 +113,8 @@ enum grab_result {
     GRAB_ERR_WRITE,           /* download: writing the file failed (disk full) */
     GRAB_ERR_DIGEST,          /* download: the body's MD5 is not the one
                                * the response declared */
+    GRAB_ERR_CONTENT,         /* download: not text (a NUL byte), or a line
+                               * longer than max_line */
     GRAB_RESULT_MAX
 };
 
@@ -200,6 +202,8 @@ struct grab_download_config {
                               * later with grab_download_set_fd() (after the URL
                               * was checked), before the first poll */
     uint64_t max_bytes;      /* a longer body (announced or received) is GRAB_ERR_TOO_BIG */
+    size_t max_line;         /* G-code sanity: no NUL byte and no line longer than
+                              * this (GRAB_ERR_CONTENT); 0: no check */
     int connect_timeout_ms;  /* 0: default */
     int read_timeout_ms;     /* 0: default */
     int total_timeout_ms;    /* the whole transfer; 0: default (GRAB_DEFAULT_DOWNLOAD_MS) */
@@ -210,6 +214,7 @@ struct grab_download_config {
 struct grab_download_info {
     uint64_t bytes;           /* body bytes written */
     uint64_t expected;        /* Content-Length; 0 when not announced */
+    uint64_t lines;           /* line ends seen */
     unsigned redirects;
     bool done;                /* the whole body arrived and was written */
     bool md5_declared;        /* the response declared an MD5 (Content-MD5, x-goog-hash) */

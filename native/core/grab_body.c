@@ -349,6 +349,40 @@ void grab_download_body_start(struct grab_stream *s, const struct httpresp_info 
     s->conn.want = POLLIN;
 }
 
+/* G-code is text in lines: refuses a NUL byte (a binary file) and a line
+ * longer than max_line, before any of it is written. */
+static bool content_ok(struct grab_stream *s, const unsigned char *data, size_t len)
+{
+    struct grab_download_info *d = &s->download_info;
+    const unsigned char *p = data;
+    const unsigned char *end = data + len;
+
+    if (s->max_line == 0)
+        return true;
+    if (memchr(data, 0, len)) {
+        grab_fail(s, GRAB_ERR_CONTENT, "not a text G-code file: a NUL byte after %llu bytes",
+                  (unsigned long long)d->bytes);
+        return false;
+    }
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t part = (size_t)((nl ? nl : end) - p);
+
+        s->line_len += part;
+        if (s->line_len > s->max_line) {
+            grab_fail(s, GRAB_ERR_CONTENT, "not a G-code file: line %llu is longer than %zu bytes",
+                      (unsigned long long)d->lines + 1, s->max_line);
+            return false;
+        }
+        if (!nl)
+            break;
+        d->lines++;
+        s->line_len = 0;
+        p = nl + 1;
+    }
+    return true;
+}
+
 void grab_download_body_bytes(struct grab_stream *s, const unsigned char *data, size_t len)
 {
     struct grab_download_info *d = &s->download_info;
@@ -359,6 +393,8 @@ void grab_download_body_bytes(struct grab_stream *s, const unsigned char *data, 
                   (unsigned long long)s->max_bytes);
         return;
     }
+    if (!content_ok(s, data, len))
+        return;
     while (len > 0) {
         ssize_t n = write(s->download_fd, data, len);
 

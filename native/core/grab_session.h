@@ -105,6 +105,8 @@ struct grab_stream {
     bool download;
     int download_fd;
     uint64_t max_bytes;
+    size_t max_line;
+    size_t line_len;                     /* of the line being received */
     struct hostrule_fetch_policy policy; /* server_host owned (server_host_copy) */
     char *server_host_copy;
     struct evp_md_ctx_st *md5;           /* EVP_MD_CTX */

@@ -34,6 +34,7 @@ struct reply {
     size_t body_len;
     size_t send_len;
     int stall_ms;
+    size_t nul_at; /* 1 + the index of a NUL byte in the body; 0: none */
 };
 
 struct server {
@@ -118,7 +119,7 @@ static void *serve(void *arg)
         for (size_t done = 0; done < limit;) {
             size_t n = limit - done < sizeof(buf) ? limit - done : sizeof(buf);
             for (size_t i = 0; i < n; i++)
-                buf[i] = body_byte(done + i);
+                buf[i] = done + i + 1 == r->nul_at ? 0 : body_byte(done + i);
             if (send(c, buf, n, MSG_NOSIGNAL) < 0)
                 break;
             done += n;
@@ -183,10 +184,10 @@ static enum grab_result download(const struct server *srv, const char *server_ho
 static void test_cloudprint_download_streams_and_hashes(void)
 {
     static const struct reply replies[] = {
-        {"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n", 3000000, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n", 3000000, 0, 0, 0},
         /* chunked is de-chunked before it is written */
         {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-         "15\r\nG1 X10.5 Y20.25 E0.4\n\r\n0\r\n\r\n", 0, 0, 0},
+         "15\r\nG1 X10.5 Y20.25 E0.4\n\r\n0\r\n\r\n", 0, 0, 0, 0},
     };
     struct server srv;
     struct grab_download_info info;
@@ -229,9 +230,9 @@ static void test_cloudprint_download_declared_md5(void)
     md5[0] ^= 1;
     EVP_EncodeBlock(b64, md5, 16);
     snprintf(bad, sizeof(bad), "HTTP/1.1 200 OK\r\nContent-Length: 21\r\nContent-MD5: %s\r\n\r\n", b64);
-    replies[0] = (struct reply){good, 21, 0, 0};
-    replies[1] = (struct reply){goog, 21, 0, 0};
-    replies[2] = (struct reply){bad, 21, 0, 0};
+    replies[0] = (struct reply){good, 21, 0, 0, 0};
+    replies[1] = (struct reply){goog, 21, 0, 0, 0};
+    replies[2] = (struct reply){bad, 21, 0, 0, 0};
     CHECK(server_start(&srv, replies, 3));
     CHECK(download(&srv, "127.0.0.1", "http://127.0.0.1:%u/f", 1000, 10000, &info, why,
                    sizeof(why)) == GRAB_OK);
@@ -248,11 +249,11 @@ static void test_cloudprint_download_declared_md5(void)
 static void test_cloudprint_download_bounds(void)
 {
     static const struct reply replies[] = {
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 5000, 0, 0},   /* announced too big */
-        {"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 5000, 0, 0},       /* too big as it comes */
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 5000, 1200, 0}, /* closes mid-way */
-        {"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 10, 0, 3000},    /* too slow */
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 5000, 0, 0, 0},   /* announced too big */
+        {"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 5000, 0, 0, 0},       /* too big as it comes */
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 5000, 1200, 0, 0}, /* closes mid-way */
+        {"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 10, 0, 3000, 0},    /* too slow */
     };
     struct server srv;
     struct grab_download_info info;
@@ -275,10 +276,53 @@ static void test_cloudprint_download_bounds(void)
     server_stop(&srv);
 }
 
+/* Like download(), with the G-code sanity check on. */
+static enum grab_result download_checked(const struct server *srv, size_t max_line, char *why,
+                                         size_t why_len)
+{
+    struct hostrule_fetch_policy policy = {.server_host = "127.0.0.1"};
+    char url[128];
+    char path[] = "/tmp/tsd-test-fetch-XXXXXX";
+    int fd = mkstemp(path);
+    struct grab_download_config config;
+    struct grab_stream *session = NULL;
+    enum grab_result result;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/f", srv->port);
+    config = (struct grab_download_config){.url = url, .policy = &policy, .fd = fd,
+                                           .max_bytes = 1000000, .max_line = max_line};
+    result = grab_download_open(&config, &session, why, why_len);
+    if (result == GRAB_OK)
+        result = grab_download_poll(session, -1, why, why_len);
+    grab_stream_close(session);
+    close(fd);
+    unlink(path);
+    return result;
+}
+
+static void test_cloudprint_download_gcode_sanity(void)
+{
+    static const struct reply replies[] = {
+        {"HTTP/1.1 200 OK\r\nContent-Length: 63\r\n\r\n", 63, 0, 0, 30},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 63\r\n\r\n", 63, 0, 0, 0}, /* lines of 20 + LF */
+        {"HTTP/1.1 200 OK\r\nContent-Length: 63\r\n\r\n", 63, 0, 0, 0},
+    };
+    struct server srv;
+    char why[GRAB_REASON_SIZE] = "";
+
+    CHECK(server_start(&srv, replies, 3));
+    CHECK(download_checked(&srv, 100, why, sizeof(why)) == GRAB_ERR_CONTENT);
+    CHECK(strstr(why, "NUL") != NULL);
+    CHECK(download_checked(&srv, 19, why, sizeof(why)) == GRAB_ERR_CONTENT);
+    CHECK(strstr(why, "line 1 ") != NULL);
+    CHECK(download_checked(&srv, 20, why, sizeof(why)) == GRAB_OK);
+    server_stop(&srv);
+}
+
 static void test_cloudprint_download_disk_full(void)
 {
     static const struct reply replies[] = {
-        {"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", 100000, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", 100000, 0, 0, 0},
     };
     struct hostrule_fetch_policy policy = {.server_host = "127.0.0.1"};
     struct server srv;
@@ -305,17 +349,17 @@ static void test_cloudprint_download_rule(void)
 {
     static const struct reply replies[] = {
         /* redirect to the same server host: followed */
-        {"HTTP/1.1 302 Found\r\nLocation: /real.gcode\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n", 21, 0, 0},
+        {"HTTP/1.1 302 Found\r\nLocation: /real.gcode\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\n", 21, 0, 0, 0},
         /* redirect by name to this machine: another host, over http: refused */
-        {"HTTP/1.1 302 Found\r\nLocation: http://localhost:%u/x\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
+        {"HTTP/1.1 302 Found\r\nLocation: http://localhost:%u/x\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
         /* redirect into the LAN */
-        {"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://192.168.1.20/x\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
+        {"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://192.168.1.20/x\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
         /* more than 3 redirects */
-        {"HTTP/1.1 302 Found\r\nLocation: /1\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
-        {"HTTP/1.1 302 Found\r\nLocation: /2\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
-        {"HTTP/1.1 302 Found\r\nLocation: /3\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
-        {"HTTP/1.1 302 Found\r\nLocation: /4\r\nContent-Length: 0\r\n\r\n", 0, 0, 0},
+        {"HTTP/1.1 302 Found\r\nLocation: /1\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
+        {"HTTP/1.1 302 Found\r\nLocation: /2\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
+        {"HTTP/1.1 302 Found\r\nLocation: /3\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
+        {"HTTP/1.1 302 Found\r\nLocation: /4\r\nContent-Length: 0\r\n\r\n", 0, 0, 0, 0},
     };
     struct server srv;
     struct grab_download_info info;
@@ -373,9 +417,9 @@ static int final_event(struct evq *events, json_t **ret_body, unsigned *ret_prog
 static void test_cloudprint_fetch_thread(void)
 {
     static const struct reply replies[] = {
-        {"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n", 2000000, 0, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 5000, 2000, 0},
-        {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 10, 0, 3000},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 2000000\r\n\r\n", 2000000, 0, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 5000, 2000, 0, 0},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 10, 0, 3000, 0},
     };
     struct server srv;
     struct evq *events = NULL;
@@ -437,6 +481,7 @@ int main(void)
     RUN_TEST(test_cloudprint_download_streams_and_hashes);
     RUN_TEST(test_cloudprint_download_declared_md5);
     RUN_TEST(test_cloudprint_download_bounds);
+    RUN_TEST(test_cloudprint_download_gcode_sanity);
     RUN_TEST(test_cloudprint_download_disk_full);
     RUN_TEST(test_cloudprint_download_rule);
     RUN_TEST(test_cloudprint_fetch_thread);
