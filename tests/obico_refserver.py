@@ -1020,6 +1020,12 @@ document.getElementById("open").addEventListener("click", function () {
         if stored["redirect"]:
             raise web.HTTPFound(stored["redirect"])
         size = os.path.getsize(stored["path"])
+        if not (stored["chunked"] or stored["rate"] or stored["close_after"] is not None):
+            # A whole file as a store sends it (sendfile where it can).
+            headers = {"Content-Type": "application/octet-stream"}
+            if stored["md5"]:
+                headers["Content-MD5"] = stored["md5"]
+            return web.FileResponse(stored["path"], headers=headers)
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         if stored["chunked"]:
             response.enable_chunked_encoding()

@@ -13,6 +13,7 @@ with an error ack, leaves no file behind and does not touch the printer.
 import glob
 import os
 import re
+import time
 
 import pytest
 
@@ -20,6 +21,7 @@ from remote_rig import TOKEN, linked_octoprint, start_print
 from tsd_testing import wait_for
 
 TIME_SCALE = 0.05
+PAUSE_BUDGET_S = 1.0  # a remote pause reaches the plugin within this, download or not
 MARKER = re.compile(r"^(G1 X\d+ Y\d+ F\d+|M117 cloud \d+)$")
 
 
@@ -149,6 +151,29 @@ def test_cloudprint_status_says_downloading_with_progress(linked, tmp_path):
     linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
     assert wait_for(lambda: linked.printer_state() == "Operational", 60)
     os.unlink(os.path.join(uploads(linked), "ObicoUpload", "slow.gcode"))
+
+
+def test_cloudprint_remote_pause_during_download_within_budget_and_cancel(linked, tmp_path):
+    """The download runs on its own C thread: a pause from the server is
+    handled at once meanwhile; a cancel ends the download, with an error
+    ack and no file."""
+    started = print_starts(linked)
+    path = write_file(tmp_path, "part.gcode", size=4 * 1024 * 1024)
+    row, url = linked.server.add_cloud_file(path, "part.gcode", rate=1024 * 1024)
+    linked.send({"passthru": {"ref": "cloud-pause", "target": "file_downloader", "func": "download",
+                              "args": [{"id": row["id"], "url": url, "filename": "part.gcode",
+                                        "safe_filename": "part.gcode"}]}})
+    assert wait_for(lambda: (linked.status()["cloud_print"]["downloading"] or {}).get("bytes"), 30)
+    for _ in range(3):
+        done = linked.status()["remote"]["actions_done"]
+        sent = time.monotonic()
+        linked.send({"commands": [{"cmd": "pause", "initiator": "user"}]})
+        assert wait_for(lambda: linked.status()["remote"]["actions_done"] > done, 10, interval=0.01)
+        assert time.monotonic() - sent < PAUSE_BUDGET_S
+    assert ack_of(linked, "cloud-pause") is None  # still downloading
+    linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
+    ack = wait_for(lambda: ack_of(linked, "cloud-pause"), 30)
+    assert_refused(linked, ack, "cancelled", started)
 
 
 @pytest.mark.parametrize("case", [
