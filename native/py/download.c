@@ -80,9 +80,9 @@ out:
     return (PyObject *)self;
 }
 
-static void download_dealloc(PyObject *self)
+/* Cancels and joins the thread (idempotent). */
+static void download_stop(struct download_object *obj)
 {
-    struct download_object *obj = (struct download_object *)self;
     struct fetch *fetch = obj->fetch;
 
     obj->fetch = NULL;
@@ -90,6 +90,13 @@ static void download_dealloc(PyObject *self)
     Py_BEGIN_ALLOW_THREADS
     fetch_free(fetch);
     Py_END_ALLOW_THREADS
+}
+
+static void download_dealloc(PyObject *self)
+{
+    struct download_object *obj = (struct download_object *)self;
+
+    download_stop(obj);
     obj->events = evq_free(obj->events);
     tsd_object_free(self);
 }
@@ -103,12 +110,8 @@ static PyObject *download_cancel(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *download_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     struct download_object *obj = (struct download_object *)self;
-    struct fetch *fetch = obj->fetch;
 
-    obj->fetch = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    fetch_free(fetch);
-    Py_END_ALLOW_THREADS
+    download_stop(obj);
     /* Wake a drain thread: it sees the remaining events, then "closed". */
     evq_close(obj->events);
     Py_RETURN_NONE;

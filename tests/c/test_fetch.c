@@ -154,9 +154,10 @@ static void server_stop(struct server *srv)
 
 /* Downloads url (with %u for the port) into a fresh file through the
  * grab_download API; returns the result, with the file's size. */
-static enum grab_result download(const struct server *srv, const char *server_host,
-                                 const char *url_format, uint64_t max_bytes, int total_ms,
-                                 struct grab_download_info *ret_info, char *why, size_t why_len)
+static enum grab_result download_with(const struct server *srv, const char *server_host,
+                                      const char *url_format, uint64_t max_bytes, int total_ms,
+                                      size_t max_line, struct grab_download_info *ret_info,
+                                      char *why, size_t why_len)
 {
     struct hostrule_fetch_policy policy = {.server_host = server_host};
     char url[256];
@@ -169,7 +170,7 @@ static enum grab_result download(const struct server *srv, const char *server_ho
     with_port(url, sizeof(url), url_format, srv ? srv->port : 1u);
     config = (struct grab_download_config){.url = url, .policy = &policy, .fd = fd,
                                            .max_bytes = max_bytes, .total_timeout_ms = total_ms,
-                                           .read_timeout_ms = total_ms};
+                                           .read_timeout_ms = total_ms, .max_line = max_line};
     result = grab_download_open(&config, &session, why, why_len);
     if (result == GRAB_OK)
         result = grab_download_poll(session, -1, why, why_len);
@@ -179,6 +180,24 @@ static enum grab_result download(const struct server *srv, const char *server_ho
     close(fd);
     unlink(path);
     return result;
+}
+
+static enum grab_result download(const struct server *srv, const char *server_host,
+                                 const char *url_format, uint64_t max_bytes, int total_ms,
+                                 struct grab_download_info *ret_info, char *why, size_t why_len)
+{
+    return download_with(srv, server_host, url_format, max_bytes, total_ms, 0, ret_info, why,
+                         why_len);
+}
+
+/* With the G-code sanity check on. */
+static enum grab_result download_checked(const struct server *srv, size_t max_line, char *why,
+                                         size_t why_len)
+{
+    struct grab_download_info info;
+
+    return download_with(srv, "127.0.0.1", "http://127.0.0.1:%u/f", 1000000, 10000, max_line,
+                         &info, why, why_len);
 }
 
 static void test_cloudprint_download_streams_and_hashes(void)
@@ -274,30 +293,6 @@ static void test_cloudprint_download_bounds(void)
     CHECK(download(&srv, "127.0.0.1", "http://127.0.0.1:%u/f", 10000, 500, &info, why,
                    sizeof(why)) == GRAB_ERR_TIMEOUT);
     server_stop(&srv);
-}
-
-/* Like download(), with the G-code sanity check on. */
-static enum grab_result download_checked(const struct server *srv, size_t max_line, char *why,
-                                         size_t why_len)
-{
-    struct hostrule_fetch_policy policy = {.server_host = "127.0.0.1"};
-    char url[128];
-    char path[] = "/tmp/tsd-test-fetch-XXXXXX";
-    int fd = mkstemp(path);
-    struct grab_download_config config;
-    struct grab_stream *session = NULL;
-    enum grab_result result;
-
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u/f", srv->port);
-    config = (struct grab_download_config){.url = url, .policy = &policy, .fd = fd,
-                                           .max_bytes = 1000000, .max_line = max_line};
-    result = grab_download_open(&config, &session, why, why_len);
-    if (result == GRAB_OK)
-        result = grab_download_poll(session, -1, why, why_len);
-    grab_stream_close(session);
-    close(fd);
-    unlink(path);
-    return result;
 }
 
 static void test_cloudprint_download_gcode_sanity(void)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from remote_rig import TOKEN, linked_octoprint, start_print
+from remote_rig import TOKEN, ack_of, linked_octoprint, start_print
 from tsd_testing import wait_for
 
 TIME_SCALE = 0.05
@@ -50,14 +50,6 @@ def write_file(tmp_path, name, text=None, size=None):
             line = "G1 X10 Y10 F3000\n"
             f.write(line * (size // len(line) + 1))
     return path
-
-
-def ack_of(linked, ref):
-    for message in linked.server.messages(TOKEN):
-        body = (message.json or {}).get("passthru")
-        if body and body.get("ref") == ref:
-            return body
-    return None
 
 
 def download(linked, ref, row, url, safe_filename=None):
