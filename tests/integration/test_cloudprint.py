@@ -171,6 +171,7 @@ def test_cloudprint_remote_pause_during_download_within_budget_and_cancel(linked
 @pytest.mark.parametrize("case", [
     "loopback_not_the_server", "lan_host", "http_off_loopback", "redirect_into_lan",
     "redirect_to_loopback_ip", "md5_mismatch", "closes_mid_way", "not_gcode",
+    "server_size_mismatch",
 ])
 def test_cloudprint_refusals(linked, tmp_path, case):
     started = print_starts(linked)
@@ -186,6 +187,7 @@ def test_cloudprint_refusals(linked, tmp_path, case):
         "md5_mismatch": "MD5",
         "closes_mid_way": "closed",
         "not_gcode": "NUL",
+        "server_size_mismatch": "the server's file has",
     }[case]
     if case == "loopback_not_the_server":
         # The server is "localhost"; the same machine by another name is not it.
@@ -209,13 +211,18 @@ def test_cloudprint_refusals(linked, tmp_path, case):
         with open(binary, "wb") as f:
             f.write(b"G28\n\x00\x01\x02binary")
         row, url = server.add_cloud_file(binary, "part.gcode")
+    elif case == "server_size_mismatch":
+        # The server's record is of another file than the store sent.
+        with server._lock:
+            next(r for r in server.g_code_files if r["id"] == row["id"])["num_bytes"] += 1
     before = len(server.storage_requests)
     ack = download(linked, "cloud-" + case, row, url)
     assert_refused(linked, ack, expected, started)
     if case in ("lan_host", "http_off_loopback", "loopback_not_the_server"):
         # Refused before any connection to where the URL pointed.
         assert len(server.storage_requests) == before
-    assert not [p for p in server.g_code_file_patches if p[1] == row["id"]]
+    if case != "server_size_mismatch":  # the record is checked by the PATCH's answer
+        assert not [p for p in server.g_code_file_patches if p[1] == row["id"]]
 
 
 def test_cloudprint_too_big_and_disk_full(linked, tmp_path):
