@@ -134,7 +134,14 @@ static void connected(struct grab_stream *s)
         return;
     }
     if (s->url.tls) {
-        if (conn_tls_start(&s->conn, &s->url, s->ca_file) != CONN_DONE) {
+        /* A download from another host than the linked server (a cloud
+         * store) is verified against the system's CAs: the owner's CA file
+         * vouches for the self-hosted server only. */
+        const char *ca_file = s->download && !hostrule_fetch_is_server_host(&s->policy, s->url.host)
+                                  ? NULL
+                                  : s->ca_file;
+
+        if (conn_tls_start(&s->conn, &s->url, ca_file) != CONN_DONE) {
             conn_failed(s);
             return;
         }

@@ -196,7 +196,8 @@ struct hostrule_fetch_policy;
  * GRAB_MAX_REDIRECTS, same scheme). */
 struct grab_download_config {
     const char *url;
-    const char *ca_file;
+    const char *ca_file;     /* for the linked server's own host only; any other
+                              * host is verified against the system's CAs */
     const struct hostrule_fetch_policy *policy; /* copied; NULL: refused */
     int fd;                  /* written from its current offset; not closed; -1: set
                               * later with grab_download_set_fd() (after the URL
