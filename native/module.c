@@ -11,6 +11,7 @@
 #include "py/common.h"
 
 #include "core/evq.h"
+#include "core/fetch.h"
 #include "core/tunnel.h"
 #include "core/versions.h"
 
@@ -40,6 +41,7 @@ static PyType_Spec *const type_table[TSD_TYPE_COUNT] = {
     [TSD_TYPE_DECIDER] = &tsd_decider_spec,
     [TSD_TYPE_DETECTOR] = &tsd_detector_spec,
     [TSD_TYPE_LAYER_COUNTER] = &tsd_layer_counter_spec,
+    [TSD_TYPE_DOWNLOAD] = &tsd_download_spec,
 };
 
 static const struct {
@@ -53,6 +55,9 @@ static const struct {
     {"TUNNEL_EVENT_UNAUTHORIZED", TUN_EVENT_UNAUTHORIZED},
     {"TUNNEL_EVENT_REPLACED", TUN_EVENT_REPLACED},
     {"TUNNEL_EVENT_STOPPED", TUN_EVENT_STOPPED},
+    {"DOWNLOAD_EVENT_PROGRESS", FETCH_EVENT_PROGRESS},
+    {"DOWNLOAD_EVENT_DONE", FETCH_EVENT_DONE},
+    {"DOWNLOAD_EVENT_FAILED", FETCH_EVENT_FAILED},
     {"EVQ_MAX_EVENTS_LIMIT", EVQ_MAX_EVENTS_LIMIT},
     {"EVQ_MAX_BYTES_LIMIT", EVQ_MAX_BYTES_LIMIT},
 };

@@ -176,6 +176,15 @@ class TsdPlugin(
     def on_remote_status(self, viewing, should_watch):
         self._detection.on_remote_status(viewing, should_watch)
 
+    def on_cloud_print_progress(self, info):
+        self._plugin_manager.send_plugin_message(self._identifier, {"type": "cloud_print", "cloud_print": info})
+
+    def on_cloud_print_failed(self, filename, error):
+        """A download from the app failed after its call was answered: the
+        web UI says so (the log already has it)."""
+        self._plugin_manager.send_plugin_message(
+            self._identifier, {"type": "cloud_print_failed", "filename": filename, "error": error})
+
     def on_remote_resume(self):
         """The server's resume: the owner has seen the print and resumed it."""
         self._detection.on_owner_resumed()

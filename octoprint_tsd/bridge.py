@@ -38,6 +38,9 @@ TUNNEL_EVENT_MESSAGE = _tsd.TUNNEL_EVENT_MESSAGE if _tsd else -1
 TUNNEL_EVENT_UNAUTHORIZED = _tsd.TUNNEL_EVENT_UNAUTHORIZED if _tsd else -1
 TUNNEL_EVENT_REPLACED = _tsd.TUNNEL_EVENT_REPLACED if _tsd else -1
 TUNNEL_EVENT_STOPPED = _tsd.TUNNEL_EVENT_STOPPED if _tsd else -1
+DOWNLOAD_EVENT_PROGRESS = _tsd.DOWNLOAD_EVENT_PROGRESS if _tsd else -1
+DOWNLOAD_EVENT_DONE = _tsd.DOWNLOAD_EVENT_DONE if _tsd else -1
+DOWNLOAD_EVENT_FAILED = _tsd.DOWNLOAD_EVENT_FAILED if _tsd else -1
 
 HELPER_NAME = "tsd-helper"
 
@@ -216,6 +219,12 @@ def new_event_queue(max_events=1024, max_bytes=1024 * 1024):
 def new_tunnel(url, token, **options):
     """(raises TunnelError, ValueError) A native tunnel, not yet started."""
     return _tsd.Tunnel(url, token, **options)
+
+
+def new_download(url, path, max_bytes, **options):
+    """(raises GrabError) A cloud-print download (``_tsd.Download``) into the
+    new file path, already running on its C thread."""
+    return _tsd.Download(url, path, max_bytes, **options)
 
 
 def new_dispatcher(allow_raw_gcode=False):

@@ -16,6 +16,8 @@ import threading
 import time
 
 from . import bridge
+from .cloudprint import STATE_TEXT as DOWNLOADING_STATE_TEXT
+from .cloudprint import CloudPrint
 from .pause import ModeTracker
 
 STATUS_INTERVAL = 50.0       # seconds, idle
@@ -110,6 +112,8 @@ class Remote:
         self.actions_refused = 0
         self._time_scale = _time_scale()
         self._rest = None
+        self._download_policy = None  # (server host, allow_cleartext_lan, ca_file)
+        self.cloud_print = CloudPrint(plugin, self, logger)
 
     # ---- life cycle --------------------------------------------------------
 
@@ -119,6 +123,7 @@ class Remote:
         self._stop.clear()
         try:
             url = ws_url(server_url)
+            server_host = bridge.check_server_url(server_url, allow_cleartext_lan)["host"]
             tunnel = bridge.new_tunnel(url, token, ca_file=ca_file or None,
                                        allow_cleartext_lan=allow_cleartext_lan, **tunnel_options)
             self._dispatcher = bridge.new_dispatcher(allow_raw_gcode=allow_raw_gcode)
@@ -132,6 +137,7 @@ class Remote:
             self._send_settings = True
             # For REST calls (uploads, events); the token never leaves this object.
             self._rest = (server_url.strip().rstrip("/"), token, ca_file or None)
+            self._download_policy = (server_host, bool(allow_cleartext_lan), ca_file or None)
         self._set_state(STATE_CONNECTING, url)
         # stop() of the pump stops the tunnel, which closes its event queue.
         self._pump = bridge.EventPump(
@@ -147,6 +153,7 @@ class Remote:
         return True
 
     def stop(self):
+        self.cloud_print.stop()
         with self._lock:
             self._tunnel = None
             self._rest = None
@@ -167,21 +174,22 @@ class Remote:
         Returns the HTTP status; None when not started. Raises requests'
         exceptions on network errors (their text never holds the token: it
         travels in a header)."""
-        response = self._post(path, data, files, timeout)
+        response = self.request("POST", path, data, timeout, files=files)
         return None if response is None else response.status_code
 
-    def _post(self, path, data, files, timeout):
-        """The response, its body read and the connection closed; None when
-        not started."""
+    def request(self, method, path, data, timeout, files=None):
+        """A form request to the server with the printer's token: the
+        response, its body read and the connection closed; None when not
+        started."""
         import requests
 
         rest = self._rest
         if rest is None or self._stop.is_set():
             return None
         server, token, ca_file = rest
-        response = requests.post(server + path, data=data, files=files, timeout=timeout,
-                                 headers={"Authorization": "Token " + token},
-                                 verify=ca_file or True, allow_redirects=False)
+        response = requests.request(method, server + path, data=data, files=files, timeout=timeout,
+                                    headers={"Authorization": "Token " + token},
+                                    verify=ca_file or True, allow_redirects=False)
         response.close()
         return response
 
@@ -197,6 +205,7 @@ class Remote:
             "viewing": self.viewing,
             "actions_done": self.actions_done,
             "actions_refused": self.actions_refused,
+            "cloud_print": self.cloud_print.info(),
             "tunnel": tunnel.stats() if tunnel is not None else None,
         }
 
@@ -240,6 +249,8 @@ class Remote:
             state = "idle"
         facts = {
             "state": state,
+            # A download in progress keeps the printer from another one.
+            "operational": bool(printer.is_operational()) and not self.cloud_print.active(),
             "print_id": self.current_print_ts,
             "absolute_xyz": self._modes.absolute_xyz,
             "absolute_e": self._modes.absolute_e,
@@ -292,7 +303,7 @@ class Remote:
                 self.actions_refused += 1
                 self._logger.exception("[proto] the server's %s failed", action["action"])
                 if action.get("ref"):
-                    self._ack(action["ref"], error=str(exc))
+                    self.ack(action["ref"], error=str(exc))
 
     # ---- actions -------------------------------------------------------------
 
@@ -322,18 +333,20 @@ class Remote:
             self.actions_done += 1
             self.boost()
             self._logger.info("[proto] cancel requested by the server (%s)", action["initiator"])
+            # A cancel while the file is still downloading ends the download.
+            self.cloud_print.cancel("cancel requested by the server")
             printer.cancel_print()
         elif kind == "passthru":
             self._passthru(action)
         elif kind == "passthru_error":
             self.actions_refused += 1
             self._logger.warning("[proto] refused a server call: %s", action["error"])
-            self._ack(action["ref"], error=action["error"])
+            self.ack(action["ref"], error=action["error"])
         elif kind == "rejected":
             self.actions_refused += 1
             self._logger.warning("[proto] ignored a server message: %s", action["reason"])
 
-    def _ack(self, ref, ret=None, error=None):
+    def ack(self, ref, ret=None, error=None):
         """Answers one passthru call. A reply that cannot be sent (larger than
         the outgoing lane, or not serializable) is answered with an error
         instead: every call gets an answer."""
@@ -387,15 +400,23 @@ class Remote:
                 ret = printer.get_connection_options()
             elif call == "list_files":
                 ret = self._list_files(params)
+            elif call == "download":
+                if self._download_policy is None:
+                    raise ValueError("not linked")
+                # Answered by cloud_print when the outcome is known.
+                self.cloud_print.start(action["ref"], params, *self._download_policy)
+                self.actions_done += 1
+                self.boost()
+                return
             else:  # the native allow-list and this table disagree: refuse
                 raise ValueError("not allowed")
         except Exception as exc:
             self.actions_refused += 1
             self._logger.warning("[proto] server call %s failed: %s", call, exc)
-            self._ack(action["ref"], error=str(exc))
+            self.ack(action["ref"], error=str(exc))
             return
         self.actions_done += 1
-        self._ack(action["ref"], ret=ret)
+        self.ack(action["ref"], ret=ret)
         self.boost()
 
     def _connect(self, params):
@@ -481,7 +502,7 @@ class Remote:
                       "safe_filename": os.path.basename(path),
                       "num_bytes": str(job.get("size") or 0),
                       "agent_signature": "md5:" + metadata["hash"], "url": path}
-            response = self._post("/api/v1/octo/g_code_files/", fields, None, GCODE_FILE_TIMEOUT)
+            response = self.request("POST", "/api/v1/octo/g_code_files/", fields, GCODE_FILE_TIMEOUT)
             if response is None:
                 return None
             if response.status_code not in (200, 201):
@@ -529,8 +550,17 @@ class Remote:
         job_file = job.get("file") or {}
         if job_file.get("path") and self._gcode_file_id is not None:
             job_file["obico_g_code_file_id"] = self._gcode_file_id
+        state = data.get("state")
+        download = self.cloud_print.progress()
+        if download is not None:
+            # The server's pseudo-state while a cloud download runs (its text
+            # exactly, not operational); the progress for whoever reads it.
+            state = dict(state or {})
+            state["text"] = DOWNLOADING_STATE_TEXT
+            state["flags"] = dict(state.get("flags") or {}, operational=False)
+            state["download"] = download
         status = {
-            "state": data.get("state"),
+            "state": state,
             "job": job or data.get("job"),
             "progress": progress or data.get("progress"),
             "currentZ": data.get("currentZ"),

@@ -23,7 +23,7 @@ SECRET_SETTING_PATHS = [["auth_token"], ["device_secret"]]
 # the server may send it.
 ADMIN_SETTING_PATHS = [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["allow_raw_gcode"],
                        ["webcam_ca_file"], ["model_config"], ["max_tool_temp"], ["max_bed_temp"],
-                       ["max_chamber_temp"]]
+                       ["max_chamber_temp"], ["cloud_print_max_mb"], ["cloud_print_free_margin_mb"]]
 
 
 def defaults():
@@ -44,6 +44,10 @@ def defaults():
         "max_tool_temp": None,
         "max_bed_temp": None,
         "max_chamber_temp": None,
+        # Print from the app: the largest file downloaded, and the space
+        # always left free in OctoPrint's upload folder (cloudprint.py).
+        "cloud_print_max_mb": 500,
+        "cloud_print_free_margin_mb": 100,
     }
 
 
@@ -84,6 +88,13 @@ def checked(data):
             data["frame_interval"] = min(120, max(1, int(data["frame_interval"])))
         except (TypeError, ValueError):
             data.pop("frame_interval")
+    for key, low, high in (("cloud_print_max_mb", 1, 1024 * 1024),
+                           ("cloud_print_free_margin_mb", 0, 1024 * 1024)):
+        if key in data:
+            try:
+                data[key] = min(high, max(low, int(data[key])))
+            except (TypeError, ValueError):
+                data.pop(key)
     for key in HEATER_LIMIT_SETTINGS:  # None: the fixed ceilings
         if key in data:
             try:

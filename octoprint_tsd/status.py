@@ -73,6 +73,9 @@ def viewer_document(plugin):
         "webcams": detection.webcams() if detection.watcher is not None else [],
         "actions": ACTION_LABELS,
         "remote": {"state": plugin._linking.status()["state"]},
+        # Print from the app: the download in progress and how the last ended.
+        "cloud_print": (plugin._linking.remote.cloud_print.info()
+                        if plugin._linking.remote is not None else None),
     }
 
 

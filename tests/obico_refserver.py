@@ -265,6 +265,9 @@ class ReferenceServer:
         self.pics = []                 # Pic
         self.printer_events = []       # PrinterEvent
         self.g_code_files = []         # dict: a GCodeFile row, in the order created
+        self.g_code_file_patches = []  # (token, id, fields) of PATCH /g_code_files/<id>/
+        self.storage = {}              # key -> StoredFile: the file store behind signed URLs
+        self.storage_requests = []     # (key, peer) of every GET of a stored file
         self.printer_patches = []      # (token, body) of PATCH /printer/
         self.unlinked_posts = []       # (ip, body, time) of POST /unlinked/
         self.discovery_delivered = []  # (ip, message) handed to a poller
@@ -490,6 +493,10 @@ class ReferenceServer:
         app.router.add_route("POST", "/api/v1/octo/pic/", self._pic)
         app.router.add_route("POST", "/api/v1/octo/printer_events/", self._printer_event)
         app.router.add_route("POST", "/api/v1/octo/g_code_files/", self._g_code_file)
+        app.router.add_route("PATCH", "/api/v1/octo/g_code_files/{id}/", self._patch_g_code_file)
+        # The file store the server's signed URLs point to (cloud storage, or
+        # a self-hosted server's media folder).
+        app.router.add_get("/_storage/{key}/{name}", self._storage_get)
         return app
 
     async def _main(self):
@@ -953,6 +960,121 @@ document.getElementById("open").addEventListener("click", function () {
             self.printer_events.append(PrinterEvent(token, fields, files.get("snapshot"), printing))
         return drf_json({"result": "ok"})
 
+    # ---- print from the app: the file library and its store ----
+
+    def add_cloud_file(self, path, filename, *, declare_md5=False, md5=None, close_after=None,
+                       chunked=False, host=None, rate=None):
+        """A G-code file in the owner's library, as the app's upload leaves it
+        (resident_printer null, no agent_signature), with the signed URL the
+        server would hand out for it. declare_md5: the store sends
+        Content-MD5 as cloud stores do (md5: that value instead, base64 of
+        16 bytes); close_after: the store closes the connection after that
+        many bytes; host: the URL's host (default: the server's own); rate:
+        bytes per second (a slow store).
+        Returns (row, url)."""
+        import base64
+        import hashlib
+
+        digest = hashlib.md5()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1024 * 1024), b""):
+                digest.update(block)
+        key = secrets.token_hex(8)
+        safe = re.sub(r"[^\w\.]", "_", filename)
+        with self._lock:
+            now = _now_iso()
+            row = {"id": next(self._ids), "created_at": now, "updated_at": now,
+                   "filename": filename, "safe_filename": safe, "url": "", "num_bytes": os.path.getsize(path),
+                   "agent_signature": None, "resident_printer": None}
+            self.g_code_files.append(row)
+            self.storage[key] = {
+                "path": path, "redirect": None, "close_after": close_after, "chunked": chunked,
+                "rate": rate,
+                "md5": (md5 or base64.b64encode(digest.digest()).decode()) if (declare_md5 or md5) else None,
+            }
+        return row, self.storage_url(key, safe, host)
+
+    def add_redirect(self, location, host=None):
+        """A store URL that answers 302 to location (a signed URL that moved)."""
+        key = secrets.token_hex(8)
+        with self._lock:
+            self.storage[key] = {"path": None, "redirect": location}
+        return self.storage_url(key, "moved.gcode", host)
+
+    def storage_url(self, key, name, host=None):
+        scheme = "https" if self.pki else "http"
+        host = host or ("localhost" if self.pki else self.host)
+        return "{}://{}:{}/_storage/{}/{}".format(scheme, host, self.port, key, name)
+
+    def g_code_file(self, file_id):
+        with self._lock:
+            return next((dict(row) for row in self.g_code_files if row["id"] == file_id), None)
+
+    async def _storage_get(self, request):
+        key = request.match_info["key"]
+        with self._lock:
+            stored = self.storage.get(key)
+            self.storage_requests.append((key, request.remote))
+        if stored is None:
+            return web.Response(status=404)
+        if stored["redirect"]:
+            raise web.HTTPFound(stored["redirect"])
+        size = os.path.getsize(stored["path"])
+        if not (stored["chunked"] or stored["rate"] or stored["close_after"] is not None):
+            # A whole file as a store sends it (sendfile where it can).
+            headers = {"Content-Type": "application/octet-stream"}
+            if stored["md5"]:
+                headers["Content-MD5"] = stored["md5"]
+            return web.FileResponse(stored["path"], headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if stored["chunked"]:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = size
+        if stored["md5"]:
+            response.headers["Content-MD5"] = stored["md5"]
+        await response.prepare(request)
+        limit = size if stored["close_after"] is None else min(size, stored["close_after"])
+        sent = 0
+        with open(stored["path"], "rb") as f:
+            while sent < limit:
+                block = f.read(min(256 * 1024, limit - sent))
+                if not block:
+                    break
+                await response.write(block)
+                sent += len(block)
+                if stored["rate"]:
+                    await asyncio.sleep(len(block) / stored["rate"])
+        if sent < size:
+            # The store goes away mid-way: the connection closes under the client.
+            request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+    async def _patch_g_code_file(self, request):
+        """The real server's partial update (GCodeFileView.partial_update):
+        the fields the agent sends (agent_signature, safe_filename) are
+        stored; the answer is the record. A file of another user: 404."""
+        token, printer = self._authenticated_printer(request)
+        if printer is None:
+            return self._unauthorized(request)
+        fields, _ = self._form_fields(await request.post())
+        try:
+            file_id = int(request.match_info["id"])
+        except ValueError:
+            return drf_json({"detail": "Not found."}, status=404)
+        with self._lock:
+            self.g_code_file_patches.append((token, file_id, dict(fields)))
+            row = next((row for row in self.g_code_files if row["id"] == file_id), None)
+            if row is None:
+                return drf_json({"detail": "Not found."}, status=404)
+            for name in ("agent_signature", "safe_filename"):
+                if name in fields:
+                    row[name] = fields[name]
+            row["updated_at"] = _now_iso()
+            return drf_json(dict(row))
+
     async def _g_code_file(self, request):
         """The G-code file record a print links to: an upsert on (printer,
         agent_signature, safe_filename), 201 when created, 200 when it
@@ -969,9 +1091,12 @@ document.getElementById("open").addEventListener("click", function () {
         if missing:
             return drf_json(missing, status=400)
         with self._lock:
+            # As the real server: a matching file either resides on this
+            # printer or in the cloud (resident_printer null, the app's library).
             for row in self.g_code_files:
-                if (row["resident_printer"], row["agent_signature"], row["safe_filename"]) == (
-                        printer["id"], fields.get("agent_signature"), fields["safe_filename"]):
+                if row["resident_printer"] in (printer["id"], None) and (
+                        row["agent_signature"], row["safe_filename"]) == (
+                        fields.get("agent_signature"), fields["safe_filename"]):
                     return drf_json(row)
             now = _now_iso()
             row = {"id": next(self._ids), "created_at": now, "updated_at": now,

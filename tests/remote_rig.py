@@ -104,6 +104,15 @@ def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None):
         keep_octoprint_logs(basedir, name)
 
 
+def ack_of(linked, ref):
+    """The printer's answer to the server's call ref, or None."""
+    for message in linked.server.messages(TOKEN):
+        body = (message.json or {}).get("passthru")
+        if body and body.get("ref") == ref:
+            return body
+    return None
+
+
 def start_print(linked):
     response = linked.api("POST", "/api/files/local/remote-test.gcode",
                           json={"command": "select", "print": True})

@@ -561,6 +561,11 @@ enum conn_status conn_connect(struct conn *c, const struct grab_url *url, int co
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
         describe_address(c, ai, url->port);
+        if (c->addr_check && !c->addr_check(c->addr_check_ctx, ai->ai_addr, ai->ai_addrlen,
+                                            c->connect_text, sizeof(c->connect_text))) {
+            c->connect_error = GRAB_ERR_REFUSED;
+            continue;
+        }
         c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (c->fd < 0)
             return conn_fail(c, GRAB_ERR_SYSTEM, "socket: %s",

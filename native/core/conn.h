@@ -19,6 +19,7 @@
 
 #include <netdb.h>
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -39,6 +40,13 @@ enum conn_status {
 
 struct conn_lookup;
 
+/* Decides whether the connection may go to one resolved address (NULL: any).
+ * Called right before connecting to exactly that address, so nothing can
+ * change between the check and the connect. false: skipped, with why (a
+ * GRAB_REASON_SIZE buffer) as the address's reason. */
+typedef bool conn_addr_check_fn(void *ctx, const struct sockaddr *addr, size_t addr_len,
+                                char *why, size_t why_len);
+
 struct conn {
     int fd;     /* -1: none */
     short want; /* poll events the pending step waits for */
@@ -57,6 +65,8 @@ struct conn {
     int64_t last_io;          /* connected, or the last byte received */
     enum grab_result error;
     char error_text[GRAB_REASON_SIZE];
+    conn_addr_check_fn *addr_check; /* NULL: every address */
+    void *addr_check_ctx;
 };
 
 /* How names are resolved: getaddrinfo(3) unless a test put another in its

@@ -7,6 +7,7 @@
 #include "monotime.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -44,6 +45,10 @@ const char *grab_result_str(enum grab_result result)
     case GRAB_ERR_INVALID_JPEG: return "not a valid JPEG";
     case GRAB_ERR_NO_FRAMES: return "the stream sends no usable frames";
     case GRAB_ERR_INTERRUPTED: return "interrupted";
+    case GRAB_ERR_REFUSED: return "refused by the download rule";
+    case GRAB_ERR_WRITE: return "the file could not be written";
+    case GRAB_ERR_DIGEST: return "the MD5 is not the declared one";
+    case GRAB_ERR_CONTENT: return "not a text G-code file";
     case GRAB_RESULT_MAX: break;
     }
     return "unknown result";
@@ -113,7 +118,9 @@ static void build_request(struct grab_stream *s)
                  "Connection: close\r\n"
                  "\r\n",
                  s->url.target, host,
-                 s->snapshot ? "image/jpeg, */*;q=0.5" : "multipart/x-mixed-replace, */*;q=0.5");
+                 s->download   ? "*/*"
+                 : s->snapshot ? "image/jpeg, */*;q=0.5"
+                               : "multipart/x-mixed-replace, */*;q=0.5");
     /* Cannot be cut: the buffer holds the longest target and host. */
     s->request_len = n > 0 && (size_t)n < sizeof(s->request) ? (size_t)n : 0;
     s->request_sent = 0;
@@ -127,7 +134,14 @@ static void connected(struct grab_stream *s)
         return;
     }
     if (s->url.tls) {
-        if (conn_tls_start(&s->conn, &s->url, s->ca_file) != CONN_DONE) {
+        /* A download from another host than the linked server (a cloud
+         * store) is verified against the system's CAs: the owner's CA file
+         * vouches for the self-hosted server only. */
+        const char *ca_file = s->download && !hostrule_fetch_is_server_host(&s->policy, s->url.host)
+                                  ? NULL
+                                  : s->ca_file;
+
+        if (conn_tls_start(&s->conn, &s->url, ca_file) != CONN_DONE) {
             conn_failed(s);
             return;
         }
@@ -221,8 +235,14 @@ static void follow_redirect(struct grab_stream *s, const struct httpresp_info *i
         grab_fail(s, GRAB_ERR_REDIRECT, "%s", why);
         return;
     }
+    if (s->download && hostrule_fetch_check_scheme(&s->policy, next.tls, next.host, why,
+                                                   sizeof(why)) != HOSTRULE_OK) {
+        grab_fail(s, GRAB_ERR_REFUSED, "redirect refused: %s", why);
+        return;
+    }
     s->redirects++;
     s->stats.redirects = s->redirects;
+    s->download_info.redirects = s->redirects;
     conn_close(&s->conn);
     conn_forget_addresses(&s->conn);
     s->url = next;
@@ -395,7 +415,7 @@ static int64_t next_deadline(const struct grab_stream *s, enum deadline_kind *re
         break;
     case CS_BODY:
         consider(&best, &kind, s->conn.last_io + s->read_timeout_ms, DL_READ);
-        if (s->snapshot)
+        if (s->snapshot || s->download)
             consider(&best, &kind, s->head_deadline, DL_TOTAL);
         if (s->multipart)
             consider(&best, &kind, s->last_frame_at + s->frame_timeout_ms, DL_FRAME);
@@ -427,6 +447,8 @@ static void on_deadline(struct grab_stream *s, enum deadline_kind kind)
         else if (s->state == CS_CONNECTING)
             grab_fail(s, GRAB_ERR_CONNECT_TIMEOUT, "connecting to %s: no answer within %d ms",
                  s->conn.addr_text, s->total_timeout_ms);
+        else if (s->download)
+            grab_fail(s, GRAB_ERR_TIMEOUT, "the download took more than %d ms", s->total_timeout_ms);
         else if (s->snapshot)
             grab_fail(s, GRAB_ERR_TIMEOUT, "the snapshot took more than %d ms", s->total_timeout_ms);
         else
@@ -436,6 +458,9 @@ static void on_deadline(struct grab_stream *s, enum deadline_kind kind)
     case DL_READ:
         if (s->state == CS_BODY && s->multipart)
             grab_fail(s, GRAB_ERR_TIMEOUT, "the stream sent nothing for %d ms", s->read_timeout_ms);
+        else if (s->state == CS_BODY && s->download)
+            grab_fail(s, GRAB_ERR_TIMEOUT, "the download stopped arriving for %d ms (%llu bytes so far)",
+                      s->read_timeout_ms, (unsigned long long)s->download_info.bytes);
         else if (s->state == CS_BODY)
             grab_fail(s, GRAB_ERR_TIMEOUT, "the snapshot stopped arriving for %d ms (%zu bytes so far)",
                  s->read_timeout_ms, s->body_len);
@@ -454,7 +479,7 @@ static void on_deadline(struct grab_stream *s, enum deadline_kind kind)
 
 static bool finished(const struct grab_stream *s)
 {
-    return s->state == CS_DONE || (!s->snapshot && s->pending);
+    return s->state == CS_DONE || (!s->snapshot && !s->download && s->pending);
 }
 
 /* Runs until a frame is ready (GRAB_OK), until (GRAB_NO_FRAME; negative:
@@ -765,6 +790,101 @@ struct grab_stream *grab_stream_close(struct grab_stream *stream)
     httpresp_free(stream->head);
     free(stream->body);
     free(stream->ca_file);
+    free(stream->server_host_copy);
+    EVP_MD_CTX_free(stream->md5);
     free(stream);
     return NULL;
+}
+
+/* ---- downloads ------------------------------------------------------------------ */
+
+static bool download_addr_allowed(void *ctx, const struct sockaddr *addr, size_t addr_len,
+                                  char *why, size_t why_len)
+{
+    struct grab_stream *s = ctx;
+
+    return hostrule_fetch_check_addr(&s->policy, s->url.tls, s->url.host, addr, addr_len, why,
+                                     why_len) == HOSTRULE_OK;
+}
+
+enum grab_result grab_download_open(const struct grab_download_config *config,
+                                    struct grab_stream **ret_session, char *reterr,
+                                    size_t reterr_len)
+{
+    enum grab_result result;
+    struct grab_stream *s = NULL;
+    struct grab_config grab;
+    char why[GRAB_REASON_SIZE];
+
+    if (!config || !ret_session || !config->policy || config->max_bytes == 0) {
+        set_reason(reterr, reterr_len, "missing argument");
+        return GRAB_ERR_INVALID;
+    }
+    grab = (struct grab_config){
+        .url = config->url, .ca_file = config->ca_file,
+        .connect_timeout_ms = config->connect_timeout_ms,
+        .read_timeout_ms = config->read_timeout_ms,
+        .total_timeout_ms = config->total_timeout_ms ? config->total_timeout_ms
+                                                     : GRAB_DEFAULT_DOWNLOAD_MS,
+    };
+    result = session_new(&grab, true, &s, reterr, reterr_len);
+    if (result != GRAB_OK)
+        goto out;
+    s->snapshot = false;
+    s->download = true;
+    s->download_fd = config->fd;
+    s->max_bytes = config->max_bytes;
+    s->max_line = config->max_line;
+    s->policy.allow_cleartext_lan = config->policy->allow_cleartext_lan;
+    if (config->policy->server_host) {
+        s->server_host_copy = strdup(config->policy->server_host);
+        if (!s->server_host_copy) {
+            set_reason(reterr, reterr_len, "out of memory");
+            result = GRAB_ERR_NOMEM;
+            goto out;
+        }
+        s->policy.server_host = s->server_host_copy;
+    }
+    s->md5 = EVP_MD_CTX_new();
+    if (!s->md5 || EVP_DigestInit_ex(s->md5, EVP_md5(), NULL) != 1) {
+        set_reason(reterr, reterr_len, "MD5 is not available");
+        result = GRAB_ERR_NOMEM;
+        goto out;
+    }
+    if (hostrule_fetch_check_scheme(&s->policy, s->url.tls, s->url.host, why, sizeof(why)) !=
+        HOSTRULE_OK) {
+        set_reason(reterr, reterr_len, "%s", why);
+        result = GRAB_ERR_REFUSED;
+        goto out;
+    }
+    s->conn.addr_check = download_addr_allowed;
+    s->conn.addr_check_ctx = s;
+    *ret_session = s;
+    s = NULL;
+
+out:
+    grab_stream_close(s);
+    return result;
+}
+
+enum grab_result grab_download_poll(struct grab_stream *session, int timeout_ms, char *reterr,
+                                    size_t reterr_len)
+{
+    if (!session || !session->download || session->download_fd < 0) {
+        set_reason(reterr, reterr_len, "missing argument");
+        return GRAB_ERR_INVALID;
+    }
+    return run_session(session, timeout_ms < 0 ? -1 : now_ms() + timeout_ms, reterr, reterr_len);
+}
+
+void grab_download_set_fd(struct grab_stream *session, int fd)
+{
+    if (session && session->download)
+        session->download_fd = fd;
+}
+
+void grab_download_get_info(const struct grab_stream *session, struct grab_download_info *ret_info)
+{
+    if (session && ret_info)
+        *ret_info = session->download_info;
 }

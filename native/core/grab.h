@@ -108,6 +108,13 @@ enum grab_result {
     GRAB_ERR_NO_FRAMES,       /* stream: data arrives, but no usable frame */
     GRAB_ERR_INTERRUPTED,     /* grab_stream_interrupt() was called (stream
                                * or snapshot session) */
+    GRAB_ERR_REFUSED,         /* download: the URL or every address of its
+                               * host is one the download rule refuses */
+    GRAB_ERR_WRITE,           /* download: writing the file failed (disk full) */
+    GRAB_ERR_DIGEST,          /* download: the body's MD5 is not the one
+                               * the response declared */
+    GRAB_ERR_CONTENT,         /* download: not text (a NUL byte), or a line
+                               * longer than max_line */
     GRAB_RESULT_MAX
 };
 
@@ -179,6 +186,42 @@ struct grab_url {
 };
 
 struct grab_stream;
+struct hostrule_fetch_policy;
+
+/* A download (cloud print): one GET whose body is streamed into a file the
+ * caller opened, through a fixed 64 KiB buffer whatever its size. Where it
+ * may connect is the download rule in hostrule.h: the scheme is checked
+ * before connecting (and for each redirect), each resolved address right
+ * before connecting to it. Redirects as for a snapshot (at most
+ * GRAB_MAX_REDIRECTS, same scheme). */
+struct grab_download_config {
+    const char *url;
+    const char *ca_file;     /* for the linked server's own host only; any other
+                              * host is verified against the system's CAs */
+    const struct hostrule_fetch_policy *policy; /* copied; NULL: refused */
+    int fd;                  /* written from its current offset; not closed; -1: set
+                              * later with grab_download_set_fd() (after the URL
+                              * was checked), before the first poll */
+    uint64_t max_bytes;      /* a longer body (announced or received) is GRAB_ERR_TOO_BIG */
+    size_t max_line;         /* G-code sanity: no NUL byte and no line longer than
+                              * this (GRAB_ERR_CONTENT); 0: no check */
+    int connect_timeout_ms;  /* 0: default */
+    int read_timeout_ms;     /* 0: default */
+    int total_timeout_ms;    /* the whole transfer; 0: default (GRAB_DEFAULT_DOWNLOAD_MS) */
+};
+
+#define GRAB_DEFAULT_DOWNLOAD_MS (30 * 60 * 1000)
+
+struct grab_download_info {
+    uint64_t bytes;           /* body bytes written */
+    uint64_t expected;        /* Content-Length; 0 when not announced */
+    uint64_t lines;           /* line ends seen */
+    unsigned redirects;
+    bool done;                /* the whole body arrived and was written */
+    bool md5_declared;        /* the response declared an MD5 (Content-MD5, x-goog-hash) */
+    unsigned char md5[16];    /* of the bytes written; final when done */
+    unsigned char declared_md5[16];
+};
 
 const char *grab_result_str(enum grab_result result);
 
@@ -253,5 +296,21 @@ struct grab_stream *grab_stream_close(struct grab_stream *stream);
 
 /* Accepts NULL; returns NULL. */
 struct grab_frame *grab_frame_free(struct grab_frame *frame);
+
+/* (transfer full) A download session (see struct grab_download_config);
+ * close it with grab_stream_close(). GRAB_ERR_REFUSED when the URL's scheme
+ * is refused for its host. Does no network I/O. */
+enum grab_result grab_download_open(const struct grab_download_config *config,
+                                    struct grab_stream **ret_session, char *reterr,
+                                    size_t reterr_len);
+/* Works up to timeout_ms (negative: until the end). GRAB_OK: the whole
+ * body is written (and matches a declared MD5); GRAB_NO_FRAME: it goes on;
+ * anything else: it failed (final), reterr says why. grab_stream_interrupt()
+ * stops it. */
+enum grab_result grab_download_poll(struct grab_stream *session, int timeout_ms, char *reterr,
+                                    size_t reterr_len);
+void grab_download_set_fd(struct grab_stream *session, int fd);
+/* The owning thread only. */
+void grab_download_get_info(const struct grab_stream *session, struct grab_download_info *ret_info);
 
 #endif

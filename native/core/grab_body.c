@@ -7,11 +7,16 @@
 #include "grab_session.h"
 #include "monotime.h"
 
+#include <errno.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+
+#include "errtext.h"
 
 void grab_fail_no_frames(struct grab_stream *s, const char *when)
 {
@@ -173,6 +178,10 @@ static void finish_snapshot(struct grab_stream *s)
 void grab_body_end(struct grab_stream *s, bool truncated)
 {
     conn_close(&s->conn);
+    if (s->download) {
+        grab_download_body_end(s, truncated);
+        return;
+    }
     if (s->multipart) {
         bool mid_frame = mjpeg_finish(s->parser) == MJPEG_ERR_TRUNCATED;
 
@@ -215,7 +224,9 @@ void grab_body_bytes(struct grab_stream *s, unsigned char *data, size_t len)
     }
     s->stats.bytes += len;
     if (len > 0) {
-        if (s->multipart)
+        if (s->download)
+            grab_download_body_bytes(s, data, len);
+        else if (s->multipart)
             feed_parser(s, data, len);
         else
             append_body(s, data, len);
@@ -242,6 +253,10 @@ void grab_body_start(struct grab_stream *s, const struct httpresp_info *info)
     dechunk_start(&s->chunk);
     s->last_frame_at = now_ms();
     s->bytes_since_frame = 0;
+    if (s->download) {
+        grab_download_body_start(s, info);
+        return;
+    }
     if (!s->snapshot && !multipart) {
         grab_fail(s, GRAB_ERR_NOT_MULTIPART,
              "the Content-Type is \"%.80s\", not multipart/x-mixed-replace: is this the "
@@ -285,4 +300,151 @@ void grab_body_start(struct grab_stream *s, const struct httpresp_info *info)
     }
     s->state = CS_BODY;
     s->conn.want = POLLIN;
+}
+
+/* ---- a download: the body streamed into a file ------------------------------------ */
+
+/* The 16 bytes of a base64 MD5 (24 characters, "==" at the end) at the start
+ * of text, ended by the end, ',', ';' or whitespace. */
+static bool decode_md5(const char *text, unsigned char *ret_md5)
+{
+    unsigned char decoded[20];
+    size_t len = strcspn(text, ",; \t");
+
+    if (len != 24 || text[22] != '=' || text[23] != '=')
+        return false;
+    if (EVP_DecodeBlock(decoded, (const unsigned char *)text, 24) != 18)
+        return false;
+    memcpy(ret_md5, decoded, 16);
+    return true;
+}
+
+void grab_download_body_start(struct grab_stream *s, const struct httpresp_info *info)
+{
+    struct grab_download_info *d = &s->download_info;
+    const char *goog = info->goog_hash ? strstr(info->goog_hash, "md5=") : NULL;
+
+    if (info->body == HTTPRESP_BODY_LENGTH) {
+        if (info->content_length > s->max_bytes) {
+            grab_fail(s, GRAB_ERR_TOO_BIG, "the file is %llu bytes, more than the %llu allowed",
+                      (unsigned long long)info->content_length, (unsigned long long)s->max_bytes);
+            return;
+        }
+        if (info->content_length == 0) {
+            grab_fail(s, GRAB_ERR_HTTP_STATUS, "the file is empty (Content-Length: 0)");
+            return;
+        }
+        d->expected = info->content_length;
+    }
+    /* A declared MD5 that cannot be read is a broken response, not "none". */
+    if (info->content_md5 || goog) {
+        if (!decode_md5(info->content_md5 ? info->content_md5 : goog + 4, d->declared_md5)) {
+            grab_fail(s, GRAB_ERR_HTTP, "the response's MD5 (%.40s) cannot be read",
+                      info->content_md5 ? info->content_md5 : goog);
+            return;
+        }
+        d->md5_declared = true;
+    }
+    s->state = CS_BODY;
+    s->conn.want = POLLIN;
+}
+
+/* G-code is text in lines: refuses a NUL byte (a binary file) and a line
+ * longer than max_line, before any of it is written. */
+static bool content_ok(struct grab_stream *s, const unsigned char *data, size_t len)
+{
+    struct grab_download_info *d = &s->download_info;
+    const unsigned char *p = data;
+    const unsigned char *end = data + len;
+
+    if (s->max_line == 0)
+        return true;
+    if (memchr(data, 0, len)) {
+        grab_fail(s, GRAB_ERR_CONTENT, "not a text G-code file: a NUL byte after %llu bytes",
+                  (unsigned long long)d->bytes);
+        return false;
+    }
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t part = (size_t)((nl ? nl : end) - p);
+
+        s->line_len += part;
+        if (s->line_len > s->max_line) {
+            grab_fail(s, GRAB_ERR_CONTENT, "not a G-code file: line %llu is longer than %zu bytes",
+                      (unsigned long long)d->lines + 1, s->max_line);
+            return false;
+        }
+        if (!nl)
+            break;
+        d->lines++;
+        s->line_len = 0;
+        p = nl + 1;
+    }
+    return true;
+}
+
+void grab_download_body_bytes(struct grab_stream *s, const unsigned char *data, size_t len)
+{
+    struct grab_download_info *d = &s->download_info;
+    char text[128];
+
+    if (len > s->max_bytes - d->bytes) {
+        grab_fail(s, GRAB_ERR_TOO_BIG, "the file is larger than the %llu bytes allowed",
+                  (unsigned long long)s->max_bytes);
+        return;
+    }
+    if (!content_ok(s, data, len))
+        return;
+    while (len > 0) {
+        ssize_t n = write(s->download_fd, data, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            grab_fail(s, GRAB_ERR_WRITE, "writing the file after %llu bytes: %s",
+                      (unsigned long long)d->bytes,
+                      n < 0 ? errno_text(errno, text, sizeof(text)) : "nothing written");
+            return;
+        }
+        if (EVP_DigestUpdate(s->md5, data, (size_t)n) != 1) {
+            grab_fail(s, GRAB_ERR_NOMEM, "MD5 failed");
+            return;
+        }
+        d->bytes += (uint64_t)n;
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+void grab_download_body_end(struct grab_stream *s, bool truncated)
+{
+    struct grab_download_info *d = &s->download_info;
+    unsigned int md5_len = 0;
+
+    if (truncated) {
+        if (s->body_kind == HTTPRESP_BODY_LENGTH)
+            grab_fail(s, GRAB_ERR_CLOSED, "the connection closed after %llu of the %llu bytes",
+                      (unsigned long long)d->bytes, (unsigned long long)s->body_length);
+        else
+            grab_fail(s, GRAB_ERR_CLOSED,
+                      "the connection closed in the middle of the chunked file (%llu bytes)",
+                      (unsigned long long)d->bytes);
+        return;
+    }
+    if (d->bytes == 0) {
+        grab_fail(s, GRAB_ERR_HTTP_STATUS, "the file is empty");
+        return;
+    }
+    if (EVP_DigestFinal_ex(s->md5, d->md5, &md5_len) != 1 || md5_len != sizeof(d->md5)) {
+        grab_fail(s, GRAB_ERR_NOMEM, "MD5 failed");
+        return;
+    }
+    if (d->md5_declared && memcmp(d->md5, d->declared_md5, sizeof(d->md5)) != 0) {
+        grab_fail(s, GRAB_ERR_DIGEST, "the file's MD5 is not the one the server declared "
+                                      "(%llu bytes received)",
+                  (unsigned long long)d->bytes);
+        return;
+    }
+    d->done = true;
+    s->state = CS_DONE;
 }

@@ -15,6 +15,7 @@
 #include "conn.h"
 #include "dechunk.h"
 #include "grab.h"
+#include "hostrule.h"
 #include "httpresp.h"
 #include "jpeg.h"
 #include "mjpeg.h"
@@ -100,8 +101,24 @@ struct grab_stream {
     enum jpg_result last_jpg_error;
     struct grab_stream_stats stats;
 
+    /* a download (grab_download_open): the body goes to download_fd */
+    bool download;
+    int download_fd;
+    uint64_t max_bytes;
+    size_t max_line;
+    size_t line_len;                     /* of the line being received */
+    struct hostrule_fetch_policy policy; /* server_host owned (server_host_copy) */
+    char *server_host_copy;
+    struct evp_md_ctx_st *md5;           /* EVP_MD_CTX */
+    struct grab_download_info download_info;
+
     unsigned char rx[GRAB_RX_SIZE];
 };
+
+/* grab_body.c: a download's body. */
+void grab_download_body_start(struct grab_stream *s, const struct httpresp_info *info);
+void grab_download_body_bytes(struct grab_stream *s, const unsigned char *data, size_t len);
+void grab_download_body_end(struct grab_stream *s, bool truncated);
 
 /* Ends the session with result (the first failure wins); returns result. */
 enum grab_result grab_fail(struct grab_stream *s, enum grab_result result, const char *fmt, ...)

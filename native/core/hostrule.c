@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
@@ -14,6 +16,9 @@ const char *hostrule_result_str(enum hostrule_result result)
     switch (result) {
     case HOSTRULE_OK: return "ok";
     case HOSTRULE_ERR_URL: return "the server URL cannot be used";
+    case HOSTRULE_ERR_REACH:
+        return "a download may not reach that address (loopback, private, link-local or "
+               "another non-public address that is not the linked server's own host)";
     case HOSTRULE_ERR_CLEARTEXT:
         return "unencrypted http:// or ws:// is only allowed to a loopback address, or a "
                "private LAN address when cleartext on the LAN is allowed";
@@ -238,4 +243,176 @@ enum hostrule_result hostrule_check_url(const char *url, bool allow_cleartext_la
 
 out:
     return result;
+}
+
+/* ---- downloads the server asks for ------------------------------------------ */
+
+/* Why a download may not go to this IPv4 address (host byte order), or NULL
+ * for a global one. */
+static const char *ipv4_not_global(uint32_t a)
+{
+    if ((a >> 24) == 127)
+        return "loopback";
+    if ((a >> 24) == 10 || (a >> 20) == (172u << 4 | 1u) || (a >> 16) == (192u << 8 | 168u))
+        return "private";
+    if ((a >> 16) == (169u << 8 | 254u))
+        return "link-local";
+    if ((a >> 24) == 0)
+        return "unspecified";
+    if ((a >> 22) == (100u << 2 | 1u)) /* 100.64/10 */
+        return "shared (carrier-grade NAT)";
+    if ((a >> 28) == 14)
+        return "multicast";
+    if ((a >> 28) == 15)
+        return "reserved or broadcast";
+    if ((a >> 8) == (192u << 16 | 0u << 8 | 0u)) /* 192.0.0/24: IETF protocol assignments */
+        return "reserved";
+    return NULL;
+}
+
+static uint32_t ipv4_at(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | (uint32_t)b[3];
+}
+
+static const char *ipv6_not_global(const struct in6_addr *addr)
+{
+    static const uint8_t nat64[12] = {0x00, 0x64, 0xff, 0x9b};
+    const uint8_t *b = addr->s6_addr;
+    bool zero96 = true;
+
+    for (int i = 0; i < 12; i++)
+        zero96 = zero96 && b[i] == 0;
+    if (IN6_IS_ADDR_LOOPBACK(addr))
+        return "loopback";
+    if (IN6_IS_ADDR_UNSPECIFIED(addr))
+        return "unspecified";
+    if (IN6_IS_ADDR_V4MAPPED(addr))
+        return ipv4_not_global(ipv4_at(b + 12));
+    if (zero96) /* ::a.b.c.d, deprecated: where it goes depends on the stack */
+        return "IPv4-compatible";
+    if (memcmp(b, nat64, sizeof(nat64)) == 0)
+        return ipv4_not_global(ipv4_at(b + 12));
+    if (b[0] == 0x20 && b[1] == 0x02) /* 6to4: the IPv4 address behind it */
+        return ipv4_not_global(ipv4_at(b + 2));
+    if ((b[0] & 0xfe) == 0xfc)
+        return "private";
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
+        return "link-local";
+    if (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0)
+        return "site-local";
+    if (b[0] == 0xff)
+        return "multicast";
+    return NULL;
+}
+
+/* A host as written in a URL, without an IPv6 literal's brackets. */
+static size_t bare_host(const char *host, const char **ret_start)
+{
+    size_t len = strlen(host);
+
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+        *ret_start = host + 1;
+        return len - 2;
+    }
+    *ret_start = host;
+    return len;
+}
+
+bool hostrule_fetch_is_server_host(const struct hostrule_fetch_policy *policy, const char *host)
+{
+    const char *a;
+    const char *b;
+    size_t a_len;
+    size_t b_len;
+    char a_text[INET6_ADDRSTRLEN + 1];
+    char b_text[INET6_ADDRSTRLEN + 1];
+    struct in6_addr a6;
+    struct in6_addr b6;
+
+    if (!policy || !policy->server_host || !*policy->server_host || !host || !*host)
+        return false;
+    a_len = bare_host(policy->server_host, &a);
+    b_len = bare_host(host, &b);
+    if (a_len == b_len && strncasecmp(a, b, a_len) == 0)
+        return true;
+    /* The same IPv6 address written differently (::1 and 0:0::1). */
+    if (a_len >= sizeof(a_text) || b_len >= sizeof(b_text))
+        return false;
+    memcpy(a_text, a, a_len);
+    a_text[a_len] = '\0';
+    memcpy(b_text, b, b_len);
+    b_text[b_len] = '\0';
+    return inet_pton(AF_INET6, a_text, &a6) == 1 && inet_pton(AF_INET6, b_text, &b6) == 1 &&
+           memcmp(&a6, &b6, sizeof(a6)) == 0;
+}
+
+enum hostrule_result hostrule_fetch_check_scheme(const struct hostrule_fetch_policy *policy,
+                                                 bool tls, const char *host, char *reterr,
+                                                 size_t reterr_len)
+{
+    if (tls || hostrule_fetch_is_server_host(policy, host))
+        return HOSTRULE_OK;
+    set_reason(reterr, reterr_len,
+               "a download over http:// is allowed only from the linked server's own host "
+               "(%.100s is not it): the file must come over https://",
+               host ? host : "(none)");
+    return HOSTRULE_ERR_CLEARTEXT;
+}
+
+enum hostrule_result hostrule_fetch_check_addr(const struct hostrule_fetch_policy *policy,
+                                               bool tls, const char *host,
+                                               const struct sockaddr *addr, size_t addr_len,
+                                               char *reterr, size_t reterr_len)
+{
+    char text[INET6_ADDRSTRLEN + 1] = "?";
+    enum hostrule_class host_class;
+    const char *not_global;
+    bool server = hostrule_fetch_is_server_host(policy, host);
+
+    if (!addr)
+        goto refused_family;
+    if (addr->sa_family == AF_INET && addr_len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)addr;
+        uint32_t a = ntohl(in->sin_addr.s_addr);
+
+        inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+        not_global = ipv4_not_global(a);
+        host_class = classify_ipv4(a);
+    } else if (addr->sa_family == AF_INET6 && addr_len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)addr;
+
+        inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+        not_global = ipv6_not_global(&in6->sin6_addr);
+        host_class = classify_ipv6(&in6->sin6_addr);
+    } else {
+        goto refused_family;
+    }
+    if (server) {
+        /* The server's own host is where the owner chose to link: TLS may go
+         * to any of its addresses; cleartext only where the link itself may. */
+        if (tls || hostrule_cleartext_allowed(host_class, policy->allow_cleartext_lan))
+            return HOSTRULE_OK;
+        set_reason(reterr, reterr_len,
+                   "http:// to the server's host %.100s at %s is not allowed: cleartext only to "
+                   "loopback, or to a LAN address when cleartext on the LAN is allowed",
+                   host, text);
+        return HOSTRULE_ERR_CLEARTEXT;
+    }
+    if (!tls) {
+        set_reason(reterr, reterr_len, "a download from %.100s must use https://", host ? host : "?");
+        return HOSTRULE_ERR_CLEARTEXT;
+    }
+    if (!not_global)
+        return HOSTRULE_OK;
+    set_reason(reterr, reterr_len,
+               "%.100s resolves to %s, a %s address: a download may reach only public addresses "
+               "(or the linked server's own host)",
+               host ? host : "?", text, not_global);
+    return HOSTRULE_ERR_REACH;
+
+refused_family:
+    set_reason(reterr, reterr_len, "%.100s resolves to an address that is not IPv4 or IPv6",
+               host ? host : "?");
+    return HOSTRULE_ERR_REACH;
 }

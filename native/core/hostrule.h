@@ -28,6 +28,7 @@ enum hostrule_result {
     HOSTRULE_OK = 0,
     HOSTRULE_ERR_URL,       /* not a usable server URL */
     HOSTRULE_ERR_CLEARTEXT, /* cleartext to a host the rule does not allow */
+    HOSTRULE_ERR_REACH,     /* a download to an address it may not reach */
     HOSTRULE_RESULT_MAX
 };
 
@@ -69,5 +70,51 @@ bool hostrule_cleartext_allowed(enum hostrule_class host_class, bool allow_clear
 enum hostrule_result hostrule_check_url(const char *url, bool allow_cleartext_lan,
                                         struct hostrule_url *ret_url, char *reterr,
                                         size_t reterr_len);
+
+/* ---- downloads the server asks for (cloud print) ---------------------------
+ *
+ * The server hands out the URL of a G-code file (a signed storage URL, often
+ * on another host), so a download is checked by what it could reach, not by
+ * where the URL came from. Only two kinds of connection are allowed:
+ *
+ *   - to the linked server's own host (the same name or address literal as in
+ *     the server URL): over TLS at any address; cleartext (http) only where
+ *     hostrule_cleartext_allowed() allows it for every address it resolves to;
+ *   - to any other host: over TLS only, and only to global addresses: never
+ *     loopback, private (RFC 1918, fc00::/7), link-local (169.254/16,
+ *     fe80::/10), unspecified or "this network" (0/8, ::), shared (100.64/10),
+ *     multicast, broadcast or reserved (240/4), nor IPv6 forms that embed
+ *     such an IPv4 address (v4-mapped, v4-compatible, NAT64 64:ff9b::/96,
+ *     6to4 2002::/16).
+ *
+ * The download checks the scheme before it connects, and each resolved
+ * address right before connecting to exactly that address (no second
+ * lookup, so a name cannot change its answer between the check and the
+ * connect); a redirect is a new URL, checked the same way. */
+struct sockaddr;
+
+struct hostrule_fetch_policy {
+    const char *server_host; /* the linked server's host (hostrule_url.host); NULL: none */
+    bool allow_cleartext_lan;
+};
+
+/* Whether host (as in a URL; an IPv6 literal with or without brackets) is
+ * the linked server's own host: the same name, case-insensitively, or the
+ * same address literal. */
+bool hostrule_fetch_is_server_host(const struct hostrule_fetch_policy *policy, const char *host);
+
+/* Before connecting: HOSTRULE_ERR_CLEARTEXT for http to a host other than
+ * the server's own (the addresses are checked by the next function). */
+enum hostrule_result hostrule_fetch_check_scheme(const struct hostrule_fetch_policy *policy,
+                                                 bool tls, const char *host, char *reterr,
+                                                 size_t reterr_len);
+
+/* One resolved address of host: HOSTRULE_OK, HOSTRULE_ERR_REACH (an address
+ * the rule above does not allow for that host) or HOSTRULE_ERR_CLEARTEXT
+ * (http to the server's host at an address where cleartext may not go). */
+enum hostrule_result hostrule_fetch_check_addr(const struct hostrule_fetch_policy *policy,
+                                               bool tls, const char *host,
+                                               const struct sockaddr *addr, size_t addr_len,
+                                               char *reterr, size_t reterr_len);
 
 #endif

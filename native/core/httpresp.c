@@ -212,6 +212,12 @@ static enum httpresp_result finish_head(struct httpresp *parser)
         } else if (strcasecmp(name, "Location") == 0) {
             if (!info->location)
                 info->location = value;
+        } else if (strcasecmp(name, "Content-MD5") == 0) {
+            if (!info->content_md5)
+                info->content_md5 = value;
+        } else if (strcasecmp(name, "x-goog-hash") == 0) {
+            if (!info->goog_hash && strstr(value, "md5="))
+                info->goog_hash = value;
         }
     }
     if (transfer_encoding) {

@@ -81,6 +81,8 @@ struct httpresp_info {
     const char *reason;       /* may be "" */
     const char *content_type; /* raw field value, NULL when absent */
     const char *location;     /* raw field value, NULL when absent */
+    const char *content_md5;  /* Content-MD5 (RFC 1864, base64), NULL when absent */
+    const char *goog_hash;    /* the x-goog-hash field that holds "md5=", NULL when none */
     bool has_content_length;
     uint64_t content_length;  /* valid when has_content_length */
     bool has_transfer_encoding;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct proto {
     struct proto_options options;
@@ -594,6 +595,69 @@ static json_t *build_list_files(struct dispatch *d, json_t *args, json_t *kwargs
                      (int)level, "filter", filter ? json_string(filter) : json_null());
 }
 
+/* The name the file is stored under: the server's safe_filename reduced to
+ * [A-Za-z0-9._-] (anything else, a '/' included, becomes '_'), no leading
+ * dot, at most PROTO_MAX_SAFE_NAME bytes, with a G-code extension (".gcode"
+ * added when it has none). Nothing of a path from the server survives. */
+static bool make_safe_name(const char *name, char *out, size_t size)
+{
+    static const char *const extensions[] = {".gcode", ".gco", ".g"};
+    size_t len = 0;
+    bool known = false;
+
+    while (*name == '.' || *name == '/' || *name == '\\')
+        name++;
+    for (; *name && len + 1 < size && len < PROTO_MAX_SAFE_NAME - 6; name++) {
+        unsigned char c = (unsigned char)*name;
+        out[len++] = (isalnum(c) && c < 0x80) || c == '.' || c == '-' || c == '_' ? (char)c : '_';
+    }
+    out[len] = '\0';
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < sizeof(extensions) / sizeof(extensions[0]); i++) {
+        size_t ext = strlen(extensions[i]);
+        known = known || (len > ext && strcasecmp(out + len - ext, extensions[i]) == 0);
+    }
+    if (!known && len + 7 <= size)
+        memcpy(out + len, ".gcode", 7);
+    return true;
+}
+
+static json_t *build_download(struct dispatch *d, json_t *args, json_t *kwargs,
+                              const char **ret_error)
+{
+    json_t *file = json_array_get(args, 0);
+    json_t *id = json_object_get(file, "id");
+    const char *url = get_text(json_object_get(file, "url"), PROTO_MAX_DOWNLOAD_URL);
+    const char *filename = get_text(json_object_get(file, "filename"), 255);
+    const char *safe_filename = get_text(json_object_get(file, "safe_filename"), 255);
+    char safe_name[PROTO_MAX_SAFE_NAME + 1];
+
+    (void)kwargs;
+    if (!d->printer->operational) {
+        *ret_error = "Printer busy: download needs a connected, operational printer";
+        return NULL;
+    }
+    if (!json_is_object(file) || json_array_size(args) != 1) {
+        *ret_error = "download needs one file object";
+        return NULL;
+    }
+    if (!json_is_integer(id) || json_integer_value(id) < 1) {
+        *ret_error = "download: id must be a positive integer";
+        return NULL;
+    }
+    if (!url || !filename) {
+        *ret_error = "download needs a url and a filename";
+        return NULL;
+    }
+    if (!make_safe_name(safe_filename ? safe_filename : filename, safe_name, sizeof(safe_name))) {
+        *ret_error = "download: no usable file name";
+        return NULL;
+    }
+    return json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)json_integer_value(id), "url", url,
+                     "filename", filename, "safe_name", safe_name);
+}
+
 /* mid_print: allowed while a print runs or is paused (commands then checks
  * each line by its kind). */
 static const struct passthru_entry {
@@ -611,6 +675,7 @@ static const struct passthru_entry {
     {"_printer", "connect", "connect", build_connect, false},
     {"_printer", "get_connection_options", "get_connection_options", build_no_params, true},
     {"_file_manager", "list_files", "list_files", build_list_files, true},
+    {"file_downloader", "download", "download", build_download, false},
 };
 
 static bool ref_seen_before(struct proto *proto, const char *ref)

@@ -17,7 +17,15 @@
  *   {"action":"passthru_error","ref":str,"error":str}
  *   {"action":"rejected","reason":str}          (nothing to ack: logged only)
  * where NAME is one of jog, home, set_temperature, commands, select_file,
- * connect, get_connection_options, list_files.
+ * connect, get_connection_options, list_files, download.
+ *
+ * download (file_downloader.download, args [{id, url, filename,
+ * safe_filename}]) is allowed only while the printer is idle and
+ * operational; its params are {"id":int, "url":str, "filename":str,
+ * "safe_name":str}, where safe_name is made here from the server's
+ * safe_filename (a base name of [A-Za-z0-9._-] ending in a G-code
+ * extension; no path from the server survives). Where the URL may lead is
+ * checked by the download itself (hostrule_fetch_*, grab_download_*).
  *
  * What is allowed depends on the printer, which the shim describes on every
  * call (struct proto_printer): while a print runs or is paused only the calls
@@ -63,6 +71,9 @@ enum proto_result {
 #define PROTO_MAX_BED_TEMP 150.0
 #define PROTO_MAX_CHAMBER_TEMP 90.0
 #define PROTO_MAX_TOOLS 16
+/* file_downloader.download */
+#define PROTO_MAX_DOWNLOAD_URL 2048
+#define PROTO_MAX_SAFE_NAME 128
 /* Baby-steps (M290 Z): per line, and the net offset over one print. */
 #define PROTO_MAX_BABYSTEP_MM 0.5
 #define PROTO_MAX_BABYSTEP_TOTAL_MM 1.0
@@ -98,6 +109,8 @@ struct proto_printer {
     double max_bed_temp;
     double max_chamber_temp;
     long long now_ms;      /* a monotonic clock, for the extrusion allowance */
+    int operational;       /* connected and ready (OctoPrint's is_operational()); a
+                            * cloud download needs it besides PROTO_PRINTER_IDLE */
 };
 
 struct proto;

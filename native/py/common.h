@@ -43,6 +43,7 @@ enum tsd_type {
     TSD_TYPE_DECIDER,
     TSD_TYPE_DETECTOR,
     TSD_TYPE_LAYER_COUNTER,
+    TSD_TYPE_DOWNLOAD,
     TSD_TYPE_COUNT,
 };
 
@@ -119,6 +120,7 @@ extern PyType_Spec tsd_camera_spec;      /* camera.c */
 extern PyType_Spec tsd_decider_spec;     /* decider.c */
 extern PyType_Spec tsd_detector_spec;    /* detector.c */
 extern PyType_Spec tsd_layer_counter_spec; /* layers.c */
+extern PyType_Spec tsd_download_spec;    /* download.c */
 
 /* Module-level functions, by file (NULL-terminated tables). */
 extern PyMethodDef tsd_annotate_functions[]; /* annotate.c */

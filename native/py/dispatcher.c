@@ -47,7 +47,7 @@ static PyObject *dispatcher_dispatch(PyObject *self, PyObject *args, PyObject *k
     static char *keywords[] = {"message", "state", "print_id", "absolute_xyz", "absolute_e",
                                "extruders", "shared_nozzle", "heated_bed", "heated_chamber",
                                "max_tool_temp", "max_bed_temp", "max_chamber_temp", "now_ms",
-                               NULL};
+                               "operational", NULL};
     static const char *const states[] = {"idle", "printing", "paused"};
     struct dispatcher_object *obj = (struct dispatcher_object *)self;
     struct proto_printer printer = {
@@ -64,13 +64,14 @@ static PyObject *dispatcher_dispatch(PyObject *self, PyObject *args, PyObject *k
     PyObject *ret;
     size_t i;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#s|$LppipppdddL:dispatch", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y#s|$LppipppdddLp:dispatch", keywords,
                                      &message, &len, &state, &printer.print_id,
                                      &printer.absolute_xyz, &printer.absolute_e,
                                      &printer.extruders, &printer.shared_nozzle,
                                      &printer.heated_bed, &printer.heated_chamber,
                                      &printer.max_tool_temp, &printer.max_bed_temp,
-                                     &printer.max_chamber_temp, &printer.now_ms))
+                                     &printer.max_chamber_temp, &printer.now_ms,
+                                     &printer.operational))
         return NULL;
     for (i = 0; i < sizeof(states) / sizeof(states[0]) && strcmp(state, states[i]) != 0; i++)
         ;

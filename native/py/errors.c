@@ -99,6 +99,10 @@ const struct tsd_error_map tsd_grab_errors = {
         {GRAB_ERR_INVALID_JPEG, TSD_EXC_GRAB, "invalid_jpeg", NULL},
         {GRAB_ERR_NO_FRAMES, TSD_EXC_GRAB, "no_frames", NULL},
         {GRAB_ERR_INTERRUPTED, TSD_EXC_GRAB, "interrupted", NULL},
+        {GRAB_ERR_REFUSED, TSD_EXC_GRAB, "refused_by_rule", NULL},
+        {GRAB_ERR_WRITE, TSD_EXC_GRAB, "write", NULL},
+        {GRAB_ERR_DIGEST, TSD_EXC_GRAB, "digest", NULL},
+        {GRAB_ERR_CONTENT, TSD_EXC_GRAB, "content", NULL},
         {ANY_RESULT, TSD_EXC_GRAB, "error", NULL},
     }};
 

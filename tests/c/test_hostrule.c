@@ -2,7 +2,11 @@
  * Unit tests for the one host rule (native/core/hostrule.c): which hosts are
  * loopback, private or public, which are only names, and where the token
  * may go unencrypted. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "check.h"
 #include "hostrule.h"
@@ -158,6 +162,107 @@ static void test_bad_urls(void)
     CHECK(hostrule_check_url(NULL, false, NULL, NULL, 0) == HOSTRULE_ERR_URL);
 }
 
+/* Checks host at the address literal addr_text the way a download would. */
+static enum hostrule_result fetch_addr(const char *server, bool lan, bool tls, const char *host,
+                                       const char *addr_text)
+{
+    struct hostrule_fetch_policy policy = {.server_host = server, .allow_cleartext_lan = lan};
+    struct sockaddr_in in = {.sin_family = AF_INET};
+    struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+    char reason[256] = "";
+    enum hostrule_result result;
+
+    if (inet_pton(AF_INET, addr_text, &in.sin_addr) == 1)
+        result = hostrule_fetch_check_addr(&policy, tls, host, (struct sockaddr *)&in, sizeof(in),
+                                           reason, sizeof(reason));
+    else if (inet_pton(AF_INET6, addr_text, &in6.sin6_addr) == 1)
+        result = hostrule_fetch_check_addr(&policy, tls, host, (struct sockaddr *)&in6,
+                                           sizeof(in6), reason, sizeof(reason));
+    else
+        return HOSTRULE_RESULT_MAX;
+    if (result != HOSTRULE_OK && !reason[0])
+        return HOSTRULE_RESULT_MAX; /* every refusal says why */
+    return result;
+}
+
+static void test_cloudprint_fetch_addresses_of_other_hosts(void)
+{
+    static const char *const refused[] = {
+        "127.0.0.1", "127.3.2.1", "10.1.2.3", "172.16.5.4", "192.168.0.10", "169.254.169.254",
+        "0.0.0.0", "0.1.2.3", "100.64.1.1", "224.0.0.1", "255.255.255.255", "240.0.0.1",
+        "192.0.0.170",
+        "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "fec0::1",
+        "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254", "::ffff:0.0.0.0",
+        "::127.0.0.1", "::8.8.8.8", "64:ff9b::10.0.0.1", "64:ff9b::7f00:1", "2002:c0a8:0101::1",
+        "2002:7f00:1::",
+    };
+    static const char *const allowed[] = {
+        "93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111",
+        "::ffff:93.184.216.34", "64:ff9b::808:808", "2002:808:808::1",
+    };
+
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        if (fetch_addr("app.obico.io", false, true, "storage.example", refused[i]) !=
+            HOSTRULE_ERR_REACH) {
+            fprintf(stderr, "# allowed %s\n", refused[i]);
+            CHECK(!"a non-public address was allowed");
+        }
+        /* Not even with cleartext on the LAN allowed. */
+        CHECK(fetch_addr("app.obico.io", true, true, "storage.example", refused[i]) ==
+              HOSTRULE_ERR_REACH);
+    }
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) {
+        if (fetch_addr("app.obico.io", false, true, "storage.example", allowed[i]) != HOSTRULE_OK) {
+            fprintf(stderr, "# refused %s\n", allowed[i]);
+            CHECK(!"a public address was refused");
+        }
+        /* Never cleartext to another host, public or not. */
+        CHECK(fetch_addr("app.obico.io", true, false, "storage.example", allowed[i]) ==
+              HOSTRULE_ERR_CLEARTEXT);
+    }
+    /* A name that is not the server's, however local it looks. */
+    CHECK(fetch_addr("127.0.0.1", false, true, "localhost", "127.0.0.1") == HOSTRULE_ERR_REACH);
+    CHECK(fetch_addr(NULL, false, true, "storage.example", "10.0.0.1") == HOSTRULE_ERR_REACH);
+}
+
+static void test_cloudprint_fetch_server_host(void)
+{
+    struct hostrule_fetch_policy loop = {.server_host = "127.0.0.1"};
+    struct hostrule_fetch_policy v6 = {.server_host = "[::1]"};
+    struct hostrule_fetch_policy named = {.server_host = "Obico.Example.LAN"};
+    char reason[256];
+
+    CHECK(hostrule_fetch_is_server_host(&loop, "127.0.0.1"));
+    CHECK(!hostrule_fetch_is_server_host(&loop, "127.0.0.2"));
+    CHECK(!hostrule_fetch_is_server_host(&loop, "localhost"));
+    CHECK(hostrule_fetch_is_server_host(&v6, "::1"));
+    CHECK(hostrule_fetch_is_server_host(&v6, "[0:0::1]"));
+    CHECK(hostrule_fetch_is_server_host(&named, "obico.example.lan"));
+    CHECK(!hostrule_fetch_is_server_host(&named, "obico.example.lan.evil"));
+    CHECK(!hostrule_fetch_is_server_host(NULL, "x"));
+    /* The scheme: http only from the server's own host. */
+    CHECK(hostrule_fetch_check_scheme(&loop, false, "127.0.0.1", NULL, 0) == HOSTRULE_OK);
+    CHECK(hostrule_fetch_check_scheme(&loop, false, "storage.example", reason, sizeof(reason)) ==
+          HOSTRULE_ERR_CLEARTEXT);
+    CHECK(strstr(reason, "https://") != NULL);
+    CHECK(hostrule_fetch_check_scheme(&loop, true, "storage.example", NULL, 0) == HOSTRULE_OK);
+    /* The server's own host: any address over TLS; cleartext where the link may go. */
+    CHECK(fetch_addr("127.0.0.1", false, false, "127.0.0.1", "127.0.0.1") == HOSTRULE_OK);
+    CHECK(fetch_addr("obico.lan", false, true, "obico.lan", "192.168.1.5") == HOSTRULE_OK);
+    CHECK(fetch_addr("obico.lan", false, false, "obico.lan", "192.168.1.5") == HOSTRULE_ERR_CLEARTEXT);
+    CHECK(fetch_addr("obico.lan", true, false, "obico.lan", "192.168.1.5") == HOSTRULE_OK);
+    CHECK(fetch_addr("obico.lan", true, false, "obico.lan", "93.184.216.34") == HOSTRULE_ERR_CLEARTEXT);
+    CHECK(fetch_addr("obico.lan", true, false, "obico.lan", "169.254.1.1") == HOSTRULE_ERR_CLEARTEXT);
+    CHECK(fetch_addr("app.obico.io", false, true, "APP.obico.io", "93.184.216.34") == HOSTRULE_OK);
+    /* No address, or one of another family. */
+    CHECK(hostrule_fetch_check_addr(&loop, true, "x", NULL, 0, NULL, 0) == HOSTRULE_ERR_REACH);
+    {
+        struct sockaddr unknown = {.sa_family = AF_UNIX};
+        CHECK(hostrule_fetch_check_addr(&loop, true, "x", &unknown, sizeof(unknown), NULL, 0) ==
+              HOSTRULE_ERR_REACH);
+    }
+}
+
 int main(void)
 {
     RUN_TEST(test_ipv4);
@@ -167,5 +272,7 @@ int main(void)
     RUN_TEST(test_cleartext_rule);
     RUN_TEST(test_urls);
     RUN_TEST(test_bad_urls);
+    RUN_TEST(test_cloudprint_fetch_addresses_of_other_hosts);
+    RUN_TEST(test_cloudprint_fetch_server_host);
     return CHECK_DONE();
 }

@@ -29,9 +29,9 @@ static struct proto_printer idle_printer(void)
     };
 }
 
-/* Dispatches one passthru call and returns its action (to json_decref). */
-static json_t *call(struct proto *proto, const struct proto_printer *printer, const char *func,
-                    const char *args_json)
+/* Dispatches one passthru call to target and returns its action (to json_decref). */
+static json_t *call_target(struct proto *proto, const struct proto_printer *printer,
+                           const char *target, const char *func, const char *args_json)
 {
     static unsigned serial;
     char message[4096];
@@ -41,8 +41,8 @@ static json_t *call(struct proto *proto, const struct proto_printer *printer, co
     json_t *action = NULL;
 
     snprintf(message, sizeof(message),
-             "{\"passthru\":{\"ref\":\"r%u\",\"target\":\"_printer\",\"func\":\"%s\",\"args\":%s}}",
-             serial++, func, args_json);
+             "{\"passthru\":{\"ref\":\"r%u\",\"target\":\"%s\",\"func\":\"%s\",\"args\":%s}}",
+             serial++, target, func, args_json);
     if (proto_dispatch(proto, printer, message, strlen(message), &actions, &len) != PROTO_OK)
         return NULL;
     root = json_loadb(actions, len, 0, NULL);
@@ -51,6 +51,12 @@ static json_t *call(struct proto *proto, const struct proto_printer *printer, co
         action = json_incref(json_array_get(root, 0));
     json_decref(root);
     return action;
+}
+
+static json_t *call(struct proto *proto, const struct proto_printer *printer, const char *func,
+                    const char *args_json)
+{
+    return call_target(proto, printer, "_printer", func, args_json);
 }
 
 /* 1: passed on (and *ret_lines the lines sent, as JSON, if asked), 0: refused. */
@@ -256,6 +262,104 @@ static void test_sec12_owner_limits_below_the_ceilings(void)
     proto_free(proto);
 }
 
+/* file_downloader.download: idle and operational only; the stored name is
+ * made here and never carries a path. */
+static void test_cloudprint_download_allowed_only_when_ready(void)
+{
+    struct proto *proto = new_proto();
+    struct proto_printer printer = idle_printer();
+    static const char file[] =
+        "[{\"id\":42,\"url\":\"https://storage.example/f?sig=1\",\"filename\":\"My part.gcode\","
+        "\"safe_filename\":\"My_part.gcode\"}]";
+    json_t *action;
+    json_t *params;
+    const char *error;
+
+    /* Not operational (not connected, or in an error state): refused. */
+    action = call_target(proto, &printer, "file_downloader", "download", file);
+    CHECK(action && strcmp(json_string_value(json_object_get(action, "action")), "passthru_error") == 0);
+    error = action ? json_string_value(json_object_get(action, "error")) : NULL;
+    CHECK(error && strstr(error, "Printer busy"));
+    json_decref(action);
+
+    printer.operational = 1;
+    action = call_target(proto, &printer, "file_downloader", "download", file);
+    CHECK(action && strcmp(json_string_value(json_object_get(action, "action")), "passthru") == 0);
+    params = json_object_get(action, "params");
+    CHECK(json_integer_value(json_object_get(params, "id")) == 42);
+    CHECK(strcmp(json_string_value(json_object_get(action, "call")), "download") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(params, "url")), "https://storage.example/f?sig=1") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(params, "safe_name")), "My_part.gcode") == 0);
+    json_decref(action);
+
+    for (int state = PROTO_PRINTER_PRINTING; state <= PROTO_PRINTER_PAUSED; state++) {
+        printer.state = (enum proto_printer_state)state;
+        action = call_target(proto, &printer, "file_downloader", "download", file);
+        error = action ? json_string_value(json_object_get(action, "error")) : NULL;
+        CHECK(error && strstr(error, "not allowed while"));
+        json_decref(action);
+    }
+    proto_free(proto);
+}
+
+static int call_ok(struct proto *proto, const struct proto_printer *printer, const char *args)
+{
+    json_t *action = call_target(proto, printer, "file_downloader", "download", args);
+    int ok = action && strcmp(json_string_value(json_object_get(action, "action")), "passthru") == 0;
+
+    json_decref(action);
+    return ok;
+}
+
+static const char *download_safe_name(struct proto *proto, const struct proto_printer *printer,
+                                      const char *safe_filename, char *out, size_t size)
+{
+    char args[1024];
+    json_t *action;
+    const char *name;
+
+    snprintf(args, sizeof(args),
+             "[{\"id\":1,\"url\":\"https://s.example/f\",\"filename\":\"x\",\"safe_filename\":\"%s\"}]",
+             safe_filename);
+    action = call_target(proto, printer, "file_downloader", "download", args);
+    name = json_string_value(json_object_get(json_object_get(action, "params"), "safe_name"));
+    snprintf(out, size, "%s", name ? name : "(refused)");
+    json_decref(action);
+    return out;
+}
+
+static void test_cloudprint_download_names_and_arguments(void)
+{
+    struct proto *proto = new_proto();
+    struct proto_printer printer = idle_printer();
+    char name[256];
+    char longest[400];
+
+    printer.operational = 1;
+    CHECK(strcmp(download_safe_name(proto, &printer, "../../etc/passwd", name, sizeof(name)),
+                 "etc_passwd.gcode") == 0);
+    CHECK(strcmp(download_safe_name(proto, &printer, "/abs/part.GCO", name, sizeof(name)),
+                 "abs_part.GCO") == 0);
+    CHECK(strcmp(download_safe_name(proto, &printer, ".hidden.g", name, sizeof(name)), "hidden.g") == 0);
+    CHECK(strcmp(download_safe_name(proto, &printer, "caf\\u00e9 x.gcode", name, sizeof(name)),
+                 "caf___x.gcode") == 0);
+    CHECK(strcmp(download_safe_name(proto, &printer, "...", name, sizeof(name)), "(refused)") == 0);
+    memset(longest, 'a', 300);
+    longest[300] = '\0';
+    CHECK(strlen(download_safe_name(proto, &printer, longest, name, sizeof(name))) <= PROTO_MAX_SAFE_NAME);
+    CHECK(strstr(name, ".gcode") != NULL);
+    /* Bad arguments: each an error, nothing passed on. */
+    CHECK(!call_ok(proto, &printer, "[]"));
+    CHECK(!call_ok(proto, &printer, "[\"https://s.example/f\"]"));
+    CHECK(!call_ok(proto, &printer, "[{\"id\":\"7\",\"url\":\"https://s/f\",\"filename\":\"a\"}]"));
+    CHECK(!call_ok(proto, &printer, "[{\"id\":0,\"url\":\"https://s/f\",\"filename\":\"a\"}]"));
+    CHECK(!call_ok(proto, &printer, "[{\"id\":3,\"filename\":\"a\"}]"));
+    CHECK(!call_ok(proto, &printer, "[{\"id\":3,\"url\":\"https://s/\\nf\",\"filename\":\"a\"}]"));
+    CHECK(!call_ok(proto, &printer, "[{\"id\":3,\"url\":\"https://s/f\",\"filename\":\"a\"},{}]"));
+    CHECK(call_ok(proto, &printer, "[{\"id\":3,\"url\":\"https://s/f\",\"filename\":\"a\"}]"));
+    proto_free(proto);
+}
+
 static void test_bad_printer_facts(void)
 {
     struct proto *proto = new_proto();
@@ -283,5 +387,7 @@ int main(int argc, char **argv)
     RUN(test_sec12_heaters_of_the_profile);
     RUN(test_sec12_owner_limits_below_the_ceilings);
     RUN(test_bad_printer_facts);
+    RUN(test_cloudprint_download_allowed_only_when_ready);
+    RUN(test_cloudprint_download_names_and_arguments);
     return CHECK_DONE();
 }

@@ -9,6 +9,23 @@
 
 #include "proto.h"
 
+/* A cloud-print download's stored name never carries a path: only
+ * [A-Za-z0-9._-], no leading dot, at most PROTO_MAX_SAFE_NAME bytes. */
+static int download_name_ok(const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+
+    if (len == 0 || len > PROTO_MAX_SAFE_NAME || name[0] == '.')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -42,6 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .max_bed_temp = (facts >> 12) & 1 ? 1e9 : 100,
         .max_chamber_temp = (facts >> 13) & 1 ? -1 : 40,
         .now_ms = (long long)(facts >> 14),
+        .operational = (facts >> 31) & 1,
     };
     if (proto_new(&options, &proto) != PROTO_OK)
         abort();
@@ -68,6 +86,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
                     known |= strcmp(kind, kinds[k]) == 0;
                 if (!known)
+                    abort();
+                if (strcmp(kind, "passthru") == 0 &&
+                    strcmp(json_string_value(json_object_get(action, "call")), "download") == 0 &&
+                    !download_name_ok(json_string_value(
+                        json_object_get(json_object_get(action, "params"), "safe_name"))))
                     abort();
             }
             json_decref(root);

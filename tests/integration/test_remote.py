@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from remote_rig import TOKEN, linked_octoprint, start_print
+from remote_rig import TOKEN, ack_of, linked_octoprint, start_print
 from tsd_testing import rss_mb, wait_for
 
 TIME_SCALE = 0.05
@@ -108,15 +108,6 @@ def test_pause_resume_cancel_from_the_server(linked):
     linked.send({"commands": [{"cmd": "cancel", "initiator": "user"}]})
     assert wait_for(lambda: linked.printer_state() in ("Operational", "Cancelling"), 60)
     assert wait_for(lambda: linked.printer_state() == "Operational", 60)
-
-
-def ack_of(linked, ref):
-    """The printer's answer to the server's call ref, or None."""
-    for message in linked.server.messages(TOKEN):
-        body = (message.json or {}).get("passthru")
-        if body and body.get("ref") == ref:
-            return body
-    return None
 
 
 def test_passthru_allow_list(linked):

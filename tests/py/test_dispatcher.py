@@ -63,12 +63,25 @@ def test_remote_status_and_unknown_keys():
 
 @pytest.mark.parametrize("target, func", [
     ("_settings", "set"), ("_plugin_manager", "reload_plugins"), ("_printer", "start_print"),
-    ("_printer", "__class__"), ("file_downloader", "download"), ("jpeg_poster", "web_snapshot_request"),
+    ("_printer", "__class__"), ("file_downloader", "__init__"), ("jpeg_poster", "web_snapshot_request"),
+    ("file_operations", "start_printer_local_print"),
     ("_file_manager", "remove_file"), ("_printer", "commands_raw"),
 ])
 def test_targets_outside_the_allow_list_get_an_error_ack(target, func):
     (action,) = dispatch(passthru(target, func, args=[]))
     assert action == {"action": "passthru_error", "ref": "r1", "error": "not allowed"}
+
+
+def test_cloudprint_download_needs_an_operational_idle_printer():
+    file = {"id": 7, "url": "https://storage.example/a.gcode?sig=x", "filename": "a b.gcode",
+            "safe_filename": "../a_b.gcode"}
+    (refused,) = dispatch(passthru("file_downloader", "download", [file]))
+    assert refused["action"] == "passthru_error" and "Printer busy" in refused["error"]
+    (busy,) = dispatch(passthru("file_downloader", "download", [file]), state="printing", operational=True)
+    assert busy["error"] == "download is not allowed while printing"
+    (action,) = dispatch(passthru("file_downloader", "download", [file]), operational=True)
+    assert action["call"] == "download"
+    assert action["params"] == {"id": 7, "url": file["url"], "filename": "a b.gcode", "safe_name": "a_b.gcode"}
 
 
 def test_jog_home_and_temperatures():

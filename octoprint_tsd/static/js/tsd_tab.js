@@ -25,6 +25,7 @@ $(function () {
         self.nativeLoaded = ko.observable(true);
         self.linked = ko.observable(false);
         self.upload = ko.observable(null);
+        self.cloudPrint = ko.observable(null);
         self.actions = ko.observable({});
         self.tabVisible = ko.observable(false);
         self.frameShown = ko.observable(false);
@@ -230,6 +231,25 @@ $(function () {
             return text;
         });
 
+        // Print from the app: the download in progress, or how the last one ended.
+        self.cloudPrintText = ko.pureComputed(function () {
+            var cloud = self.cloudPrint();
+            var now = cloud && cloud.downloading;
+            if (now) {
+                return _.sprintf(gettext("Downloading %(name)s: %(done)s"), {
+                    name: now.filename,
+                    done: now.percent !== null && now.percent !== undefined
+                        ? now.percent + " %" : Math.round(now.bytes / 1048576) + " MB"
+                });
+            }
+            if (cloud && cloud.last) {
+                return cloud.last.error
+                    ? _.sprintf(gettext("%(name)s not printed: %(error)s"), {name: cloud.last.filename, error: cloud.last.error})
+                    : _.sprintf(gettext("%(name)s downloaded and printing"), {name: cloud.last.filename});
+            }
+            return "-";
+        });
+
         // ---- permissions and buttons -----------------------------------------------
 
         self.canControl = ko.pureComputed(function () {
@@ -324,6 +344,7 @@ $(function () {
                 self.nativeLoaded(!!(status.native && status.native.loaded));
                 self.linked(!!(status.link && status.link.linked));
                 self.upload(status.upload || null);
+                self.cloudPrint(status.cloud_print || null);
                 self.actions(status.actions || {});
                 if (withHistory) {
                     self.setHistory(status.detect_history || []);
@@ -344,6 +365,14 @@ $(function () {
                     self.upload(data.upload);
                 }
                 self.applyDetect(data.detect);
+            } else if (data.type === "cloud_print") {
+                self.cloudPrint(data.cloud_print || null);
+            } else if (data.type === "cloud_print_failed") {
+                new PNotify({
+                    title: gettext("Print from the app"),
+                    text: _.escape(data.filename + ": " + data.error),
+                    type: "error"
+                });
             } else if (data.type === "alert") {
                 new PNotify({
                     title: _.escape(data.title || gettext("The Spaghetti Detective")),
