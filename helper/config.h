@@ -60,6 +60,8 @@ enum config_result {
 };
 
 #define CONFIG_MAX_FILE_BYTES (64u * 1024u)
+/* Collections inside one another: the mapping and a list in it. */
+#define CONFIG_MAX_DEPTH 2u
 #define CONFIG_MAX_PATH 4096u
 #define CONFIG_MAX_INPUT_SIDE 4096
 #define CONFIG_MAX_CLASSES INFER_MAX_CLASSES
