@@ -73,6 +73,8 @@ def viewer_document(plugin):
         "webcams": detection.webcams() if detection.watcher is not None else [],
         "actions": ACTION_LABELS,
         "remote": {"state": plugin._linking.status()["state"]},
+        # Which settings the farm file manages (read-only in the UI).
+        "farm": plugin._farm.info(),
     }
 
 
@@ -85,4 +87,8 @@ def admin_document(plugin):
         "link": dict(plugin._linking.info),
         "remote": plugin._linking.status(),
         "discovery": plugin.discovery().status() if bridge.native_available() else None,
+        # The farm file's values (the server URL among them) and why a file
+        # was refused: admins only.
+        "farm": dict(plugin._farm.info(), error=plugin._farm.error,
+                     settings=plugin._farm.managed, places=plugin._farm.places),
     }

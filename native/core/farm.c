@@ -52,32 +52,37 @@ static const struct farm_field {
     double min;
     double max;
 } fields[FARM_SETTING_MAX] = {
-    [FARM_SERVER_URL] = {"server", "url", "server.url", "server_url", FARM_KIND_TEXT, TEXT_URL},
-    [FARM_CA_FILE] = {"server", "ca_file", "server.ca_file", "ca_file", FARM_KIND_TEXT,
-                      TEXT_PATH},
-    [FARM_ALLOW_CLEARTEXT_LAN] = {"server", "allow_cleartext_lan", "server.allow_cleartext_lan",
-                                  "allow_cleartext_lan", FARM_KIND_BOOL},
-    [FARM_DETECTION_ENABLED] = {"detection", "enabled", "detection.enabled",
-                                "detection_enabled", FARM_KIND_BOOL},
-    [FARM_ACTION] = {"detection", "action", "detection.action", "action", FARM_KIND_TEXT,
-                     TEXT_ACTION},
-    [FARM_SENSITIVITY] = {"detection", "sensitivity", "detection.sensitivity", "sensitivity",
-                          FARM_KIND_NUMBER, TEXT_NONE, false, 0.2, 2.0},
-    [FARM_FRAME_INTERVAL] = {"detection", "frame_interval", "detection.frame_interval",
-                             "frame_interval", FARM_KIND_NUMBER, TEXT_NONE, true, 1, 120},
-    [FARM_MODEL_CONFIG] = {"detection", "model", "detection.model", "model_config",
-                           FARM_KIND_TEXT, TEXT_PATH},
-    [FARM_ALLOW_RAW_GCODE] = {"remote", "allow_raw_gcode", "remote.allow_raw_gcode",
-                              "allow_raw_gcode", FARM_KIND_BOOL},
-    [FARM_MAX_TOOL_TEMP] = {"remote", "max_tool_temp", "remote.max_tool_temp", "max_tool_temp",
-                            FARM_KIND_NUMBER, TEXT_NONE, false, 0, PROTO_MAX_TOOL_TEMP},
-    [FARM_MAX_BED_TEMP] = {"remote", "max_bed_temp", "remote.max_bed_temp", "max_bed_temp",
-                           FARM_KIND_NUMBER, TEXT_NONE, false, 0, PROTO_MAX_BED_TEMP},
-    [FARM_MAX_CHAMBER_TEMP] = {"remote", "max_chamber_temp", "remote.max_chamber_temp",
-                               "max_chamber_temp", FARM_KIND_NUMBER, TEXT_NONE, false, 0,
-                               PROTO_MAX_CHAMBER_TEMP},
-    [FARM_REMOTE_CALLS] = {"remote", "calls", "remote.calls", "remote_calls", FARM_KIND_CALLS},
-    [FARM_WEBCAM] = {NULL, "webcam", "webcam", "webcam", FARM_KIND_TEXT, TEXT_NAME},
+#define TEXT(sec, name, setting_, rule_) \
+    {.section = sec, .key = name, .path = sec "." name, .setting = setting_, \
+     .kind = FARM_KIND_TEXT, .rule = rule_}
+#define FLAG(sec, name, setting_) \
+    {.section = sec, .key = name, .path = sec "." name, .setting = setting_, \
+     .kind = FARM_KIND_BOOL}
+#define NUMBER(sec, name, setting_, integer_, min_, max_) \
+    {.section = sec, .key = name, .path = sec "." name, .setting = setting_, \
+     .kind = FARM_KIND_NUMBER, .integer = integer_, .min = min_, .max = max_}
+    [FARM_SERVER_URL] = TEXT("server", "url", "server_url", TEXT_URL),
+    [FARM_CA_FILE] = TEXT("server", "ca_file", "ca_file", TEXT_PATH),
+    [FARM_ALLOW_CLEARTEXT_LAN] = FLAG("server", "allow_cleartext_lan", "allow_cleartext_lan"),
+    [FARM_DETECTION_ENABLED] = FLAG("detection", "enabled", "detection_enabled"),
+    [FARM_ACTION] = TEXT("detection", "action", "action", TEXT_ACTION),
+    [FARM_SENSITIVITY] = NUMBER("detection", "sensitivity", "sensitivity", false, 0.2, 2.0),
+    [FARM_FRAME_INTERVAL] = NUMBER("detection", "frame_interval", "frame_interval", true, 1, 120),
+    [FARM_MODEL_CONFIG] = TEXT("detection", "model", "model_config", TEXT_PATH),
+    [FARM_ALLOW_RAW_GCODE] = FLAG("remote", "allow_raw_gcode", "allow_raw_gcode"),
+    [FARM_MAX_TOOL_TEMP] = NUMBER("remote", "max_tool_temp", "max_tool_temp", false, 0,
+                                  PROTO_MAX_TOOL_TEMP),
+    [FARM_MAX_BED_TEMP] = NUMBER("remote", "max_bed_temp", "max_bed_temp", false, 0,
+                                 PROTO_MAX_BED_TEMP),
+    [FARM_MAX_CHAMBER_TEMP] = NUMBER("remote", "max_chamber_temp", "max_chamber_temp", false, 0,
+                                     PROTO_MAX_CHAMBER_TEMP),
+    [FARM_REMOTE_CALLS] = {.section = "remote", .key = "calls", .path = "remote.calls",
+                           .setting = "remote_calls", .kind = FARM_KIND_CALLS},
+    [FARM_WEBCAM] = {.key = "webcam", .path = "webcam", .setting = "webcam",
+                     .kind = FARM_KIND_TEXT, .rule = TEXT_NAME},
+#undef TEXT
+#undef FLAG
+#undef NUMBER
 };
 
 struct parse_ctx {
