@@ -155,3 +155,21 @@ def test_codes_file(lines, instance, code):
             cli.code_for_instance(lines, instance)
     else:
         assert cli.code_for_instance(lines, instance) == code
+
+
+def test_linking_keeps_to_the_managed_server(farm_file):
+    import octoprint_tsd
+    from octoprint_tsd.link import LinkError
+
+    plugin = octoprint_tsd.TsdPlugin()
+    plugin._logger = mock.Mock(name="_logger")
+    plugin._settings = Settings(appearance="p1")
+    plugin._farm.load_at_start({"TSD_FARM_FILE": farm_file})
+    with mock.patch.object(plugin._linking, "link_with_code") as link:
+        with pytest.raises(LinkError) as refused:
+            plugin.link_with_code("123456", "https://elsewhere.example")
+        assert refused.value.kind == "managed" and farm_file in str(refused.value)
+        link.assert_not_called()
+        plugin.link_with_code("123456", "https://obico.example.com")
+        plugin.link_with_code("123456")
+        assert link.call_count == 2
