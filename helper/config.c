@@ -1,19 +1,15 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <yaml.h>
 
 #include "errtext.h"
+#include "yamlfield.h"
 
 enum config_key {
     KEY_MODEL_TYPE = 0,
@@ -60,17 +56,17 @@ static const char *const key_names[KEY_MAX] = {
 
 #define CONFIG_MIN_INPUT_SIDE 8
 #define CONFIG_MIN_FRAME_BYTES 1024u
-/* How much of an offending value an error message quotes. */
-#define CONFIG_QUOTE_MAX 64u
-
 /* What a field handler needs. */
 struct parse_ctx {
-    yaml_document_t *doc;
+    struct yamlfield_ctx yaml;
     const char *base_dir;
     struct helper_config *cfg;
-    char *reterr;
-    size_t reterr_len;
 };
+
+/* The field readers are yamlfield's (native/common/yamlfield.h); these
+ * turn their answer into a config_result. */
+#define field_error(ctx, name, node, ...) \
+    (yamlfield_error(&(ctx)->yaml, (name), (node), __VA_ARGS__), CONFIG_ERR_FIELD)
 
 void config_decode_target(const struct helper_config *cfg, int *ret_width, int *ret_height)
 {
@@ -95,101 +91,36 @@ const char *config_result_str(enum config_result result)
     return "unknown result";
 }
 
-/* A printable copy of at most CONFIG_QUOTE_MAX bytes of value, for messages. */
-static const char *quote(const char *value, char *buf, size_t len)
+static enum config_result from_yamlfield(enum yamlfield_result result)
 {
-    size_t i;
-
-    for (i = 0; value[i] != '\0' && i < CONFIG_QUOTE_MAX && i + 1 < len; i++)
-        buf[i] = (value[i] >= 0x20 && value[i] < 0x7f) ? value[i] : '?';
-    buf[i] = '\0';
-    return buf;
-}
-
-/* "field 'name' (line N): what" */
-__attribute__((format(printf, 4, 5)))
-static enum config_result field_error(const struct parse_ctx *ctx, const char *name,
-                                      const yaml_node_t *node, const char *fmt, ...)
-{
-    char what[256];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    if (ctx->reterr && ctx->reterr_len > 0) {
-        if (node)
-            snprintf(ctx->reterr, ctx->reterr_len, "field '%s' (line %lu): %s", name,
-                     (unsigned long)node->start_mark.line + 1, what);
-        else
-            snprintf(ctx->reterr, ctx->reterr_len, "field '%s': %s", name, what);
+    switch (result) {
+    case YAMLFIELD_OK: return CONFIG_OK;
+    case YAMLFIELD_ERR_IO: return CONFIG_ERR_IO;
+    case YAMLFIELD_ERR_SYNTAX: return CONFIG_ERR_SYNTAX;
+    case YAMLFIELD_ERR_NOMEM: return CONFIG_ERR_NOMEM;
     }
-    return CONFIG_ERR_FIELD;
+    return CONFIG_ERR_INVALID;
 }
 
-/* The text of a scalar node, or NULL with an error for anything else
- * (sequences, mappings, scalars with NUL bytes). */
 static const char *scalar_text(const struct parse_ctx *ctx, const char *name,
                                const yaml_node_t *node, enum config_result *ret_result)
 {
-    const char *text;
-
-    if (!node || node->type != YAML_SCALAR_NODE) {
-        *ret_result = field_error(ctx, name, node, "must be a single value");
-        return NULL;
-    }
-    text = (const char *)node->data.scalar.value;
-    if (strlen(text) != node->data.scalar.length) {
-        *ret_result = field_error(ctx, name, node, "contains a NUL byte");
-        return NULL;
-    }
-    return text;
-}
-
-/* A number from min to max: an integer (base 10) when integer, otherwise
- * any finite number. */
-static enum config_result get_number(const struct parse_ctx *ctx, const char *name,
-                                     const yaml_node_t *node, bool integer, double min,
-                                     double max, double *ret_value)
-{
-    enum config_result result = CONFIG_OK;
-    const char *text = scalar_text(ctx, name, node, &result);
-    char quoted[CONFIG_QUOTE_MAX + 1];
-    const char *shown;
-    char *end = NULL;
-    double value;
+    const char *text = yamlfield_text(&ctx->yaml, name, node, 0);
 
     if (!text)
-        goto out;
-    errno = 0;
-    value = integer ? (double)strtol(text, &end, 10) : strtod(text, &end);
-    if (end == text || *end != '\0' || errno != 0 || !isfinite(value) || value < min ||
-        value > max) {
-        shown = quote(text, quoted, sizeof(quoted));
-        if (integer)
-            result = field_error(ctx, name, node, "must be an integer from %ld to %ld (got '%s')",
-                                 (long)min, (long)max, shown);
-        else
-            result = field_error(ctx, name, node, "must be a number from %g to %g (got '%s')",
-                                 min, max, shown);
-        goto out;
-    }
-    *ret_value = value;
-
-out:
-    return result;
+        *ret_result = CONFIG_ERR_FIELD;
+    return text;
 }
 
 static enum config_result get_long(const struct parse_ctx *ctx, const char *name,
                                    const yaml_node_t *node, long min, long max, long *ret_value)
 {
     double value;
-    enum config_result result = get_number(ctx, name, node, true, (double)min, (double)max,
-                                           &value);
 
-    if (result == CONFIG_OK)
-        *ret_value = (long)value;
-    return result;
+    if (!yamlfield_number(&ctx->yaml, name, node, true, (double)min, (double)max, &value))
+        return CONFIG_ERR_FIELD;
+    *ret_value = (long)value;
+    return CONFIG_OK;
 }
 
 static enum config_result get_float(const struct parse_ctx *ctx, const char *name,
@@ -197,64 +128,26 @@ static enum config_result get_float(const struct parse_ctx *ctx, const char *nam
                                     float *ret_value)
 {
     double value;
-    enum config_result result = get_number(ctx, name, node, false, min, max, &value);
 
-    if (result == CONFIG_OK)
-        *ret_value = (float)value;
-    return result;
+    if (!yamlfield_number(&ctx->yaml, name, node, false, min, max, &value))
+        return CONFIG_ERR_FIELD;
+    *ret_value = (float)value;
+    return CONFIG_OK;
 }
 
 static enum config_result get_bool(const struct parse_ctx *ctx, const char *name,
                                    const yaml_node_t *node, bool *ret_value)
 {
-    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "on", "On", "1"};
-    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "off", "Off", "0"};
-    enum config_result result = CONFIG_OK;
-    const char *text = scalar_text(ctx, name, node, &result);
-    char quoted[CONFIG_QUOTE_MAX + 1];
-
-    if (!text)
-        goto out;
-    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-        if (strcmp(text, yes[i]) == 0) {
-            *ret_value = true;
-            goto out;
-        }
-        if (strcmp(text, no[i]) == 0) {
-            *ret_value = false;
-            goto out;
-        }
-    }
-    result = field_error(ctx, name, node, "must be true or false (got '%s')",
-                         quote(text, quoted, sizeof(quoted)));
-
-out:
-    return result;
+    return yamlfield_bool(&ctx->yaml, name, node, ret_value) ? CONFIG_OK : CONFIG_ERR_FIELD;
 }
 
-/* One of choices (count of them); *ret_index on success. */
 static enum config_result get_choice(const struct parse_ctx *ctx, const char *name,
                                      const yaml_node_t *node, const char *const *choices,
                                      size_t count, size_t *ret_index)
 {
-    enum config_result result = CONFIG_OK;
-    const char *text = scalar_text(ctx, name, node, &result);
-    char quoted[CONFIG_QUOTE_MAX + 1];
-
-    if (!text)
-        goto out;
-    for (size_t i = 0; i < count; i++) {
-        if (strcmp(text, choices[i]) == 0) {
-            *ret_index = i;
-            goto out;
-        }
-    }
-    result = field_error(ctx, name, node, "must be %s or %s (got '%s')", choices[0],
-                         count > 1 ? choices[1] : choices[0],
-                         quote(text, quoted, sizeof(quoted)));
-
-out:
-    return result;
+    return yamlfield_choice(&ctx->yaml, name, node, choices, count, ret_index)
+               ? CONFIG_OK
+               : CONFIG_ERR_FIELD;
 }
 
 /* A model path, resolved against base_dir when relative, into out. */
@@ -305,7 +198,7 @@ static enum config_result get_classes(const struct parse_ctx *ctx, const char *n
     }
     for (size_t i = 0; i < count; i++) {
         const yaml_node_t *item =
-            yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+            yaml_document_get_node(ctx->yaml.doc, node->data.sequence.items.start[i]);
         const char *text = scalar_text(ctx, name, item, &result);
         size_t len;
 
@@ -345,7 +238,7 @@ static enum config_result get_mean(const struct parse_ctx *ctx, const char *name
     }
     for (size_t i = 0; i < 3; i++) {
         const yaml_node_t *item =
-            yaml_document_get_node(ctx->doc, node->data.sequence.items.start[i]);
+            yaml_document_get_node(ctx->yaml.doc, node->data.sequence.items.start[i]);
         result = get_float(ctx, name, item, -1e6, 1e6, &mean[i]);
         if (result != CONFIG_OK)
             goto out;
@@ -528,44 +421,33 @@ enum config_result config_parse(const char *text, size_t len, const char *base_d
 {
     enum config_result result = CONFIG_OK;
     struct helper_config *cfg = NULL;
-    yaml_parser_t parser;
     yaml_document_t doc;
-    bool parser_ready = false;
     bool doc_ready = false;
     bool seen[KEY_MAX] = {false};
-    struct parse_ctx ctx = {.base_dir = base_dir, .reterr = reterr, .reterr_len = reterr_len};
+    struct parse_ctx ctx = {
+        .yaml = {.doc = &doc, .reterr = reterr, .reterr_len = reterr_len},
+        .base_dir = base_dir,
+    };
     const yaml_node_t *root;
 
     if (!text || !ret_config || len > CONFIG_MAX_FILE_BYTES) {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "configuration missing or larger than %u bytes",
-                     CONFIG_MAX_FILE_BYTES);
+        set_reason(reterr, reterr_len, "configuration missing or larger than %u bytes",
+                   CONFIG_MAX_FILE_BYTES);
         result = CONFIG_ERR_INVALID;
         goto out;
     }
     cfg = malloc(sizeof(*cfg));
-    if (!cfg || !yaml_parser_initialize(&parser)) {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "out of memory");
+    if (!cfg) {
+        set_reason(reterr, reterr_len, "out of memory");
         result = CONFIG_ERR_NOMEM;
         goto out;
     }
-    parser_ready = true;
     set_defaults(cfg);
     ctx.cfg = cfg;
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "YAML error at line %lu column %lu: %s%s%s",
-                     (unsigned long)parser.problem_mark.line + 1,
-                     (unsigned long)parser.problem_mark.column + 1,
-                     parser.problem ? parser.problem : "syntax error",
-                     parser.context ? " " : "", parser.context ? parser.context : "");
-        result = CONFIG_ERR_SYNTAX;
+    result = from_yamlfield(yamlfield_load(text, len, CONFIG_MAX_DEPTH, &doc, reterr, reterr_len));
+    if (result != CONFIG_OK)
         goto out;
-    }
     doc_ready = true;
-    ctx.doc = &doc;
     root = yaml_document_get_root_node(&doc);
     if (!root || root->type != YAML_MAPPING_NODE) {
         if (reterr && reterr_len > 0)
@@ -578,7 +460,7 @@ enum config_result config_parse(const char *text, size_t len, const char *base_d
         const yaml_node_t *key_node = yaml_document_get_node(&doc, pair->key);
         const yaml_node_t *value_node = yaml_document_get_node(&doc, pair->value);
         const char *key_text = scalar_text(&ctx, "(key)", key_node, &result);
-        char quoted[CONFIG_QUOTE_MAX + 1];
+        char quoted[YAMLFIELD_QUOTE_MAX + 1];
         enum config_key key = KEY_MAX;
 
         if (!key_text)
@@ -590,7 +472,7 @@ enum config_result config_parse(const char *text, size_t len, const char *base_d
             }
         }
         if (key == KEY_MAX) {
-            result = field_error(&ctx, quote(key_text, quoted, sizeof(quoted)), key_node,
+            result = field_error(&ctx, yamlfield_quote(key_text, quoted, sizeof(quoted)), key_node,
                                  "unknown field");
             goto out;
         }
@@ -611,8 +493,6 @@ enum config_result config_parse(const char *text, size_t len, const char *base_d
 out:
     if (doc_ready)
         yaml_document_delete(&doc);
-    if (parser_ready)
-        yaml_parser_delete(&parser);
     free(cfg);
     return result;
 }
@@ -622,64 +502,19 @@ enum config_result config_load(const char *path, struct helper_config *ret_confi
 {
     enum config_result result = CONFIG_OK;
     char base_dir[CONFIG_MAX_PATH];
-    char errbuf[128];
     char *text = NULL;
     const char *slash;
-    struct stat st;
     size_t have = 0;
-    int fd = -1;
 
     if (!path || !*path || !ret_config) {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "no configuration file given");
+        set_reason(reterr, reterr_len, "no configuration file given");
         result = CONFIG_ERR_INVALID;
         goto out;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "cannot read %s: %s", path,
-                     errno_text(errno, errbuf, sizeof(errbuf)));
-        result = CONFIG_ERR_IO;
+    result = from_yamlfield(yamlfield_read_file(path, CONFIG_MAX_FILE_BYTES, &text, &have,
+                                                reterr, reterr_len));
+    if (result != CONFIG_OK)
         goto out;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
-        (unsigned long long)st.st_size > CONFIG_MAX_FILE_BYTES) {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "%s is not a regular file of at most %u bytes", path,
-                     CONFIG_MAX_FILE_BYTES);
-        result = CONFIG_ERR_IO;
-        goto out;
-    }
-    text = malloc(CONFIG_MAX_FILE_BYTES + 1);
-    if (!text) {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "out of memory");
-        result = CONFIG_ERR_NOMEM;
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(fd, text + have, CONFIG_MAX_FILE_BYTES + 1 - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            if (reterr && reterr_len > 0)
-                snprintf(reterr, reterr_len, "cannot read %s: %s", path,
-                         errno_text(errno, errbuf, sizeof(errbuf)));
-            result = CONFIG_ERR_IO;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        have += (size_t)n;
-        if (have > CONFIG_MAX_FILE_BYTES) {
-            if (reterr && reterr_len > 0)
-                snprintf(reterr, reterr_len, "%s is larger than %u bytes", path,
-                         CONFIG_MAX_FILE_BYTES);
-            result = CONFIG_ERR_IO;
-            goto out;
-        }
-    }
     slash = strrchr(path, '/');
     if (!slash) {
         base_dir[0] = '\0';
@@ -689,16 +524,13 @@ enum config_result config_load(const char *path, struct helper_config *ret_confi
         memcpy(base_dir, path, (size_t)(slash - path));
         base_dir[slash - path] = '\0';
     } else {
-        if (reterr && reterr_len > 0)
-            snprintf(reterr, reterr_len, "configuration path too long");
+        set_reason(reterr, reterr_len, "configuration path too long");
         result = CONFIG_ERR_INVALID;
         goto out;
     }
     result = config_parse(text, have, base_dir, ret_config, reterr, reterr_len);
 
 out:
-    if (fd >= 0)
-        close(fd);
     free(text);
     return result;
 }

@@ -36,7 +36,9 @@
  * Relative model paths are resolved against the directory of the config
  * file. Class names are 1..CONFIG_MAX_CLASS_NAME bytes without control
  * characters. Numbers must be finite and parse completely. Booleans are
- * true/false (also yes/no, on/off, 1/0).
+ * true/false (also yes/no, on/off, 1/0). The file is read by the bounded YAML
+ * reader of native/common/yamlfield.h: one document, no aliases, no nesting
+ * deeper than a list inside the mapping (CONFIG_MAX_DEPTH).
  *
  * This file is plain C with no logging: every error is a result code plus a
  * message in the caller's buffer that names the offending field.
@@ -60,6 +62,8 @@ enum config_result {
 };
 
 #define CONFIG_MAX_FILE_BYTES (64u * 1024u)
+/* Collections inside one another: the mapping and a list in it. */
+#define CONFIG_MAX_DEPTH 2u
 #define CONFIG_MAX_PATH 4096u
 #define CONFIG_MAX_INPUT_SIDE 4096
 #define CONFIG_MAX_CLASSES INFER_MAX_CLASSES

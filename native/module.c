@@ -94,6 +94,7 @@ static PyMethodDef *const function_tables[] = {
     tsd_token_functions,
     tsd_linkmsg_functions,
     tsd_hostrule_functions,
+    tsd_farm_functions,
     tsd_layers_functions,
 };
 

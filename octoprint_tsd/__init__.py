@@ -10,6 +10,7 @@ to the modules that do the work:
   discovery_routes.py  the discovery pages of the blueprint
   linking.py           the stored token, the server link, link and unlink
   detection.py         the watcher and uploader, failure actions
+  farm.py              the farm provisioning file: settings it manages
   cli.py               ``octoprint plugins tsd:…``
 
 The native core (``_tsd``, reached only through :mod:`.bridge`) owns the
@@ -26,6 +27,8 @@ from . import api, bridge, discovery_routes, settings
 from .cli import cli_commands
 from .detection import Detection
 from .discovery import Discovery
+from .farm import Farm, FarmError
+from .link import LinkError
 from .linking import Linking
 from .layers import PrintLayers
 from .pause import PauseSequence
@@ -60,12 +63,15 @@ class TsdPlugin(
         self._linking = Linking(self)
         self._detection = Detection(self)
         self._discovery = None  # discovery.Discovery, while unlinked
+        self._farm = Farm(self)
 
     ##~~ life cycle
 
     def initialize(self):
         self._pause_sequence = PauseSequence(self._logger)
         self._print_layers = PrintLayers(self._logger, self._file_manager)
+        # Before anything reads the settings: the farm file sets them.
+        self._farm.load_at_start()
         info = bridge.native_info()
         if info["loaded"]:
             self._logger.info(
@@ -153,6 +159,10 @@ class TsdPlugin(
         return self._linking.remote
 
     def link_with_code(self, code, server_url=None, reconnect=True):
+        try:
+            self._farm.check_server_url(server_url)
+        except FarmError as exc:
+            raise LinkError("managed", str(exc)) from None
         return self._linking.link_with_code(code, server_url, reconnect)
 
     def unlink(self):
@@ -246,6 +256,10 @@ class TsdPlugin(
     def frame_jpeg(self):
         return api.frame_get(self)
 
+    @octoprint.plugin.BlueprintPlugin.route("/metrics", methods=["GET"])
+    def metrics_text(self):
+        return api.metrics_get(self)
+
     @octoprint.plugin.BlueprintPlugin.route("/discovery", methods=["GET"])
     def discovery_page(self):
         return discovery_routes.page(self)
@@ -304,7 +318,8 @@ class TsdPlugin(
         return settings.restricted_paths()
 
     def on_settings_save(self, data):
-        result = octoprint.plugin.SettingsPlugin.on_settings_save(self, settings.checked(data))
+        data = settings.checked(self._farm.refuse_managed(data))
+        result = octoprint.plugin.SettingsPlugin.on_settings_save(self, data)
         self._detection.forget_webcams()
         self._detection.wake()
         return result
@@ -368,6 +383,19 @@ class TsdPlugin(
                 words = (cmd or "").split(None, 1)
                 remote.on_display_message(words[1].strip() if len(words) > 1 else "")
 
+    def get_additional_permissions(self, *args, **kwargs):
+        """PLUGIN_TSD_METRICS: reading /plugin/tsd/metrics (api.metrics_get)."""
+        from octoprint.access import ADMIN_GROUP
+
+        return [{
+            "key": "METRICS",
+            "name": "Read metrics",
+            "description": "Read the detector's, the helper's and the server link's counters "
+                           "in the Prometheus format (no token, no address)",
+            "roles": ["metrics"],
+            "default_groups": [ADMIN_GROUP],
+        }]
+
     def get_update_information(self):
         return {
             PLUGIN_IDENTIFIER: {
@@ -402,6 +430,7 @@ def __plugin_load__():
         "octoprint.comm.protocol.scripts": __plugin_implementation__.script_hook,
         "octoprint.comm.protocol.gcode.sent": __plugin_implementation__.gcode_sent_hook,
         "octoprint.cli.commands": cli_commands,
+        "octoprint.access.permissions": __plugin_implementation__.get_additional_permissions,
         # The token never goes into OctoPrint's backups (linking.py).
         "octoprint.plugin.backup.additional_excludes": __plugin_implementation__._linking.backup_excludes,
     }

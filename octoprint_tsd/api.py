@@ -5,6 +5,7 @@ One function per permission tier, each checking its own permission first:
   - :func:`status_get`: OctoPrint's STATUS permission (the viewer document),
     and ADMIN for the admin document (status.py);
   - :func:`frame_get`: WEBCAM;
+  - :func:`metrics_get`: the plugin's own METRICS permission (Prometheus);
   - :func:`print_command`: PRINT (saying a print looks fine);
   - :func:`admin_command`: ADMIN (linking, unlinking, reconnecting,
     forgetting what "looks fine" taught,
@@ -14,7 +15,7 @@ One function per permission tier, each checking its own permission first:
 
 import flask
 
-from . import bridge
+from . import bridge, metrics
 from .link import LinkError
 from .status import admin_document, viewer_document
 
@@ -66,6 +67,18 @@ def frame_get(plugin):
     response.headers["Content-Type"] = "image/jpeg"
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Frame-Seq"] = str(frame[1])
+    return response
+
+
+def metrics_get(plugin):
+    """The Prometheus text (metrics.py) for users with the plugin's METRICS
+    permission (PLUGIN_TSD_METRICS; admins have it)."""
+    permission = getattr(_permissions(), "PLUGIN_TSD_METRICS", None)
+    if permission is None or not permission.can():
+        flask.abort(403)
+    response = flask.make_response(metrics.document(plugin))
+    response.headers["Content-Type"] = metrics.CONTENT_TYPE
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

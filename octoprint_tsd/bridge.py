@@ -296,3 +296,13 @@ def check_server_url(url, allow_cleartext_lan=False):
     if _tsd is None:
         raise ValueError("the native module is not loaded")
     return _tsd.check_server_url(url, allow_cleartext_lan=bool(allow_cleartext_lan))
+
+
+def farm_load(path, instance=None):
+    """The farm provisioning file, read and checked in C (native/core/farm.h),
+    as the settings it sets for one instance: {"settings", "places",
+    "printers", "instance_known"}. ValueError with .code "io", "syntax" or
+    "field" and the file, line and column for a refused file."""
+    if _tsd is None:
+        raise ValueError("the native module is not loaded")
+    return _tsd.farm_load(path, instance)

@@ -377,6 +377,9 @@ class Remote:
         params = action["params"]
         printer = self._plugin._printer
         try:
+            enabled = self._plugin._settings.get(["remote_calls"])
+            if enabled is not None and call not in enabled:
+                raise ValueError("{} is turned off on this printer".format(call))
             if call == "jog":
                 axes = dict(params["axes"])
                 profile = self._plugin.current_printer_profile()

@@ -23,7 +23,8 @@ SECRET_SETTING_PATHS = [["auth_token"], ["device_secret"]]
 # the server may send it.
 ADMIN_SETTING_PATHS = [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["allow_raw_gcode"],
                        ["webcam_ca_file"], ["model_config"], ["max_tool_temp"], ["max_bed_temp"],
-                       ["max_chamber_temp"], ["cloud_print_max_mb"], ["cloud_print_free_margin_mb"]]
+                       ["max_chamber_temp"], ["cloud_print_max_mb"], ["cloud_print_free_margin_mb"],
+                       ["remote_calls"]]
 
 
 def defaults():
@@ -48,6 +49,9 @@ def defaults():
         # always left free in OctoPrint's upload folder (cloudprint.py).
         "cloud_print_max_mb": 500,
         "cloud_print_free_margin_mb": 100,
+        # The server's passthru calls this printer answers (remote.py); None:
+        # all that the allow-list knows. A farm file sets it (farm.py).
+        "remote_calls": None,
     }
 
 
@@ -101,4 +105,8 @@ def checked(data):
                 data[key] = None if data[key] in (None, "") else max(0.0, float(data[key]))
             except (TypeError, ValueError):
                 data.pop(key)
+    if "remote_calls" in data:
+        calls = data["remote_calls"]
+        if calls is not None and not (isinstance(calls, list) and all(isinstance(c, str) for c in calls)):
+            data.pop("remote_calls")
     return data

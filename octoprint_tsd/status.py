@@ -76,6 +76,8 @@ def viewer_document(plugin):
         # Print from the app: the download in progress and how the last ended.
         "cloud_print": (plugin._linking.remote.cloud_print.info()
                         if plugin._linking.remote is not None else None),
+        # Which settings the farm file manages (read-only in the UI).
+        "farm": plugin._farm.info(),
     }
 
 
@@ -88,4 +90,8 @@ def admin_document(plugin):
         "link": dict(plugin._linking.info),
         "remote": plugin._linking.status(),
         "discovery": plugin.discovery().status() if bridge.native_available() else None,
+        # The farm file's values (the server URL among them) and why a file
+        # was refused: admins only.
+        "farm": dict(plugin._farm.info(), error=plugin._farm.error,
+                     settings=plugin._farm.managed, places=plugin._farm.places),
     }

@@ -30,7 +30,8 @@ APT_PACKAGES=(
     libopencv-dev
 )
 if [ "$WITH_TEST_TOOLS" = 1 ]; then
-    APT_PACKAGES+=(chromium fonts-liberation)
+    # prometheus: promtool checks the metrics text (tests/integration/test_farm.py).
+    APT_PACKAGES+=(chromium fonts-liberation prometheus)
 fi
 
 ensure_debian_packages "${APT_PACKAGES[@]}"

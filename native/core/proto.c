@@ -678,6 +678,13 @@ static const struct passthru_entry {
     {"file_downloader", "download", "download", build_download, false},
 };
 
+const char *proto_passthru_call(size_t index)
+{
+    if (index >= sizeof(passthru_allow_list) / sizeof(passthru_allow_list[0]))
+        return NULL;
+    return passthru_allow_list[index].call;
+}
+
 static bool ref_seen_before(struct proto *proto, const char *ref)
 {
     for (size_t i = 0; i < PROTO_REF_MEMORY; i++)

@@ -130,6 +130,11 @@ enum proto_result proto_dispatch(struct proto *proto, const struct proto_printer
                                  const char *message, size_t len, char **ret_actions,
                                  size_t *ret_len);
 
+/* The name of the index-th passthru call the allow-list knows ("jog",
+ * "home", ...: the "call" of a passthru action), or NULL past the last one.
+ * The farm file (farm.c) enables calls by these names. */
+const char *proto_passthru_call(size_t index);
+
 /* Exposed for tests: 1 if one G-code line is in the safe set, taken alone
  * (the printer's state, modes and the budgets are checked by proto_dispatch). */
 int proto_gcode_line_is_safe(const char *line, size_t len);

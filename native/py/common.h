@@ -83,6 +83,7 @@ extern const struct tsd_error_map tsd_jpg_errors;
 extern const struct tsd_error_map tsd_tok_errors;
 extern const struct tsd_error_map tsd_linkmsg_errors;
 extern const struct tsd_error_map tsd_hostrule_errors;
+extern const struct tsd_error_map tsd_farm_errors;
 extern const struct tsd_error_map tsd_layers_errors;
 
 /* The one place where a core result becomes a Python exception. reason (may
@@ -127,6 +128,7 @@ extern PyMethodDef tsd_annotate_functions[]; /* annotate.c */
 extern PyMethodDef tsd_token_functions[];    /* token.c */
 extern PyMethodDef tsd_linkmsg_functions[];  /* linkmsg.c */
 extern PyMethodDef tsd_hostrule_functions[]; /* hostrule.c */
+extern PyMethodDef tsd_farm_functions[];     /* farm.c */
 extern PyMethodDef tsd_layers_functions[];   /* layers.c */
 
 /* ---- shared by EventQueue and Tunnel (py/evq.c) -------------------------- */

@@ -9,6 +9,7 @@
 
 #include "core/decide.h"
 #include "core/evq.h"
+#include "core/farm.h"
 #include "core/grab.h"
 #include "core/jpeg.h"
 #include "core/layers.h"
@@ -51,6 +52,7 @@ DESCRIBE(tok, tok_result)
 DESCRIBE(linkmsg, linkmsg_result)
 DESCRIBE(hostrule, hostrule_result)
 DESCRIBE(layers, layers_result)
+DESCRIBE(farm, farm_result)
 
 const struct tsd_error_map tsd_evq_errors = {
     describe_evq, "event queue: ", (const struct tsd_error_rule[]){
@@ -162,6 +164,15 @@ const struct tsd_error_map tsd_hostrule_errors = {
 const struct tsd_error_map tsd_layers_errors = {
     describe_layers, NULL, (const struct tsd_error_rule[]){
         {ANY_RESULT, TSD_EXC_ERROR, NULL, NULL},
+    }};
+
+/* A farm file that is refused: ValueError with where and why. */
+const struct tsd_error_map tsd_farm_errors = {
+    describe_farm, NULL, (const struct tsd_error_rule[]){
+        {FARM_ERR_NOMEM, TSD_EXC_NO_MEMORY, NULL, NULL},
+        {FARM_ERR_IO, TSD_EXC_VALUE, "io", NULL},
+        {FARM_ERR_SYNTAX, TSD_EXC_VALUE, "syntax", NULL},
+        {ANY_RESULT, TSD_EXC_VALUE, "field", NULL},
     }};
 
 /* Raises exc_type(message) with a "code" attribute. */

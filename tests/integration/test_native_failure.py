@@ -72,7 +72,7 @@ def test_web_ui_shows_a_notice_naming_the_cause(broken_server, browser):
         # The settings page carries the same cause in a banner.
         page.click("#navbar_show_settings")
         page.click("#settings_plugin_tsd_link a")
-        banner = page.locator("#tsd_settings .alert-error")
+        banner = page.locator("#tsd_settings .alert-error:visible")
         banner.wait_for(state="visible", timeout=30000)
         assert "ImportError" in banner.text_content()
     finally:

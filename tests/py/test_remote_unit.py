@@ -50,6 +50,9 @@ def link():
     plugin._printer.is_printing.return_value = False
     plugin._printer.is_paused.return_value = False
     plugin._settings.get_float.return_value = None  # the owner's heater limits: unset
+    remote_calls = None  # every passthru call the allow-list knows
+    plugin._settings.get.side_effect = (
+        lambda path, **kwargs: remote_calls if path == ["remote_calls"] else mock.DEFAULT)
     plugin._settings.global_get.return_value = [{"name": "PLA", "extruder": 200, "bed": 60}]
     plugin._plugin_manager.enabled_plugins = {"tsd": None, "virtual_printer": None}
     plugin._detection.server_webcams.return_value = []
@@ -405,3 +408,21 @@ def test_parity2_every_end_of_print_status_carries_the_print(link, ending):
     assert r.current_print_ts == -1
     r.on_print_event("PrintStarted", {"name": "b.gcode"})  # the next print is a new one
     assert r._tunnel.statuses[-1]["current_print_ts"] == 1700000000
+
+
+def test_farm_turns_remote_calls_off(link):
+    """remote_calls (a farm file's remote.calls): a call not listed is
+    refused with an error ack and never reaches OctoPrint."""
+    r, plugin = link
+    set_state(plugin, "idle")
+    enabled = ["home"]
+    plugin._settings.get.side_effect = (
+        lambda path, **kwargs: enabled if path == ["remote_calls"] else mock.DEFAULT)
+    plugin._printer.home.return_value = None
+    ack = call(r, "jog", "jog", {"x": 10})
+    assert "turned off" in ack["error"]
+    plugin._printer.jog.assert_not_called()
+    assert call(r, "home", "home", ["x"]) == {"ref": "home", "ret": None}
+    enabled[:] = []
+    assert "turned off" in call(r, "home2", "home", ["x"])["error"]
+    assert plugin._printer.home.call_count == 1

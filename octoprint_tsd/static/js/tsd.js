@@ -32,6 +32,17 @@ $(function () {
         // False alarms "looks fine" taught this printer (learned.py).
         self.learnedCount = ko.observable(0);
         self.forgetMessage = ko.observable("");
+        // The settings a farm provisioning file manages: read-only here.
+        self.farmFile = ko.observable("");
+        self.farmManaged = ko.observableArray([]);
+        self.farmError = ko.observable("");
+        self.remoteCallsText = ko.observable("");
+        self.managed = function (key) {
+            return self.farmManaged.indexOf(key) >= 0;
+        };
+        self.managedNote = ko.pureComputed(function () {
+            return _.sprintf(gettext("managed by %(file)s"), {file: self.farmFile()});
+        });
 
         self.applyStatus = function (status) {
             var webcams = status.webcams || [];
@@ -62,6 +73,12 @@ $(function () {
             self.otpActive(!!(discovery.otp && discovery.otp.active));
             self.otpPasscode((discovery.otp && discovery.otp.passcode) || "");
             self.learnedCount((status.detect && status.detect.learned) || 0);
+            var farm = status.farm || {};
+            self.farmFile(farm.file || "");
+            self.farmManaged(farm.managed || []);
+            self.farmError(farm.error || "");
+            var calls = farm.settings && farm.settings.remote_calls;
+            self.remoteCallsText(calls ? (calls.length ? calls.join(", ") : gettext("none")) : "");
             var remote = status.remote || {};
             var remoteTexts = {
                 unlinked: gettext("not linked"),
