@@ -1,0 +1,288 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""OctoPrint remote access (http.tunnelv2) in the native tunnel: the
+reference server sends BSON requests the way obico-server does, a small
+HTTP server on loopback stands in for OctoPrint and records what reached it.
+(test_remote_access_octoprint.py does the same against a real OctoPrint.)
+"""
+
+import json
+import os
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from octoprint_tsd import _tsd
+from obico_refserver import ReferenceServer
+from test_tunnel import TOKEN, Events, make_tunnel
+from tsd_testing import wait_for
+import tunnel_frames
+
+
+class FakeOctoPrint(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen = []           # (method, path, headers dict, body) of every request
+    lock = threading.Lock()
+    release = threading.Event()  # /hang waits for it
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, status, body, headers=(), length=True):
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _handle(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with self.lock:
+            self.seen.append((self.command, self.path, dict(self.headers.items()), body))
+        path = self.path.split("?")[0]
+        if path == "/echo":
+            answer = json.dumps({"method": self.command, "path": self.path,
+                                 "headers": dict(self.headers.items()), "body": body.decode("latin-1")})
+            self._answer(200, answer.encode(), [("Content-Type", "application/json"),
+                                                ("Set-Cookie", "session_P5000=s1; Path=/; HttpOnly"),
+                                                ("Set-Cookie", "csrf_token_P5000=c1; Path=/"),
+                                                ("X-Multi", "a"), ("X-Multi", "b")])
+        elif path == "/big":
+            size = int(self.path.split("n=")[1])
+            self._answer(200, bytes(range(256)) * (size // 256) + b"x" * (size % 256),
+                         [("Content-Type", "application/octet-stream")])
+        elif path == "/redirect":
+            self._answer(302, b"", [("Location", "/login?next=%2F")])
+        elif path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"hello ", b"chunked ", b"world"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        elif path == "/slow":
+            time.sleep(float(self.path.split("s=")[1]))
+            self._answer(200, b"slow done")
+        elif path == "/hang":
+            self.release.wait(60)
+            self._answer(200, b"late")
+        else:
+            self._answer(404, b"not found")
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+
+@pytest.fixture
+def octoprint():
+    FakeOctoPrint.seen = []
+    FakeOctoPrint.release.clear()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOctoPrint)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    FakeOctoPrint.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    srv = ReferenceServer([TOKEN]).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def linked(server, octoprint):
+    """A started tunnel with remote access to the fake OctoPrint."""
+    tunnel = make_tunnel(server.url, octoprint_port=octoprint.server_address[1], remote_access=True)
+    events = Events(tunnel)
+    tunnel.start()
+    events.wait("connected")
+    yield tunnel, events
+    tunnel.stop()
+
+
+def ask(server, ref, method, path, headers=None, body=None, wait=30, **extra):
+    """Sends a request as the server does; extra: more fields (timeout)."""
+    server.send(TOKEN, tunnel_frames.http_request(ref, method, path, headers, body, **extra))
+    return tunnel_frames.wait_reply(server, TOKEN, ref, wait)
+
+
+def thread_names():
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/{}/comm".format(tid)) as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass  # ended meanwhile
+    return names
+
+
+def test_request_is_replayed_and_answered(server, octoprint, linked):
+    reply = ask(server, "v2.1.post.1./echo", "post", "/echo?x=1",
+                {"Content-Type": "application/json", "Cookie": "session_P5000=s0"}, b'{"a": 1}')
+    assert reply.status == 200
+    echo = json.loads(reply.content)
+    assert echo["method"] == "POST" and echo["path"] == "/echo?x=1"
+    assert echo["body"] == '{"a": 1}'
+    assert echo["headers"]["Cookie"] == "session_P5000=s0"
+    # Raw Set-Cookie fields as the cookies list, never merged into headers.
+    assert reply.cookies == ["session_P5000=s1; Path=/; HttpOnly", "csrf_token_P5000=c1; Path=/"]
+    assert reply.header("Set-Cookie") is None
+    assert reply.header("X-Multi") == "a, b"
+    assert reply.header("Content-Type") == "application/json"
+    assert reply.header("Content-Length") is None and reply.header("Connection") is None
+
+
+def test_compressed_from_1000_bytes(server, octoprint, linked):
+    small = ask(server, "v2.small", "get", "/big?n=999")
+    assert not small.compressed and len(small.content) == 999
+    big = ask(server, "v2.big", "get", "/big?n=1000")
+    assert big.compressed and len(big.content) == 1000
+    assert zlib.decompress(big.raw_content) == big.content
+    large = ask(server, "v2.large", "get", "/big?n=3000000")
+    assert large.compressed and large.content == bytes(range(256)) * (3000000 // 256) + b"x" * (3000000 % 256)
+
+
+def test_redirect_is_not_followed(server, octoprint, linked):
+    reply = ask(server, "v2.redirect", "get", "/redirect")
+    assert reply.status == 302 and reply.header("Location") == "/login?next=%2F"
+    assert [p for _, p, _, _ in FakeOctoPrint.seen] == ["/redirect"]
+
+
+def test_chunked_answer_and_head(server, octoprint, linked):
+    assert ask(server, "v2.chunked", "get", "/chunked").content == b"hello chunked world"
+    head = ask(server, "v2.head", "head", "/big?n=5000")
+    assert head.status == 200 and head.content == b""
+
+
+def test_forwarding_headers_are_replaced(server, octoprint, linked):
+    """Whatever the browser claims about where it is, OctoPrint sees only the
+    tunnel's outside address (docs/security.md, remote access)."""
+    reply = ask(server, "v2.fwd", "get", "/echo", {
+        "X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1",
+        "X-Forwarded-Host": "evil", "X-Scheme": "https", "X-Script-Name": "/x",
+        "Host": "evil.example", "Accept-Encoding": "gzip", "Connection": "upgrade",
+        "Transfer-Encoding": "chunked", "Content-Length": "99", "Accept": "text/html"})
+    headers = {k.lower(): v for k, v in json.loads(reply.content)["headers"].items()}
+    assert headers["x-forwarded-for"] == "192.0.2.1"
+    for name in ("x-real-ip", "forwarded", "x-forwarded-host", "x-scheme", "x-script-name",
+                 "accept-encoding", "transfer-encoding"):
+        assert name not in headers, name
+    assert headers["host"] == "127.0.0.1:{}".format(octoprint.server_address[1])
+    assert headers["connection"] == "close" and headers["accept"] == "text/html"
+    assert "content-length" not in headers
+
+
+def test_remote_access_off_answers_403_and_reaches_nothing(server, octoprint, linked):
+    tunnel, _ = linked
+    tunnel.set_remote_access(False)
+    reply = ask(server, "v2.off", "get", "/echo")
+    assert reply.status == 403 and b"turned off" in reply.content
+    assert FakeOctoPrint.seen == []
+    tunnel.set_remote_access(True)
+    assert ask(server, "v2.on", "get", "/echo").status == 200
+
+
+def test_without_octoprint_port_everything_is_refused(server):
+    tunnel = make_tunnel(server.url, remote_access=True)
+    events = Events(tunnel)
+    tunnel.start()
+    try:
+        events.wait("connected")
+        assert ask(server, "v2.noport", "get", "/").status == 403
+    finally:
+        tunnel.stop()
+
+
+def test_errors_are_clear_statuses(server, octoprint, linked):
+    # The local OctoPrint does not answer in time: 504 at the request's deadline.
+    start = time.monotonic()
+    reply = ask(server, "v2.hang", "get", "/hang", wait=20, timeout=2)
+    assert reply.status == 504 and b"did not answer" in reply.content
+    assert 1.5 < time.monotonic() - start < 10
+    FakeOctoPrint.release.set()
+    # A malformed request with a ref gets 400; a method the tunnel does not replay too.
+    assert ask(server, "v2.trace", "trace", "/echo").status == 400
+    assert ask(server, "v2.path", "get", "echo").status == 400
+    reply = ask(server, "v2.inject", "get", "/echo", {"X-A": "1\r\nX-Forwarded-For: 127.0.0.1"})
+    assert reply.status == 400
+
+
+def test_octoprint_down_is_502(server):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    tunnel = make_tunnel(server.url, octoprint_port=closed_port, remote_access=True)
+    events = Events(tunnel)
+    tunnel.start()
+    try:
+        events.wait("connected")
+        reply = ask(server, "v2.down", "get", "/")
+        assert reply.status == 502 and b"connection refused" in reply.content
+    finally:
+        tunnel.stop()
+
+
+def test_bad_input_keeps_the_link_and_the_command_path(server, octoprint, linked):
+    """Malformed BSON, a body over the limit, a flood of parallel slow
+    requests: each gets a clear answer or is counted, and a command from the
+    server still arrives at once."""
+    tunnel, events = linked
+    server.send(TOKEN, b"\x10\x00\x00\x00garbage-garbage")
+    server.send(TOKEN, b"\x05\x00\x00")
+    # 40 MB: over the 32 MiB request limit (the frame is dropped whole and
+    # counted; nothing names its ref before it ends).
+    server.send(TOKEN, tunnel_frames.http_request("v2.huge", "post", "/echo", {}, b"\0" * (40 * 1024 * 1024)))
+    assert wait_for(lambda: tunnel.stats()["oversized"] == 1, 30)
+    # Over the body limit but within the frame limit (the body limit plus
+    # room for the other fields): 413 with its ref.
+    reply = ask(server, "v2.over", "post", "/echo", {}, b"\0" * (32 * 1024 * 1024 + 1))
+    assert reply.status == 413 and b"larger" in reply.content
+    for i in range(300):
+        server.send(TOKEN, tunnel_frames.http_request("v2.flood.%d" % i, "get", "/slow?s=0.5"))
+    sent_at = time.monotonic()
+    server.send(TOKEN, {"remote_status": {"viewing": True}})
+    assert wait_for(lambda: any('"viewing": true' in m for m in events.of("message")), 10)
+    command_latency = time.monotonic() - sent_at
+    assert command_latency < 2.0, command_latency
+    statuses = {}
+    def flood_replies():
+        return [r for ref, r in tunnel_frames.replies(server, TOKEN).items() if ref.startswith("v2.flood.")]
+
+    assert wait_for(lambda: len(flood_replies()) == 300, 120)
+    for reply in flood_replies():
+        statuses[reply.status] = statuses.get(reply.status, 0) + 1
+    # Served by the fixed pool, or refused at once as busy: never silence.
+    assert set(statuses) <= {200, 503} and statuses.get(200, 0) >= 64, statuses
+    stats = tunnel.stats()
+    assert stats["binary_ignored"] == 2 and stats["connects"] == 1 and stats["connected"]
+    assert stats["remote_requests"] == statuses.get(200, 0)
+    assert stats["remote_refused"] == statuses.get(503, 0) + 1  # and the 413
+    assert len([l for l in events.of("log") if "ignored a binary frame" in l]) <= 2
+    # A fixed pool, never a thread per request.
+    assert thread_names().count("tsd-httptun") == 4
+
+
+def test_stop_ends_the_workers_in_flight(server, octoprint):
+    tunnel = make_tunnel(server.url, octoprint_port=octoprint.server_address[1], remote_access=True)
+    events = Events(tunnel)
+    tunnel.start()
+    events.wait("connected")
+    for i in range(8):
+        server.send(TOKEN, tunnel_frames.http_request("v2.inflight.%d" % i, "get", "/hang"))
+    assert wait_for(lambda: len(FakeOctoPrint.seen) >= 4, 10)
+    start = time.monotonic()
+    tunnel.stop()
+    assert time.monotonic() - start < 5
+    assert "tsd-httptun" not in thread_names()
