@@ -22,7 +22,7 @@ import threading
 import octoprint.plugin
 from octoprint.events import Events
 
-from . import api, bridge, discovery_routes, settings
+from . import api, bridge, discovery_routes, remote_access, settings
 from .cli import cli_commands
 from .detection import Detection
 from .discovery import Discovery
@@ -325,6 +325,7 @@ class TsdPlugin(
             remote.on_print_event(event, payload)
             if event == Events.SETTINGS_UPDATED:
                 remote.set_allow_raw_gcode(self._settings.get_boolean(["allow_raw_gcode"]))
+                remote.set_remote_access(remote_access.tunnel_options(self)["remote_access"])
         if event == Events.SETTINGS_UPDATED:
             self._detection.forget_webcams()
         if event in PRINT_ENDED and self._pause_sequence is not None:

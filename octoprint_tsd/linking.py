@@ -18,7 +18,7 @@ import json
 import os
 import threading
 
-from . import bridge
+from . import bridge, remote_access
 from .link import LinkError, verify_code
 from .remote import Remote
 
@@ -60,8 +60,10 @@ class Linking:
     def _transport_options(self):
         """How the server may be reached (the admin's settings)."""
         settings = self._plugin._settings
-        return {"ca_file": settings.get(["ca_file"]) or None,
-                "allow_cleartext_lan": bool(settings.get_boolean(["allow_cleartext_lan"]))}
+        options = {"ca_file": settings.get(["ca_file"]) or None,
+                   "allow_cleartext_lan": bool(settings.get_boolean(["allow_cleartext_lan"]))}
+        options.update(remote_access.tunnel_options(self._plugin))
+        return options
 
     # ---- the Remote ----
 

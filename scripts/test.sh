@@ -117,7 +117,8 @@ suite_asan_py() {
         PYTHONPATH="$REPO/build/asan-site" \
         TSD_EXPECT_PACKAGE_DIR="$REPO/build/asan-site/octoprint_tsd" \
         LD_PRELOAD="$ASAN_RUNTIME" ASAN_OPTIONS="detect_leaks=0" \
-        pytest -q -p no:cacheprovider tests/py tests/integration/test_tunnel.py
+        pytest -q -p no:cacheprovider tests/py tests/integration/test_tunnel.py \
+        tests/integration/test_remote_access.py
 }
 
 # gcc 12's TSan cannot map its shadow memory when the kernel randomizes

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -32,8 +33,9 @@ struct job {
 };
 
 struct htun {
-    char host[64];
+    char host[HTUN_ADDRESS_SIZE];
     char port[8];
+    char forwarded_for[HTUN_ADDRESS_SIZE];
     size_t queue_max;
     size_t queue_bytes_max;
     size_t max_response;
@@ -261,7 +263,7 @@ static char *build_head(const struct htun *pool, const struct bsonmsg_request *r
     ok = ok && append(&head, &len, &cap, "%s %s HTTP/1.1\r\nHost: %s:%s\r\n"
                       "Connection: close\r\nX-Forwarded-For: %s\r\n",
                       request->method, request->path, pool->host, pool->port,
-                      HTUN_FORWARDED_FOR);
+                      pool->forwarded_for);
     for (size_t i = 0; ok && i < request->header_count; i++) {
         if (!request_header_dropped(request->headers[i].name))
             ok = append(&head, &len, &cap, "%s: %s\r\n", request->headers[i].name,
@@ -596,15 +598,24 @@ enum htun_result htun_new(const struct htun_config *config, struct htun **ret_po
 {
     struct htun *pool;
     unsigned workers;
+    const char *forwarded_for = config && config->forwarded_for ? config->forwarded_for
+                                                                : HTUN_DEFAULT_FORWARDED_FOR;
+    unsigned char address[sizeof(struct in6_addr)];
 
     if (!config || !ret_pool || !config->host || !config->port || !config->reply ||
         strlen(config->host) >= sizeof(pool->host) || config->workers > HTUN_MAX_WORKERS)
+        return HTUN_ERR_INVALID;
+    /* A numeric address and nothing else goes into the header line. */
+    if (strlen(forwarded_for) >= HTUN_ADDRESS_SIZE ||
+        (inet_pton(AF_INET, forwarded_for, address) != 1 &&
+         inet_pton(AF_INET6, forwarded_for, address) != 1))
         return HTUN_ERR_INVALID;
     pool = calloc(1, sizeof(*pool));
     if (!pool)
         return HTUN_ERR_NOMEM;
     snprintf(pool->host, sizeof(pool->host), "%s", config->host);
     snprintf(pool->port, sizeof(pool->port), "%u", (unsigned)config->port);
+    snprintf(pool->forwarded_for, sizeof(pool->forwarded_for), "%s", forwarded_for);
     pool->queue_max = config->queue_requests ? config->queue_requests : HTUN_DEFAULT_QUEUE;
     pool->queue_bytes_max = config->queue_bytes ? config->queue_bytes : HTUN_DEFAULT_QUEUE_BYTES;
     pool->max_response = config->max_response ? config->max_response : HTUN_DEFAULT_MAX_RESPONSE;

@@ -15,9 +15,10 @@
  * decoder's), the response body (max_response; over it: 502).
  *
  * Never treated as local: every replayed request carries
- * "X-Forwarded-For: HTUN_FORWARDED_FOR" (a TEST-NET-1 address, RFC 5737,
- * that is in no local network), and every forwarding or proxy header the
- * browser or server sent is removed first. OctoPrint trusts X-Forwarded-For
+ * "X-Forwarded-For: <forwarded_for>" (by default HTUN_DEFAULT_FORWARDED_FOR,
+ * a TEST-NET-2 address, RFC 5737; the shim picks one that is in none of the
+ * printer's networks), and every forwarding or proxy header the browser or
+ * server sent is removed first. OctoPrint trusts X-Forwarded-For
  * from loopback (server.reverseProxy.trustLocalhostProxies, on by
  * default), so it sees the tunnelled browser as that outside address: the
  * autologin for local networks and the other loopback trust do not apply.
@@ -35,7 +36,8 @@
 
 #include "bson_msg.h"
 
-#define HTUN_FORWARDED_FOR "192.0.2.1"
+#define HTUN_DEFAULT_FORWARDED_FOR "198.51.100.1"
+#define HTUN_ADDRESS_SIZE 64
 #define HTUN_COMPRESS_AT 1000u
 #define HTUN_DEFAULT_WORKERS 4u
 #define HTUN_MAX_WORKERS 16u
@@ -63,6 +65,7 @@ typedef void htun_login_fn(void *user, int status, const char *name);
 struct htun_config {
     const char *host;       /* OctoPrint's address, numeric: "127.0.0.1" or "::1" */
     uint16_t port;          /* OctoPrint's HTTP port */
+    const char *forwarded_for; /* numeric IPv4 or IPv6; NULL: the default */
     unsigned workers;       /* 0: HTUN_DEFAULT_WORKERS */
     size_t queue_requests;  /* 0: HTUN_DEFAULT_QUEUE */
     size_t queue_bytes;     /* request bodies waiting, all together; 0: default */

@@ -94,6 +94,8 @@ struct tun_config {
     /* OctoPrint remote access (binary frames) */
     uint16_t octoprint_port;  /* 0: no remote access; requests are answered 403 */
     const char *octoprint_host; /* numeric; NULL: "127.0.0.1" */
+    const char *remote_address; /* X-Forwarded-For of tunnelled requests (httptunnel.h);
+                                   numeric; NULL: HTUN_DEFAULT_FORWARDED_FOR */
     int remote_access;        /* the owner's switch at start (tun_set_remote_access) */
     size_t max_tunnel_body;   /* largest request body; 0: default */
     size_t bulk_bytes;        /* replies waiting to be written; 0: default */

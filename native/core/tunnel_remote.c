@@ -229,6 +229,7 @@ enum tun_result tun_remote_new(struct tun *t, const struct tun_config *config, c
     http = (struct htun_config){
         .host = t->octoprint_host,
         .port = t->octoprint_port,
+        .forwarded_for = config->remote_address,
         .queue_bytes = HTUN_DEFAULT_QUEUE_BYTES > 2 * max_body ? HTUN_DEFAULT_QUEUE_BYTES : 2 * max_body,
         .reply = reply_from_worker,
         .login = login_seen,
@@ -238,7 +239,9 @@ enum tun_result tun_remote_new(struct tun *t, const struct tun_config *config, c
     case HTUN_OK:
         return TUN_OK;
     case HTUN_ERR_INVALID:
-        set_reason(reterr, reterr_len, "OctoPrint's address %s cannot be used", host);
+        /* Neither is echoed: either may be what was refused. */
+        set_reason(reterr, reterr_len, "OctoPrint's address or the remote address cannot be "
+                   "used (numeric addresses only)");
         pthread_cond_destroy(&t->bulk_room);
         return TUN_ERR_INVALID;
     default:

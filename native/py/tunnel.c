@@ -22,7 +22,8 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     static char *keywords[] = {"url", "token", "ca_file", "allow_cleartext_lan",
                                "max_incoming", "backoff_first_ms", "backoff_cap_ms",
                                "ping_after_s", "hangup_after_s", "octoprint_port",
-                               "octoprint_host", "remote_access", "max_tunnel_body", NULL};
+                               "octoprint_host", "remote_access", "max_tunnel_body",
+                               "remote_address", NULL};
     const char *url = NULL;
     const char *token = NULL;
     const char *ca_file = NULL;
@@ -36,6 +37,7 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     const char *octoprint_host = NULL;
     int remote_access = 0;
     Py_ssize_t max_tunnel_body = 0;
+    const char *remote_address = NULL;
     struct tunnel_object *self = NULL;
     struct tsd_state *state = tsd_type_state(type);
     struct tun_config config;
@@ -44,11 +46,11 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
 
     if (!state)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|zpnIIHHHzpn:Tunnel", keywords, &url,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|zpnIIHHHzpnz:Tunnel", keywords, &url,
                                      &token, &ca_file, &allow_cleartext_lan, &max_incoming,
                                      &backoff_first_ms, &backoff_cap_ms, &ping_after_s,
                                      &hangup_after_s, &octoprint_port, &octoprint_host,
-                                     &remote_access, &max_tunnel_body))
+                                     &remote_access, &max_tunnel_body, &remote_address))
         return NULL;
     if (max_incoming < 0 || max_tunnel_body < 0) {
         PyErr_SetString(PyExc_ValueError, "max_incoming and max_tunnel_body must be >= 0");
@@ -75,6 +77,7 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .octoprint_host = octoprint_host,
         .remote_access = remote_access,
         .max_tunnel_body = (size_t)max_tunnel_body,
+        .remote_address = remote_address,
     };
     /* tun_new() starts the remote-access workers: no GIL needed, none taken. */
     result = tun_new(&config, self->events, &self->tunnel, reason, sizeof(reason));

@@ -6,7 +6,6 @@ HTTP server on loopback stands in for OctoPrint and records what reached it.
 """
 
 import json
-import os
 import threading
 import time
 import zlib
@@ -16,7 +15,7 @@ import pytest
 
 from octoprint_tsd import _tsd
 from obico_refserver import ReferenceServer
-from test_tunnel import TOKEN, Events, make_tunnel
+from test_tunnel import TOKEN, Events, make_tunnel, thread_names
 from tsd_testing import wait_for
 import tunnel_frames
 
@@ -115,16 +114,6 @@ def ask(server, ref, method, path, headers=None, body=None, wait=30, **extra):
     return tunnel_frames.wait_reply(server, TOKEN, ref, wait)
 
 
-def thread_names():
-    names = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open("/proc/self/task/{}/comm".format(tid)) as f:
-                names.append(f.read().strip())
-        except OSError:
-            pass  # ended meanwhile
-    return names
-
 
 def test_request_is_replayed_and_answered(server, octoprint, linked):
     reply = ask(server, "v2.1.post.1./echo", "post", "/echo?x=1",
@@ -173,7 +162,7 @@ def test_forwarding_headers_are_replaced(server, octoprint, linked):
         "Host": "evil.example", "Accept-Encoding": "gzip", "Connection": "upgrade",
         "Transfer-Encoding": "chunked", "Content-Length": "99", "Accept": "text/html"})
     headers = {k.lower(): v for k, v in json.loads(reply.content)["headers"].items()}
-    assert headers["x-forwarded-for"] == "192.0.2.1"
+    assert headers["x-forwarded-for"] == "198.51.100.1"  # the default
     for name in ("x-real-ip", "forwarded", "x-forwarded-host", "x-scheme", "x-script-name",
                  "accept-encoding", "transfer-encoding"):
         assert name not in headers, name
@@ -286,3 +275,21 @@ def test_stop_ends_the_workers_in_flight(server, octoprint):
     tunnel.stop()
     assert time.monotonic() - start < 5
     assert "tsd-httptun" not in thread_names()
+
+
+def test_remote_address_is_chosen_and_checked(server, octoprint):
+    tunnel = make_tunnel(server.url, octoprint_port=octoprint.server_address[1], remote_access=True,
+                         remote_address="203.0.113.7")
+    events = Events(tunnel)
+    tunnel.start()
+    try:
+        events.wait("connected")
+        reply = ask(server, "v2.addr", "get", "/echo", {"X-Forwarded-For": "10.0.0.1"})
+        headers = {k.lower(): v for k, v in json.loads(reply.content)["headers"].items()}
+        assert headers["x-forwarded-for"] == "203.0.113.7"
+    finally:
+        tunnel.stop()
+    # Only a numeric address goes into the header line.
+    for bad in ("203.0.113.7\r\nX-Admin: 1", "example.com", "", "1.2.3.4, 5.6.7.8"):
+        with pytest.raises(ValueError, match="numeric addresses only"):
+            make_tunnel(server.url, octoprint_port=octoprint.server_address[1], remote_address=bad)

@@ -1,0 +1,142 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""OctoPrint remote access against a real OctoPrint whose autologin for
+local networks is ON (as admin, for 127.0.0.0/8): a browser on the printer
+itself is logged in automatically, but a request through the server's
+tunnel must never be (docs/security.md, "OctoPrint remote access").
+
+The reference server sends the requests as obico-server does (BSON
+http.tunnelv2 on the device websocket); the plugin replays them.
+"""
+
+import json
+import re
+import time
+
+import pytest
+import requests
+
+from remote_rig import TOKEN, linked_octoprint
+from tsd_testing import ADMIN, wait_for
+import tunnel_frames
+
+AUTOLOGIN = {"accessControl": {"autologinLocal": True, "autologinAs": ADMIN[0],
+                               "localNetworks": ["127.0.0.0/8", "::1/128"]}}
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    with linked_octoprint(tmp_path_factory, "remote-access", 1.0, octoprint_settings=AUTOLOGIN) as linked:
+        assert wait_for(lambda: linked.server.live(TOKEN) == 1, 60)
+        yield linked
+
+
+_refs = iter(range(1, 1 << 30))
+
+
+def ask(rig, method, path, headers=None, body=None):
+    ref = "v2.{}.{}.{}.{}".format(next(_refs), method, int(time.time()), path)
+    rig.server.send(TOKEN, tunnel_frames.http_request(ref, method, path, headers, body))
+    return tunnel_frames.wait_reply(rig.server, TOKEN, ref, 60)
+
+
+def cookie_header(cookies):
+    """What a browser sends back of Set-Cookie fields: name=value, a later
+    field replacing an earlier one of the same name."""
+    jar = {}
+    for cookie in cookies:
+        name, _, value = cookie.split(";", 1)[0].partition("=")
+        jar[name.strip()] = value
+    return "; ".join("{}={}".format(name, value) for name, value in jar.items())
+
+
+def csrf_token(cookies):
+    for cookie in cookies:
+        match = re.match(r"csrf_token_P\d+=([^;]*)", cookie)
+        if match:
+            return match.group(1)
+    return None
+
+
+def octoprint_log(rig):
+    with open(rig.instance.octoprint_log, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def autologins(rig):
+    return octoprint_log(rig).count("via autologin")
+
+
+def test_autologin_is_on_for_a_local_browser(rig):
+    """The premise: OctoPrint logs a browser on loopback in as admin."""
+    session = requests.Session()
+    assert session.get(rig.instance.url + "/", timeout=30, allow_redirects=False).status_code == 200
+    csrf = [c.value for c in session.cookies if c.name.startswith("csrf_token")]
+    direct = session.post(rig.instance.url + "/api/login", json={"passive": True}, timeout=30,
+                          headers={"X-CSRF-Token": csrf[0]})
+    assert direct.status_code == 200
+    assert direct.json()["name"] == ADMIN[0] and direct.json()["_login_mechanism"] == "autologin"
+
+
+def test_tunnelled_browser_gets_no_automatic_session(rig):
+    before = autologins(rig)
+    spoof = {"X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1", "Forwarded": "for=127.0.0.1"}
+    # Where a local browser gets the UI, the tunnelled one is sent to the login page...
+    page = ask(rig, "get", "/", spoof)
+    assert page.status == 302 and page.header("Location").startswith("/login"), page
+    login_page = ask(rig, "get", page.header("Location"), spoof)
+    assert login_page.status == 200 and b"login" in login_page.content.lower()
+    # ...and the UI's passive login, with a valid CSRF token, stays anonymous.
+    cookies = login_page.cookies
+    headers = dict(spoof, **{"Content-Type": "application/json", "X-CSRF-Token": csrf_token(cookies),
+                             "Cookie": cookie_header(cookies)})
+    passive = ask(rig, "post", "/api/login", headers, b'{"passive": true}')
+    assert passive.status == 200, passive
+    answer = json.loads(passive.content)
+    assert answer.get("name") is None and "_login_mechanism" not in answer, answer
+    # OctoPrint saw the outside address: it calls the client external.
+    assert answer["_is_external_client"] is True
+    me = ask(rig, "get", "/api/currentuser", {"Cookie": cookie_header(cookies + passive.cookies)})
+    assert me.status == 200 and json.loads(me.content)["name"] is None
+    assert autologins(rig) == before
+
+
+def test_tunnelled_login_works_and_is_logged(rig):
+    first = ask(rig, "get", "/login")
+    token = csrf_token(first.cookies)
+    assert token, first.cookies
+    headers = {"Content-Type": "application/json", "X-CSRF-Token": token,
+               "Cookie": cookie_header(first.cookies)}
+    wrong = ask(rig, "post", "/api/login", headers,
+                b'{"user": "admin", "pass": "not-the-password", "remember": false}')
+    assert wrong.status == 403
+    good = ask(rig, "post", "/api/login", headers,
+               ('{"user": "%s", "pass": "%s", "remember": false}' % ADMIN).encode())
+    assert good.status == 200, good
+    assert json.loads(good.content)["name"] == ADMIN[0]
+    # OctoPrint's session works through the tunnel with the cookies it set.
+    session = cookie_header(first.cookies + good.cookies)
+    me = ask(rig, "get", "/api/currentuser", {"Cookie": session})
+    assert me.status == 200 and json.loads(me.content)["name"] == ADMIN[0]
+    # Both logins are in the log, neither password is.
+    assert wait_for(lambda: "[remote access] 'admin' logged in" in octoprint_log(rig), 10)
+    assert wait_for(lambda: "[remote access] a login to OctoPrint through the server's remote "
+                            "access failed (HTTP 403)" in octoprint_log(rig), 10)
+    log = octoprint_log(rig)
+    assert "not-the-password" not in log and ADMIN[1] not in log
+    # OctoPrint saw the login come from the tunnel's outside address.
+    assert "Actively logging in user admin from 198.51.100.1" in log
+
+
+def test_owner_turns_remote_access_off_and_on(rig):
+    def set_remote_access(value):
+        response = rig.api("POST", "/api/settings", json={"plugins": {"tsd": {"remote_access": value}}})
+        assert response.status_code == 200
+
+    set_remote_access(False)
+    try:
+        off = ask(rig, "get", "/api/version")
+        assert off.status == 403 and b"turned off" in off.content
+    finally:
+        set_remote_access(True)
+    assert ask(rig, "get", "/api/version").status in (200, 401, 403)
+    assert ask(rig, "get", "/login").status == 200
