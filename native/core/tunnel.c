@@ -500,7 +500,7 @@ done:
         deliver_message(t, lws_frame_is_binary(wsi) != 0);
 }
 
-static bool reserve_tx(struct tun *t, size_t len)
+bool tun_reserve_tx(struct tun *t, size_t len)
 {
     unsigned char *grown;
 
@@ -527,7 +527,7 @@ static int write_bulk(struct tun *t, struct lws *wsi)
     pthread_mutex_unlock(&t->lock);
     if (!item)
         return 0;
-    if (!reserve_tx(t, item->len)) {
+    if (!tun_reserve_tx(t, item->len)) {
         free(item->data);
         free(item);
         return 0;
@@ -557,7 +557,7 @@ static int write_next(struct tun *t, struct lws *wsi)
     item = lane_take(t, &is_status);
     if (!item)
         return write_bulk(t, wsi);
-    if (!reserve_tx(t, item->len)) {
+    if (!tun_reserve_tx(t, item->len)) {
         free(item);
         return 0;
     }
@@ -686,6 +686,7 @@ static int tun_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         t->rx_len = 0;
         t->rx_discard = false;
         tun_bulk_clear(t);
+        tun_ws_close_all(t); /* their browsers are cut off with the link */
         pthread_mutex_lock(&t->lock);
         t->stats.disconnects++;
         t->stats.connected = 0;
@@ -708,6 +709,7 @@ static int tun_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 
 static const struct lws_protocols tun_protocols[] = {
     {TUN_PROTOCOL_NAME, tun_callback, 0, 0, 0, NULL, 0},
+    {TUN_WS_PROTOCOL_NAME, tun_ws_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -730,7 +732,8 @@ static void *service_main(void *arg)
         .protocols = tun_protocols,
         .options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT,
         .user = t,
-        .fd_limit_per_thread = 8,
+        /* the link, the tunnelled websockets, lws's own */
+        .fd_limit_per_thread = 8 + TUN_WS_MAX_SOCKETS,
         .timeout_secs = 20,
         .client_ssl_ca_filepath = t->ca_file,
     };
@@ -763,6 +766,7 @@ static void *service_main(void *arg)
     pthread_mutex_unlock(&t->lock);
     lws_context_destroy(context);
     t->wsi = NULL;
+    tun_ws_free_all(t);
     tun_push_event(t, TUN_EVENT_STOPPED, "", 0);
     return NULL;
 }

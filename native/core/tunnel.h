@@ -110,7 +110,9 @@ struct tun_stats {
     uint64_t binary_ignored;    /* binary frames that are no tunnel request (malformed BSON) */
     uint64_t remote_requests;   /* http.tunnelv2 requests handed to the workers */
     uint64_t remote_refused;    /* answered with an error: off, malformed, too big, busy */
+    uint64_t remote_ws_messages;/* ws.tunnel messages from the server */
     uint64_t remote_ws_refused; /* ws.tunnel messages answered with octoprint_close */
+    size_t remote_ws_open;      /* tunnelled websockets open now */
     uint64_t bulk_sent;         /* tunnel replies written */
     uint64_t bulk_dropped;      /* tunnel replies dropped: the bulk lane stayed full */
     size_t bulk_bytes;          /* tunnel replies waiting */

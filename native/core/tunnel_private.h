@@ -18,6 +18,13 @@
 #include "httptunnel.h"
 #include "tunnel.h"
 
+#define TUN_WS_PROTOCOL_NAME "tsd-octoprint-ws"
+#define TUN_WS_MAX_SOCKETS 16u             /* tunnelled websockets at once */
+#define TUN_WS_MAX_PENDING (1024u * 1024u)  /* bytes waiting for OctoPrint, per socket */
+#define TUN_WS_MAX_MESSAGE (1024u * 1024u)  /* one message from OctoPrint */
+
+struct wst_conn;
+
 struct bulk_item {
     struct bulk_item *next;
     size_t len;
@@ -52,6 +59,7 @@ struct tun {
     size_t bulk_bytes_max;
     struct htun *http;             /* the HTTP workers; NULL without remote access */
     atomic_bool remote_access;     /* the owner's switch */
+    char remote_address[HTUN_ADDRESS_SIZE]; /* X-Forwarded-For of tunnelled requests */
 
     /* shared with other threads, under lock */
     pthread_mutex_t lock;
@@ -86,9 +94,13 @@ struct tun {
     bool rx_discard;
     unsigned char *tx;
     size_t tx_cap;
+    struct wst_conn *ws_conns;     /* tunnelled websockets (wstunnel.c) */
+    size_t ws_count;
 };
 
 /* tunnel.c */
+/* Service thread: room for len bytes after LWS_PRE in t->tx. */
+bool tun_reserve_tx(struct tun *t, size_t len);
 void tun_push_event(struct tun *t, enum tun_event type, const char *text, size_t len);
 void tun_push_log(struct tun *t, char level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -107,7 +119,19 @@ void tun_remote_deliver(struct tun *t);
 struct bulk_item *tun_bulk_take_locked(struct tun *t);
 /* Drops every waiting reply (the link went down: their browsers are gone). */
 void tun_bulk_clear(struct tun *t);
+/* Service thread: queues a reply frame (taking it) unless the lane is full. */
+bool tun_bulk_push_nowait(struct tun *t, unsigned char *frame, size_t len);
 /* The largest binary frame accepted. */
 size_t tun_remote_max_frame(const struct tun *t);
+
+/* wstunnel.c, all on the service thread */
+struct bsonmsg_request;
+void tun_ws_deliver(struct tun *t, const struct bsonmsg_request *request);
+/* Closes every tunnelled websocket (ref "ALL", the device link went down). */
+void tun_ws_close_all(struct tun *t);
+/* Frees what is left once the lws context is gone. */
+void tun_ws_free_all(struct tun *t);
+int tun_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len);
 
 #endif

@@ -43,7 +43,7 @@ static bool bulk_has_room(const struct tun *t, size_t len)
 
 /* Queues a reply frame (taking it). wait: a worker, which may wait for
  * room; the service thread never waits (it is the one that makes room). */
-static void bulk_push(struct tun *t, unsigned char *frame, size_t len, bool wait)
+static bool bulk_push(struct tun *t, unsigned char *frame, size_t len, bool wait)
 {
     struct bulk_item *item = NULL;
     struct timespec until;
@@ -73,11 +73,12 @@ static void bulk_push(struct tun *t, unsigned char *frame, size_t len, bool wait
     }
     pthread_mutex_unlock(&t->lock);
     if (item)
-        return;
+        return true;
     free(frame);
     if (worth_logging(dropped))
         tun_push_log(t, 'W', "[remote access] dropped a %zu-byte reply: the link to the server "
                      "is too slow or down (%llu so far)", len, (unsigned long long)dropped);
+    return false;
 }
 
 static void reply_from_worker(void *user, unsigned char *frame, size_t len)
@@ -88,6 +89,11 @@ static void reply_from_worker(void *user, unsigned char *frame, size_t len)
 static void reply_from_service(void *user, unsigned char *frame, size_t len)
 {
     bulk_push(user, frame, len, false);
+}
+
+bool tun_bulk_push_nowait(struct tun *t, unsigned char *frame, size_t len)
+{
+    return bulk_push(t, frame, len, false);
 }
 
 struct bulk_item *tun_bulk_take_locked(struct tun *t)
@@ -140,8 +146,7 @@ static void count_refused(struct tun *t)
     pthread_mutex_unlock(&t->lock);
 }
 
-/* ws.tunnel is not bridged yet: the browser's socket is closed at once, so
- * OctoPrint's UI falls back to polling instead of waiting. */
+/* A ws.tunnel message that cannot be read: its socket is closed at once. */
 static void refuse_ws(struct tun *t, const struct bsonmsg_request *request)
 {
     unsigned char *frame = NULL;
@@ -175,7 +180,10 @@ void tun_remote_deliver(struct tun *t)
         return;
     }
     if (request->kind == BSONMSG_WS) {
-        refuse_ws(t, request);
+        if (result == BSONMSG_OK)
+            tun_ws_deliver(t, request);
+        else
+            refuse_ws(t, request);
     } else if (result != BSONMSG_OK) {
         count_refused(t);
         snprintf(text, sizeof(text), "The printer refused this request: %s.", request->error);
@@ -223,6 +231,9 @@ enum tun_result tun_remote_new(struct tun *t, const struct tun_config *config, c
     t->bulk_bytes_max = config->bulk_bytes ? config->bulk_bytes : TUN_DEFAULT_BULK_BYTES;
     t->octoprint_port = config->octoprint_port;
     snprintf(t->octoprint_host, sizeof(t->octoprint_host), "%s", host);
+    /* htun_new() checks it is a numeric address before anything uses it. */
+    snprintf(t->remote_address, sizeof(t->remote_address), "%s",
+             config->remote_address ? config->remote_address : HTUN_DEFAULT_FORWARDED_FOR);
     atomic_store(&t->remote_access, config->remote_access != 0);
     if (!config->octoprint_port)
         return TUN_OK;

@@ -189,7 +189,7 @@ static PyObject *tunnel_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
     evq_get_stats(obj->events, &queue);
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:O,s:O,s:I,s:n,s:K,"
-        "s:K,s:K,s:K,s:K,s:K,s:n}",
+        "s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:n}",
         "connects", (unsigned long long)stats.connects,
         "disconnects", (unsigned long long)stats.disconnects,
         "received", (unsigned long long)stats.received,
@@ -208,7 +208,9 @@ static PyObject *tunnel_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
         "event_queue_dropped", (unsigned long long)queue.dropped,
         "remote_requests", (unsigned long long)stats.remote_requests,
         "remote_refused", (unsigned long long)stats.remote_refused,
+        "remote_ws_messages", (unsigned long long)stats.remote_ws_messages,
         "remote_ws_refused", (unsigned long long)stats.remote_ws_refused,
+        "remote_ws_open", (Py_ssize_t)stats.remote_ws_open,
         "bulk_sent", (unsigned long long)stats.bulk_sent,
         "bulk_dropped", (unsigned long long)stats.bulk_dropped,
         "bulk_bytes", (Py_ssize_t)stats.bulk_bytes);

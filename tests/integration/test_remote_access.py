@@ -293,3 +293,160 @@ def test_remote_address_is_chosen_and_checked(server, octoprint):
     for bad in ("203.0.113.7\r\nX-Admin: 1", "example.com", "", "1.2.3.4, 5.6.7.8"):
         with pytest.raises(ValueError, match="numeric addresses only"):
             make_tunnel(server.url, octoprint_port=octoprint.server_address[1], remote_address=bad)
+
+
+# ---- ws.tunnel ---------------------------------------------------------------
+
+
+class WsOctoPrint:
+    """A websocket endpoint on loopback standing in for OctoPrint's SockJS:
+    text is echoed as "echo:<text>", binary reversed, "bye" closes, "big"
+    answers with 2 MiB."""
+
+    def __init__(self):
+        import asyncio
+
+        from aiohttp import web
+
+        self.handshakes = []  # request headers of every upgrade
+        self.open = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        app = web.Application()
+        app.router.add_get("/sockjs/websocket", self._handler)
+        self._runner = web.AppRunner(app)
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            self._loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]
+            self._ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    async def _handler(self, request):
+        from aiohttp import WSMsgType, web
+
+        self.handshakes.append(dict(request.headers))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.open += 1
+        try:
+            await ws.send_str("o")
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    if message.data == "bye":
+                        await ws.close(code=1000)
+                        break
+                    if message.data == "big":
+                        await ws.send_str("x" * (2 * 1024 * 1024))
+                        continue
+                    await ws.send_str("echo:" + message.data)
+                elif message.type == WSMsgType.BINARY:
+                    await ws.send_bytes(message.data[::-1])
+        finally:
+            self.open -= 1
+        return ws
+
+    def stop(self):
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def ws_linked(server):
+    octoprint = WsOctoPrint()
+    tunnel = make_tunnel(server.url, octoprint_port=octoprint.port, remote_access=True)
+    events = Events(tunnel)
+    tunnel.start()
+    events.wait("connected")
+    yield tunnel, octoprint
+    tunnel.stop()
+    octoprint.stop()
+
+
+def ws_frames(server, ref=None):
+    frames = []
+    for received in server.messages(TOKEN):
+        if isinstance(received.text, (bytes, bytearray)):
+            kind, frame = tunnel_frames.decode(bytes(received.text))
+            if kind == "ws" and (ref is None or frame["ref"] == ref):
+                frames.append(frame)
+    return frames
+
+
+def wait_ws(server, ref, predicate, timeout=15):
+    assert wait_for(lambda: predicate(ws_frames(server, ref)), timeout), ws_frames(server, ref)
+    return ws_frames(server, ref)
+
+
+def test_ws_bridge_keeps_text_and_binary(server, ws_linked):
+    tunnel, octoprint = ws_linked
+    server.send(TOKEN, tunnel_frames.ws_request("1.1", "connect", "/sockjs/websocket"))
+    wait_ws(server, "1.1", lambda f: [x["data"] for x in f] == ["o"])
+    server.send(TOKEN, tunnel_frames.ws_request("1.1", "tunnel_message", data='["hello"]'))
+    server.send(TOKEN, tunnel_frames.ws_request("1.1", "tunnel_message", data=b"\x00\x01\x02"))
+    frames = wait_ws(server, "1.1", lambda f: len(f) == 3)
+    assert frames[1] == {"ref": "1.1", "type": "octoprint_message", "data": 'echo:["hello"]'}
+    assert frames[2]["data"] == b"\x02\x01\x00" and isinstance(frames[2]["data"], bytes)
+    # The handshake carries the outside address, not the browser's.
+    assert octoprint.handshakes[0]["X-Forwarded-For"] == "198.51.100.1"
+    assert "Origin" not in octoprint.handshakes[0]
+    # OctoPrint closes: the server hears octoprint_close.
+    server.send(TOKEN, tunnel_frames.ws_request("1.1", "tunnel_message", data="bye"))
+    frames = wait_ws(server, "1.1", lambda f: f[-1]["type"] == "octoprint_close")
+    assert frames[-1]["data"] is None
+    assert wait_for(lambda: tunnel.stats()["remote_ws_open"] == 0, 10)
+
+
+def test_ws_close_one_and_all(server, ws_linked):
+    tunnel, octoprint = ws_linked
+    for ref in ("2.1", "2.2", "2.3"):
+        server.send(TOKEN, tunnel_frames.ws_request(ref, "connect", "/sockjs/websocket"))
+        wait_ws(server, ref, lambda f: len(f) == 1)
+    assert octoprint.open == 3 and tunnel.stats()["remote_ws_open"] == 3
+    server.send(TOKEN, tunnel_frames.ws_request("2.1", "tunnel_close"))
+    assert wait_for(lambda: octoprint.open == 2, 10)
+    server.send(TOKEN, tunnel_frames.ws_request("ALL", "tunnel_close"))
+    assert wait_for(lambda: octoprint.open == 0 and tunnel.stats()["remote_ws_open"] == 0, 10)
+    # Closed at the server's request: nothing is reported back.
+    assert all(f["type"] == "octoprint_message" for f in ws_frames(server))
+
+
+def test_ws_dropped_link_closes_every_socket(server, ws_linked):
+    tunnel, octoprint = ws_linked
+    for ref in ("3.1", "3.2"):
+        server.send(TOKEN, tunnel_frames.ws_request(ref, "connect", "/sockjs/websocket"))
+        wait_ws(server, ref, lambda f: len(f) == 1)
+    server.close(TOKEN)
+    assert wait_for(lambda: octoprint.open == 0 and tunnel.stats()["remote_ws_open"] == 0, 15)
+
+
+def test_ws_bounds(server, ws_linked):
+    """Sockets per device, bytes per message: past a bound the socket is
+    closed and the server told, and the link stays up."""
+    tunnel, octoprint = ws_linked
+    for i in range(20):
+        server.send(TOKEN, tunnel_frames.ws_request("4.%d" % i, "connect", "/sockjs/websocket"))
+    assert wait_for(lambda: len([f for f in ws_frames(server) if f["ref"].startswith("4.")]) >= 20, 15)
+    closed = [f["ref"] for f in ws_frames(server) if f["type"] == "octoprint_close"]
+    assert len(closed) == 4 and octoprint.open == 16
+    # A 2 MiB message from OctoPrint: over the 1 MiB bound.
+    server.send(TOKEN, tunnel_frames.ws_request("4.0", "tunnel_message", data="big"))
+    wait_ws(server, "4.0", lambda f: f[-1]["type"] == "octoprint_close")
+    server.send(TOKEN, tunnel_frames.ws_request("ALL", "tunnel_close"))
+    assert wait_for(lambda: octoprint.open == 0, 10)
+    # Remote access off: connects are refused.
+    tunnel.set_remote_access(False)
+    server.send(TOKEN, tunnel_frames.ws_request("5.1", "connect", "/sockjs/websocket"))
+    frames = wait_ws(server, "5.1", lambda f: len(f) == 1)
+    assert frames[0]["type"] == "octoprint_close" and octoprint.open == 0
+    assert tunnel.stats()["connected"] and tunnel.stats()["connects"] == 1

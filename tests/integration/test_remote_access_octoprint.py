@@ -140,3 +140,47 @@ def test_owner_turns_remote_access_off_and_on(rig):
         set_remote_access(True)
     assert ask(rig, "get", "/api/version").status in (200, 401, 403)
     assert ask(rig, "get", "/login").status == 200
+
+
+def test_sockjs_through_the_tunnel_gives_live_updates_after_login(rig):
+    """OctoPrint's push socket (SockJS over ws.tunnel): it opens, it stays
+    anonymous until the browser authenticates with its login session, then
+    the printer's state and temperatures arrive live."""
+    first = ask(rig, "get", "/login")
+    headers = {"Content-Type": "application/json", "X-CSRF-Token": csrf_token(first.cookies),
+               "Cookie": cookie_header(first.cookies)}
+    login = ask(rig, "post", "/api/login", headers,
+                ('{"user": "%s", "pass": "%s", "remember": false}' % ADMIN).encode())
+    assert login.status == 200
+    session = json.loads(login.content)["session"]
+    ref = "{}.sockjs".format(time.time())
+
+    def frames():
+        found = []
+        for received in rig.server.messages(TOKEN):
+            if isinstance(received.text, (bytes, bytearray)):
+                kind, frame = tunnel_frames.decode(bytes(received.text))
+                if kind == "ws" and frame["ref"] == ref:
+                    found.append(frame)
+        return found
+
+    def messages():
+        """SockJS 'a[...]' frames, decoded."""
+        found = []
+        for frame in frames():
+            data = frame["data"]
+            if isinstance(data, str) and data.startswith("a"):
+                found.extend(json.loads(data[1:]))
+        return found
+
+    # The path OctoPrint's SockJS client opens: /sockjs/<server>/<session>/websocket.
+    rig.server.send(TOKEN, tunnel_frames.ws_request(ref, "connect", "/sockjs/317/tsdtest1/websocket"))
+    assert wait_for(lambda: any("connected" in m for m in messages()), 30), frames()
+    assert frames()[0]["data"] == "o"
+    assert all(isinstance(f["data"], str) for f in frames())  # SockJS speaks text
+    auth = json.dumps([json.dumps({"auth": "{}:{}".format(ADMIN[0], session)})])
+    rig.server.send(TOKEN, tunnel_frames.ws_request(ref, "tunnel_message", data=auth))
+    assert wait_for(lambda: any("current" in m and m["current"].get("temps") for m in messages()), 30)
+    temps = [m["current"]["temps"] for m in messages() if "current" in m and m["current"].get("temps")]
+    assert "tool0" in temps[-1][-1]
+    rig.server.send(TOKEN, tunnel_frames.ws_request(ref, "tunnel_close"))
