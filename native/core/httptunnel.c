@@ -390,6 +390,8 @@ static ssize_t receive(struct htun *pool, struct exchange *x, unsigned char *buf
 
 static bool keep_body(struct htun *pool, struct exchange *x, const unsigned char *data, size_t len)
 {
+    if (len == 0)
+        return true; /* x->body may still be NULL: no memcpy() to it */
     if (len > pool->max_response - x->body_len) {
         set_error(x, 502, "OctoPrint's answer is larger than the %zu MiB the tunnel carries",
                   pool->max_response / (1024 * 1024));
