@@ -10,12 +10,13 @@ http.tunnelv2 on the device websocket); the plugin replays them.
 
 import json
 import re
+import threading
 import time
 
 import pytest
 import requests
 
-from remote_rig import TOKEN, linked_octoprint
+from remote_rig import TOKEN, linked_octoprint, start_print
 from tsd_testing import ADMIN, wait_for
 import tunnel_frames
 
@@ -184,3 +185,49 @@ def test_sockjs_through_the_tunnel_gives_live_updates_after_login(rig):
     temps = [m["current"]["temps"] for m in messages() if "current" in m and m["current"].get("temps")]
     assert "tool0" in temps[-1][-1]
     rig.server.send(TOKEN, tunnel_frames.ws_request(ref, "tunnel_close"))
+
+
+PAUSE_BUDGET_S = 3.0  # from the server's pause command to OctoPrint pausing, tunnel flooded
+
+
+def test_flood_through_the_tunnel_does_not_delay_a_pause(rig):
+    """Bad input and floods through remote access while a print runs: a 100 MB
+    body, malformed BSON, 10,000 requests at once, more sockets than allowed.
+    OctoPrint and the command path keep working: a pause from the server
+    still lands within PAUSE_BUDGET_S, and the link stays up."""
+    start_print(rig)
+    connects = rig.server.connect_count
+    rig.server.send(TOKEN, tunnel_frames.http_request("v2.huge", "post", "/api/files/local", {},
+                                                      b"\0" * (100 * 1024 * 1024)))
+    rig.server.send(TOKEN, b"\x13\x00\x00\x00\x03ws.tunnel\x00\x05\x00\x00\x00")
+    rig.server.send(TOKEN, b"not bson at all")
+    for i in range(40):
+        rig.server.send(TOKEN, tunnel_frames.ws_request("flood.%d" % i, "connect",
+                                                        "/sockjs/1/flood%d/websocket" % i))
+    sender = threading.Thread(target=lambda: [
+        rig.server.send(TOKEN, tunnel_frames.http_request("v2.flood.%d" % i, "get", "/api/files?recursive=true"))
+        for i in range(10000)])
+    sender.start()
+    try:
+        assert wait_for(lambda: len(tunnel_frames.replies(rig.server, TOKEN)) > 200, 60)
+        sent = time.monotonic()
+        rig.send({"commands": [{"cmd": "pause", "initiator": "system", "args": {"retract": 1, "lift_z": 1}}]})
+        assert wait_for(lambda: rig.printer_state() in ("Pausing", "Paused"), 30, interval=0.05)
+        took = time.monotonic() - sent
+        print("pause landed {:.3f} s after the command, tunnel flooded".format(took))
+        assert took < PAUSE_BUDGET_S, took
+    finally:
+        sender.join(120)
+    assert wait_for(lambda: rig.printer_state() == "Paused", 60)
+    assert wait_for(lambda: len([r for ref, r in tunnel_frames.replies(rig.server, TOKEN).items()
+                                 if ref.startswith("v2.flood.")]) == 10000, 180)
+    flood = [r for ref, r in tunnel_frames.replies(rig.server, TOKEN).items() if ref.startswith("v2.flood.")]
+    # OctoPrint's own answer (403: the flood is not logged in), or busy at once.
+    statuses = {r.status for r in flood}
+    assert statuses <= {403, 503} and 403 in statuses, statuses
+    assert "v2.huge" not in tunnel_frames.replies(rig.server, TOKEN)  # over the frame limit: dropped
+    assert rig.server.connect_count == connects and rig.server.live(TOKEN) == 1
+    # OctoPrint still answers through the tunnel afterwards.
+    assert ask(rig, "get", "/api/version").status in (200, 401, 403)
+    rig.api("POST", "/api/job", json={"command": "cancel"})
+    assert wait_for(lambda: rig.printer_state() == "Operational", 90)
