@@ -60,10 +60,8 @@ class Linking:
     def _transport_options(self):
         """How the server may be reached (the admin's settings)."""
         settings = self._plugin._settings
-        options = {"ca_file": settings.get(["ca_file"]) or None,
-                   "allow_cleartext_lan": bool(settings.get_boolean(["allow_cleartext_lan"]))}
-        options.update(remote_access.tunnel_options(self._plugin))
-        return options
+        return {"ca_file": settings.get(["ca_file"]) or None,
+                "allow_cleartext_lan": bool(settings.get_boolean(["allow_cleartext_lan"]))}
 
     # ---- the Remote ----
 
@@ -97,6 +95,8 @@ class Linking:
                     record["token"],
                     allow_raw_gcode=bool(self._plugin._settings.get_boolean(["allow_raw_gcode"])),
                     **self._transport_options(),
+                    # OctoPrint remote access (the server's tunnel).
+                    **remote_access.tunnel_options(self._plugin),
                 )
             finally:
                 # A Remote that could not start keeps its error for the status.
