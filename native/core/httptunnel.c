@@ -260,10 +260,13 @@ static char *build_head(const struct htun *pool, const struct bsonmsg_request *r
     char *head = malloc(cap);
     bool ok = head != NULL;
 
-    ok = ok && append(&head, &len, &cap, "%s %s HTTP/1.1\r\nHost: %s:%s\r\n"
+    /* An IPv6 address goes in brackets in a Host field (RFC 9110 section 7.2). */
+    bool v6 = strchr(pool->host, ':') != NULL;
+
+    ok = ok && append(&head, &len, &cap, "%s %s HTTP/1.1\r\nHost: %s%s%s:%s\r\n"
                       "Connection: close\r\nX-Forwarded-For: %s\r\n",
-                      request->method, request->path, pool->host, pool->port,
-                      pool->forwarded_for);
+                      request->method, request->path, v6 ? "[" : "", pool->host, v6 ? "]" : "",
+                      pool->port, pool->forwarded_for);
     for (size_t i = 0; ok && i < request->header_count; i++) {
         if (!request_header_dropped(request->headers[i].name))
             ok = append(&head, &len, &cap, "%s: %s\r\n", request->headers[i].name,

@@ -140,7 +140,7 @@ static bool queue_data(struct wst_conn *conn, const struct bsonmsg_request *requ
 static struct wst_conn *open_conn(struct tun *t, const struct bsonmsg_request *request)
 {
     struct wst_conn *conn;
-    char host[HTUN_ADDRESS_SIZE + 8];
+    char host[HTUN_ADDRESS_SIZE + 10];
     struct lws_client_connect_info info = {
         .context = t->context,
         .address = t->octoprint_host,
@@ -170,7 +170,8 @@ static struct wst_conn *open_conn(struct tun *t, const struct bsonmsg_request *r
     pthread_mutex_lock(&t->lock);
     t->stats.remote_ws_open = t->ws_count;
     pthread_mutex_unlock(&t->lock);
-    snprintf(host, sizeof(host), "%s:%u", t->octoprint_host, (unsigned)t->octoprint_port);
+    snprintf(host, sizeof(host), strchr(t->octoprint_host, ':') ? "[%s]:%u" : "%s:%u",
+             t->octoprint_host, (unsigned)t->octoprint_port);
     info.userdata = conn;
     info.pwsi = &conn->wsi;
     conn->in_connect = true;

@@ -450,3 +450,27 @@ def test_ws_bounds(server, ws_linked):
     frames = wait_ws(server, "5.1", lambda f: len(f) == 1)
     assert frames[0]["type"] == "octoprint_close" and octoprint.open == 0
     assert tunnel.stats()["connected"] and tunnel.stats()["connects"] == 1
+
+
+def test_octoprint_on_ipv6_loopback(server):
+    import socket
+
+    class V6Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    FakeOctoPrint.seen = []
+    httpd = V6Server(("::1", 0), FakeOctoPrint)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    tunnel = make_tunnel(server.url, octoprint_port=httpd.server_address[1], octoprint_host="::1",
+                         remote_access=True)
+    events = Events(tunnel)
+    tunnel.start()
+    try:
+        events.wait("connected")
+        reply = ask(server, "v2.v6", "get", "/echo")
+        assert reply.status == 200
+        assert json.loads(reply.content)["headers"]["Host"] == "[::1]:{}".format(httpd.server_address[1])
+    finally:
+        tunnel.stop()
+        httpd.shutdown()
+        httpd.server_close()
