@@ -344,6 +344,88 @@ out:
     return result;
 }
 
+/* ---- a prefix ---------------------------------------------------------------- */
+
+static bool read_le32(const unsigned char *data, size_t len, size_t at, uint32_t *ret)
+{
+    if (at > len || len - at < 4)
+        return false;
+    *ret = (uint32_t)data[at] | (uint32_t)data[at + 1] << 8 | (uint32_t)data[at + 2] << 16 |
+           (uint32_t)data[at + 3] << 24;
+    return true;
+}
+
+/* The size of an element's value at data[at], for the types a tunnel
+ * request holds; 0 for anything else (the walk stops there). */
+static size_t value_size(const unsigned char *data, size_t len, size_t at, unsigned char type)
+{
+    uint32_t n = 0;
+
+    switch (type) {
+    case 0x08: return 1;                          /* bool */
+    case 0x0a: return 0;                          /* null: no bytes, but valid */
+    case 0x10: return 4;                          /* int32 */
+    case 0x01: case 0x09: case 0x11: case 0x12: return 8;
+    case 0x02: return read_le32(data, len, at, &n) && n > 0 ? 4 + (size_t)n : 0;
+    case 0x03: case 0x04: return read_le32(data, len, at, &n) && n >= 5 ? (size_t)n : 0;
+    case 0x05: return read_le32(data, len, at, &n) ? 5 + (size_t)n : 0;
+    default: return 0;
+    }
+}
+
+/* Finds the element called key in the document at data[at], within len:
+ * its type and the offset of its value. */
+static bool find_element(const unsigned char *data, size_t len, size_t at, const char *key,
+                         unsigned char *ret_type, size_t *ret_value)
+{
+    size_t p = at + 4;
+
+    while (p < len && data[p] != 0) {
+        unsigned char type = data[p++];
+        const unsigned char *end = memchr(data + p, 0, len - p);
+        bool match;
+        size_t size;
+
+        if (!end)
+            return false;
+        match = strcmp((const char *)data + p, key) == 0;
+        p = (size_t)(end - data) + 1;
+        if (match) {
+            *ret_type = type;
+            *ret_value = p;
+            return true;
+        }
+        size = value_size(data, len, p, type);
+        if (size == 0 && type != 0x0a)
+            return false;
+        if (size > len - p)
+            return false;
+        p += size;
+    }
+    return false;
+}
+
+bool bsonmsg_peek_ref(const unsigned char *data, size_t len, char *ref, size_t ref_size)
+{
+    unsigned char type = 0;
+    size_t message = 0;
+    size_t value = 0;
+    uint32_t n = 0;
+
+    if (!data || !ref || ref_size == 0 ||
+        !find_element(data, len, 0, "http.tunnelv2", &type, &message) || type != 0x03 ||
+        !find_element(data, len, message, "ref", &type, &value) || type != 0x02 ||
+        !read_le32(data, len, value, &n) || n == 0 || n > ref_size || n > len - value - 4 ||
+        data[value + 4 + n - 1] != 0)
+        return false;
+    memcpy(ref, data + value + 4, n);
+    if (!bson_utf8_validate(ref, n - 1, false) || !is_field_value(ref)) {
+        ref[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
 /* ---- encoding -------------------------------------------------------------- */
 
 static enum bsonmsg_result finish(bson_t *doc, bool ok, unsigned char **ret_data,

@@ -117,6 +117,13 @@ const char *bsonmsg_result_str(enum bsonmsg_result result);
 enum bsonmsg_result bsonmsg_decode(const unsigned char *data, size_t len, size_t max_doc,
                                    size_t max_body, struct bsonmsg_request **ret_request);
 
+/* The ref of an http.tunnelv2 request from the first len bytes of a frame
+ * too large to keep (the rest was never stored), so that the browser gets
+ * a clear 413 rather than the server's timeout. Walks the prefix by hand,
+ * bounded by len and never recursing; true with the ref (valid UTF-8, no
+ * control character, shorter than ref_size) when it lies in the prefix. */
+bool bsonmsg_peek_ref(const unsigned char *data, size_t len, char *ref, size_t ref_size);
+
 /* Accepts NULL; returns NULL. */
 struct bsonmsg_request *bsonmsg_request_free(struct bsonmsg_request *request);
 

@@ -438,6 +438,8 @@ static void deliver_message(struct tun *t, bool binary)
         count = ++t->stats.oversized;
         pthread_mutex_unlock(&t->lock);
         problem = "a message larger than the limit";
+        if (binary)
+            tun_remote_oversized(t); /* a 413 where the ref can be read */
         goto out;
     }
     if (binary) {

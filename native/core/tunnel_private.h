@@ -115,6 +115,8 @@ enum tun_result tun_remote_new(struct tun *t, const struct tun_config *config, c
 void tun_remote_free(struct tun *t);
 /* Service thread: a complete binary frame (t->rx). */
 void tun_remote_deliver(struct tun *t);
+/* Service thread: a binary frame over the limit, t->rx its stored prefix. */
+void tun_remote_oversized(struct tun *t);
 /* Service thread: the next tunnel reply to write, or NULL. Under t->lock. */
 struct bulk_item *tun_bulk_take_locked(struct tun *t);
 /* Drops every waiting reply (the link went down: their browsers are gone). */

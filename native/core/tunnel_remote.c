@@ -161,6 +161,19 @@ static void refuse_ws(struct tun *t, const struct bsonmsg_request *request)
         reply_from_service(t, frame, len);
 }
 
+void tun_remote_oversized(struct tun *t)
+{
+    char ref[BSONMSG_MAX_REF + 1];
+    char text[160];
+
+    if (!bsonmsg_peek_ref(t->rx, t->rx_len, ref, sizeof(ref)))
+        return; /* nothing names it: the server times out on it */
+    count_refused(t);
+    snprintf(text, sizeof(text), "The printer refused this request: its body is larger than "
+             "the %zu MiB remote access carries.", t->max_tunnel_body / (1024 * 1024));
+    htun_answer_error(reply_from_service, t, ref, 413, text);
+}
+
 void tun_remote_deliver(struct tun *t)
 {
     struct bsonmsg_request *request = NULL;

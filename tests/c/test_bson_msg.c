@@ -363,6 +363,31 @@ static void test_encode_ws(void)
     CHECK(bsonmsg_encode_ws("r1", false, (const unsigned char *)"\xff", 1, true, &data, &len) == BSONMSG_ERR_TEXT);
 }
 
+/* The ref of a frame too large to keep, from its stored prefix. */
+static void test_peek_ref(void)
+{
+    static unsigned char body[64 * 1024];
+    bson_t *doc = http_frame("POST", "/api/files/local", "Cookie", "x=1", body, sizeof(body));
+    const unsigned char *data = bson_get_data(doc);
+    char ref[BSONMSG_MAX_REF + 1];
+    bson_t *other;
+
+    CHECK(bsonmsg_peek_ref(data, doc->len, ref, sizeof(ref)));
+    CHECK(strcmp(ref, "v2.7.get.1714650000.0./api/version") == 0);
+    /* Any prefix that holds the ref will do; one that cuts it off will not. */
+    CHECK(bsonmsg_peek_ref(data, 300, ref, sizeof(ref)));
+    for (size_t len = 0; len < 60; len++)
+        CHECK(!bsonmsg_peek_ref(data, len, ref, sizeof(ref)));
+    CHECK(!bsonmsg_peek_ref(data, doc->len, ref, 8)); /* no room: no truncated ref */
+    bson_destroy(doc);
+
+    other = ws_frame("connect", "/sockjs/websocket", NULL, NULL, 0);
+    CHECK(!bsonmsg_peek_ref(bson_get_data(other), other->len, ref, sizeof(ref)));
+    bson_destroy(other);
+    CHECK(!bsonmsg_peek_ref((const unsigned char *)"garbage-garbage-garbage", 23, ref, sizeof(ref)));
+    CHECK(!bsonmsg_peek_ref(NULL, 0, ref, sizeof(ref)));
+}
+
 int main(void)
 {
     RUN_TEST(test_http_request);
@@ -374,5 +399,6 @@ int main(void)
     RUN_TEST(test_ws_requests);
     RUN_TEST(test_encode_http_reply);
     RUN_TEST(test_encode_ws);
+    RUN_TEST(test_peek_ref);
     return CHECK_DONE();
 }

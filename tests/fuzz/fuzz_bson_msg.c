@@ -61,6 +61,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct bsonmsg_request *request = NULL;
     enum bsonmsg_result result = bsonmsg_decode(data, size, 1u << 20, FUZZ_MAX_BODY, &request);
+    char ref[BSONMSG_MAX_REF + 1];
+
+    /* The prefix walk of a frame too large to keep. */
+    if (bsonmsg_peek_ref(data, size, ref, sizeof(ref)))
+        check_line_safe(ref, BSONMSG_MAX_REF);
 
     if (result >= BSONMSG_RESULT_MAX || !bsonmsg_result_str(result))
         abort();

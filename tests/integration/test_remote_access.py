@@ -230,10 +230,12 @@ def test_bad_input_keeps_the_link_and_the_command_path(server, octoprint, linked
     tunnel, events = linked
     server.send(TOKEN, b"\x10\x00\x00\x00garbage-garbage")
     server.send(TOKEN, b"\x05\x00\x00")
-    # 40 MB: over the 32 MiB request limit (the frame is dropped whole and
-    # counted; nothing names its ref before it ends).
+    # 40 MB: over the frame limit. Dropped whole and counted; its ref, read
+    # from the part that was stored, gets a 413.
     server.send(TOKEN, tunnel_frames.http_request("v2.huge", "post", "/echo", {}, b"\0" * (40 * 1024 * 1024)))
     assert wait_for(lambda: tunnel.stats()["oversized"] == 1, 30)
+    huge = tunnel_frames.wait_reply(server, TOKEN, "v2.huge", 30)
+    assert huge.status == 413 and b"32 MiB" in huge.content
     # Over the body limit but within the frame limit (the body limit plus
     # room for the other fields): 413 with its ref.
     reply = ask(server, "v2.over", "post", "/echo", {}, b"\0" * (32 * 1024 * 1024 + 1))
@@ -257,7 +259,7 @@ def test_bad_input_keeps_the_link_and_the_command_path(server, octoprint, linked
     stats = tunnel.stats()
     assert stats["binary_ignored"] == 2 and stats["connects"] == 1 and stats["connected"]
     assert stats["remote_requests"] == statuses.get(200, 0)
-    assert stats["remote_refused"] == statuses.get(503, 0) + 1  # and the 413
+    assert stats["remote_refused"] == statuses.get(503, 0) + 2  # and the two 413
     assert len([l for l in events.of("log") if "ignored a binary frame" in l]) <= 2
     # A fixed pool, never a thread per request.
     assert thread_names().count("tsd-httptun") == 4

@@ -225,7 +225,8 @@ def test_flood_through_the_tunnel_does_not_delay_a_pause(rig):
     # OctoPrint's own answer (403: the flood is not logged in), or busy at once.
     statuses = {r.status for r in flood}
     assert statuses <= {403, 503} and 403 in statuses, statuses
-    assert "v2.huge" not in tunnel_frames.replies(rig.server, TOKEN)  # over the frame limit: dropped
+    # Over the frame limit: dropped whole, and answered 413 by its ref.
+    assert tunnel_frames.replies(rig.server, TOKEN)["v2.huge"].status == 413
     assert rig.server.connect_count == connects and rig.server.live(TOKEN) == 1
     # OctoPrint still answers through the tunnel afterwards.
     assert ask(rig, "get", "/api/version").status in (200, 401, 403)
