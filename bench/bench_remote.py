@@ -36,7 +36,12 @@ def bench(name, value, unit):
     print("bench {} {:.3f} {}".format(name, value, unit), flush=True)
 
 
-def pause_latency(pki):
+def pause_latency(pki, commands=COMMANDS, names=("remote_pause_latency_median_ms",
+                                                  "remote_pause_latency_p99_ms"),
+                  tunnel_options=None, load=None):
+    """names: the two figures printed; tunnel_options: more options of the
+    native tunnel; load(server, stop_event): a thread that keeps the link
+    busy meanwhile (bench_tunnel.py)."""
     server = ReferenceServer([TOKEN], pki=pki).start()
     arrivals = []
     done = threading.Event()
@@ -51,19 +56,26 @@ def pause_latency(pki):
 
     def on_pause(action):
         arrivals.append(time.perf_counter())
-        if len(arrivals) == COMMANDS:
+        if len(arrivals) == commands:
             done.set()
 
     plugin.remote_pause.side_effect = on_pause
     link = remote.Remote(plugin, mock.Mock())
+    stop_load = threading.Event()
+    loader = None
     try:
-        assert link.start("https://localhost:{}".format(server.port), TOKEN, ca_file=pki["ca"])
+        assert link.start("https://localhost:{}".format(server.port), TOKEN, ca_file=pki["ca"],
+                          **(tunnel_options or {}))
         deadline = time.monotonic() + 15
         while server.live(TOKEN) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)
+        if load is not None:
+            loader = threading.Thread(target=load, args=(server, stop_load), daemon=True)
+            loader.start()
+            time.sleep(2)  # saturated before the first command
         latencies = []
-        for i in range(COMMANDS):
+        for i in range(commands):
             before = len(arrivals)
             sent = time.perf_counter()
             server.send(TOKEN, {"commands": [{"cmd": "pause", "initiator": "bench-%d" % i}]})
@@ -71,9 +83,12 @@ def pause_latency(pki):
                 time.sleep(0.00005)
             latencies.append((arrivals[before] - sent) * 1000.0)
         latencies.sort()
-        bench("remote_pause_latency_median_ms", statistics.median(latencies), "ms")
-        bench("remote_pause_latency_p99_ms", latencies[int(len(latencies) * 0.99) - 1], "ms")
+        bench(names[0], statistics.median(latencies), "ms")
+        bench(names[1], latencies[int(len(latencies) * 0.99) - 1], "ms")
     finally:
+        stop_load.set()
+        if loader is not None:
+            loader.join(30)
         link.stop()
         server.stop()
 

@@ -23,7 +23,7 @@ import threading
 import octoprint.plugin
 from octoprint.events import Events
 
-from . import api, bridge, discovery_routes, settings
+from . import api, bridge, discovery_routes, remote_access, settings
 from .cli import cli_commands
 from .detection import Detection
 from .discovery import Discovery
@@ -357,6 +357,7 @@ class TsdPlugin(
             layers.on_print_ended()  # after the status that ends it (PrintFailed follows a cancel)
             if event == Events.SETTINGS_UPDATED:
                 remote.set_allow_raw_gcode(self._settings.get_boolean(["allow_raw_gcode"]))
+                remote.set_remote_access(remote_access.tunnel_options(self)["remote_access"])
         if event == Events.SETTINGS_UPDATED:
             self._detection.forget_webcams()
         if event in PRINT_ENDED and self._pause_sequence is not None:

@@ -18,7 +18,7 @@ import json
 import os
 import threading
 
-from . import bridge
+from . import bridge, remote_access
 from .link import LinkError, verify_code
 from .remote import Remote
 
@@ -96,6 +96,8 @@ class Linking:
                     record["token"],
                     allow_raw_gcode=bool(self._plugin._settings.get_boolean(["allow_raw_gcode"])),
                     **self._transport_options(),
+                    # OctoPrint remote access (the server's tunnel).
+                    **remote_access.tunnel_options(self._plugin),
                 )
             finally:
                 # A Remote that could not start keeps its error for the status.

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 
-from . import bridge
+from . import bridge, remote_access
 from .cloudprint import STATE_TEXT as DOWNLOADING_STATE_TEXT
 from .cloudprint import CloudPrint
 from .pause import ModeTracker
@@ -193,6 +193,11 @@ class Remote:
         response.close()
         return response
 
+    def set_remote_access(self, enabled):
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.set_remote_access(bool(enabled))
+
     def set_allow_raw_gcode(self, allow):
         if self._dispatcher is not None:
             self._dispatcher.set_allow_raw_gcode(bool(allow))
@@ -235,6 +240,8 @@ class Remote:
             self._set_state(STATE_REPLACED, text)
         elif kind == bridge.TUNNEL_EVENT_MESSAGE:
             self._on_message(payload)
+        elif kind == bridge.TUNNEL_EVENT_REMOTE_LOGIN:
+            remote_access.log_login(self._logger, text)
 
     def printer_facts(self):
         """What the native allow-list needs to know about the printer for one

@@ -22,6 +22,7 @@ SECRET_SETTING_PATHS = [["auth_token"], ["device_secret"]]
 # Only OctoPrint admins read or change where the printer connects and what
 # the server may send it.
 ADMIN_SETTING_PATHS = [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["allow_raw_gcode"],
+                       ["remote_access"],
                        ["webcam_ca_file"], ["model_config"], ["max_tool_temp"], ["max_bed_temp"],
                        ["max_chamber_temp"], ["cloud_print_max_mb"], ["cloud_print_free_margin_mb"],
                        ["remote_calls"]]
@@ -40,6 +41,10 @@ def defaults():
         "detection_enabled": True,
         "model_config": "",
         "allow_raw_gcode": False,
+        # OctoPrint remote access through the server (http.tunnelv2): on, as
+        # users of the original plugin expect; remote_access.py says when it
+        # is refused anyway.
+        "remote_access": True,
         # Remote heater limits in °C; None: the fixed ceilings (proto.h).
         # OctoPrint's printer profiles carry no maximum temperature.
         "max_tool_temp": None,

@@ -27,7 +27,7 @@ say() { printf '==> %s\n' "$*"; }
 APT_PACKAGES=(
     build-essential pkg-config python3 python3-venv python3-dev
     libwebsockets-dev libssl-dev libjansson-dev libyaml-dev libturbojpeg0-dev
-    libopencv-dev
+    libopencv-dev libbson-dev zlib1g-dev
 )
 if [ "$WITH_TEST_TOOLS" = 1 ]; then
     # prometheus: promtool checks the metrics text (tests/integration/test_farm.py).

@@ -13,8 +13,9 @@
 #   asan-c     the C tests again, built with AddressSanitizer + UBSan
 #   asan-py    tests/py again, with the extension and helper built with ASan + UBSan
 #   tsan       the threaded parts built with ThreadSanitizer: Camera.grab() on
-#              one thread while stats() and close() come from another, and the
-#              grabber's name lookup thread (sec05, sec09)
+#              one thread while stats() and close() come from another, the
+#              grabber's name lookup thread (sec05, sec09), and remote access
+#              (its HTTP workers, bulk lane and websocket bridge)
 # Every suite runs even when an earlier one fails; the exit status is non-zero
 # if any failed.
 set -uo pipefail
@@ -117,7 +118,8 @@ suite_asan_py() {
         PYTHONPATH="$REPO/build/asan-site" \
         TSD_EXPECT_PACKAGE_DIR="$REPO/build/asan-site/octoprint_tsd" \
         LD_PRELOAD="$ASAN_RUNTIME" ASAN_OPTIONS="detect_leaks=0" \
-        pytest -q -p no:cacheprovider tests/py tests/integration/test_tunnel.py
+        pytest -q -p no:cacheprovider tests/py tests/integration/test_tunnel.py \
+        tests/integration/test_remote_access.py
 }
 
 # gcc 12's TSan cannot map its shadow memory when the kernel randomizes
@@ -148,7 +150,8 @@ suite_tsan() {
         PYTHONPATH="$REPO/build/tsan-site" \
         TSD_EXPECT_PACKAGE_DIR="$REPO/build/tsan-site/octoprint_tsd" \
         LD_PRELOAD="$tsan_runtime" \
-        tsan_run pytest -q -p no:cacheprovider --capture=sys tests/py/test_camera_threads.py &&
+        tsan_run pytest -q -p no:cacheprovider --capture=sys tests/py/test_camera_threads.py \
+            tests/integration/test_remote_access.py &&
         meson_configure build/tsan -Db_sanitize=thread -Db_lundef=false -Dtests=true \
             -Dbench=false -Dfuzz=false &&
         meson compile -C build/tsan tests/c/test_grab_dns &&

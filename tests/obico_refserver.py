@@ -255,6 +255,7 @@ class ReferenceServer:
         self.connect_count = 0
         self.refused_count = 0
         self.received = []
+        self.binary_listener = None    # f(token, bytes) on the server's loop: the tunnel's browser side
         # REST
         self.throttle_verify = False   # /verify/ answers 429
         self.trust_forwarded_for = False  # /unlinked/ keys on X-Forwarded-For
@@ -593,6 +594,8 @@ class ReferenceServer:
                 if not self.silent:
                     with self._lock:
                         self.received.append(received)
+                if message.type == WSMsgType.BINARY and self.binary_listener:
+                    self.binary_listener(connection.token, message.data)
                 if connection.token in self._deleted and is_status_message(received.json):
                     # The server reloads the printer for every status; a
                     # deleted one raises and the consumer closes (Daphne: 1000).

@@ -68,11 +68,12 @@ class Linked:
 
 
 @contextlib.contextmanager
-def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None):
+def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None, octoprint_settings=None):
     """A real OctoPrint linked to the reference server with TOKEN, its
     virtual printer connected and remote-test.gcode uploaded; the server's
     cadence scaled by time_scale (TSD_TIME_SCALE); plugin_settings: more
-    plugins' settings. Yields a Linked."""
+    plugins' settings; octoprint_settings: top-level sections of config.yaml
+    (accessControl...). Yields a Linked."""
     pki = make_pki(str(tmp_path_factory.mktemp("pki-" + name)))
     server = ReferenceServer([TOKEN], pki=pki).start()
     basedir = str(tmp_path_factory.mktemp("octoprint-" + name))
@@ -91,6 +92,8 @@ def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None):
     with open(config_path) as f:
         config = yaml.safe_load(f)
     config.setdefault("serial", {})["log"] = True
+    for section, values in (octoprint_settings or {}).items():
+        config.setdefault(section, {}).update(values)
     with open(config_path, "w") as f:
         yaml.safe_dump(config, f)
     instance.start()

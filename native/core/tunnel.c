@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: AGPL-3.0-or-later */
-#include "tunnel.h"
+#include "tunnel_private.h"
 #include "errtext.h"
 #include "hostrule.h"
 
@@ -18,61 +18,6 @@
 #define TUN_THREAD_NAME "tsd-tunnel"
 #define TUN_PROTOCOL_NAME "tsd-dev"
 #define TUN_LOG_MAX 512
-
-struct lane_item {
-    struct lane_item *next;
-    size_t len;
-    char data[];
-};
-
-struct tun {
-    /* configuration, immutable after tun_new() */
-    char *url;
-    char *host;
-    char *path;
-    int port;
-    bool use_tls;
-    char *token;
-    char *ca_file;
-    size_t max_incoming;
-    size_t lane_messages_max;
-    size_t lane_bytes_max;
-    uint32_t backoff_first_ms;
-    uint32_t backoff_cap_ms;
-    lws_retry_bo_t idle_policy;
-    struct evq *events;
-
-    /* shared with other threads, under lock */
-    pthread_mutex_t lock;
-    pthread_cond_t started_cond;
-    struct lane_item *status;      /* latest-wins slot */
-    struct lane_item *lane_head;   /* FIFO */
-    struct lane_item *lane_tail;
-    size_t lane_count;
-    size_t lane_bytes;
-    struct tun_stats stats;
-    int start_state;               /* 0 starting, 1 running, -1 failed */
-    enum tun_result start_result;
-    char start_error[256];
-    bool thread_started;
-    bool thread_joined;
-    atomic_bool halt;              /* set by tun_stop() or a fatal close */
-    struct lws_context *context;   /* valid while the thread runs */
-
-    /* service-thread only */
-    pthread_t thread;
-    struct lws *wsi;
-    lws_sorted_usec_list_t retry_sul;
-    unsigned retry_attempt;
-    enum tun_event fatal;          /* 0, UNAUTHORIZED or REPLACED */
-    unsigned char *rx;
-    size_t rx_len;
-    size_t rx_cap;
-    bool rx_discard;
-    unsigned char *tx;
-    size_t tx_cap;
-};
-
 
 static void wipe(void *data, size_t len)
 {
@@ -123,7 +68,7 @@ static bool token_is_valid(const char *token)
     return true;
 }
 
-static void push_event(struct tun *t, enum tun_event type, const char *text, size_t len)
+void tun_push_event(struct tun *t, enum tun_event type, const char *text, size_t len)
 {
     if (evq_push(t->events, (int)type, text, len) != EVQ_OK) {
         pthread_mutex_lock(&t->lock);
@@ -132,10 +77,7 @@ static void push_event(struct tun *t, enum tun_event type, const char *text, siz
     }
 }
 
-static void push_log(struct tun *t, char level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void push_log(struct tun *t, char level, const char *fmt, ...)
+void tun_push_log(struct tun *t, char level, const char *fmt, ...)
 {
     char line[TUN_LOG_MAX];
     va_list args;
@@ -150,7 +92,7 @@ static void push_log(struct tun *t, char level, const char *fmt, ...)
         return;
     if ((size_t)n > sizeof(line) - 3)
         n = (int)(sizeof(line) - 3);
-    push_event(t, TUN_EVENT_LOG, line, (size_t)n + 2);
+    tun_push_event(t, TUN_EVENT_LOG, line, (size_t)n + 2);
 }
 
 /* ---- configuration ------------------------------------------------------ */
@@ -257,6 +199,9 @@ enum tun_result tun_new(const struct tun_config *config, struct evq *events,
         .secs_since_valid_hangup = config->hangup_after_s ? config->hangup_after_s : 60,
     };
     t->events = events;
+    result = tun_remote_new(t, config, reterr, reterr_len);
+    if (result != TUN_OK)
+        goto out;
     *ret_tunnel = t;
     t = NULL;
 
@@ -290,7 +235,7 @@ static struct lane_item *lane_item_new(const char *json, size_t len)
     return item;
 }
 
-static void wake_service(struct tun *t)
+void tun_wake_service(struct tun *t)
 {
     /* The only lws call allowed from other threads. */
     if (t->context)
@@ -314,7 +259,7 @@ enum tun_result tun_send_status(struct tun *tunnel, const char *json, size_t len
     tunnel->status = item;
     if (old)
         tunnel->stats.status_replaced++;
-    wake_service(tunnel);
+    tun_wake_service(tunnel);
     pthread_mutex_unlock(&tunnel->lock);
     free(old);
     return TUN_OK;
@@ -348,7 +293,7 @@ enum tun_result tun_send_message(struct tun *tunnel, const char *json, size_t le
     tunnel->lane_tail = item;
     tunnel->lane_count++;
     tunnel->lane_bytes += len;
-    wake_service(tunnel);
+    tun_wake_service(tunnel);
 
 out:
     pthread_mutex_unlock(&tunnel->lock);
@@ -383,7 +328,7 @@ static bool lanes_pending(struct tun *t)
     bool pending;
 
     pthread_mutex_lock(&t->lock);
-    pending = t->lane_head || t->status;
+    pending = t->lane_head || t->status || t->bulk_head;
     pthread_mutex_unlock(&t->lock);
     return pending;
 }
@@ -439,11 +384,11 @@ static void schedule_retry(struct tun *t, const char *why)
     pthread_mutex_lock(&t->lock);
     t->stats.next_retry_ms = delay_ms;
     pthread_mutex_unlock(&t->lock);
-    push_log(t, 'W', "[tunnel] %s, retrying in %.1f s", why, delay_ms / 1000.0);
+    tun_push_log(t, 'W', "[tunnel] %s, retrying in %.1f s", why, delay_ms / 1000.0);
     {
         char reason[256];
         int n = snprintf(reason, sizeof(reason), "%s", why);
-        push_event(t, TUN_EVENT_DISCONNECTED, reason,
+        tun_push_event(t, TUN_EVENT_DISCONNECTED, reason,
                    n < 0 ? 0 : ((size_t)n < sizeof(reason) ? (size_t)n : sizeof(reason) - 1));
     }
     lws_sul_schedule(t->context, 0, &t->retry_sul, retry_cb, (lws_usec_t)delay_ms * LWS_US_PER_MS);
@@ -477,8 +422,8 @@ static void fatal_stop(struct tun *t, enum tun_event why, const char *text)
 {
     t->fatal = why;
     atomic_store(&t->halt, true);
-    push_log(t, 'E', "[tunnel] %s", text);
-    push_event(t, why, text, strlen(text));
+    tun_push_log(t, 'E', "[tunnel] %s", text);
+    tun_push_event(t, why, text, strlen(text));
 }
 
 static void deliver_message(struct tun *t, bool binary)
@@ -493,13 +438,12 @@ static void deliver_message(struct tun *t, bool binary)
         count = ++t->stats.oversized;
         pthread_mutex_unlock(&t->lock);
         problem = "a message larger than the limit";
+        if (binary)
+            tun_remote_oversized(t); /* a 413 where the ref can be read */
         goto out;
     }
     if (binary) {
-        pthread_mutex_lock(&t->lock);
-        count = ++t->stats.binary_ignored;
-        pthread_mutex_unlock(&t->lock);
-        problem = "a binary (BSON) message";
+        tun_remote_deliver(t);
         goto out;
     }
     root = json_loadb((const char *)t->rx, t->rx_len, JSON_REJECT_DUPLICATES, &error);
@@ -513,12 +457,12 @@ static void deliver_message(struct tun *t, bool binary)
     pthread_mutex_lock(&t->lock);
     t->stats.received++;
     pthread_mutex_unlock(&t->lock);
-    push_event(t, TUN_EVENT_MESSAGE, (const char *)t->rx, t->rx_len);
+    tun_push_event(t, TUN_EVENT_MESSAGE, (const char *)t->rx, t->rx_len);
 
 out:
     /* Log the 1st, 2nd, 4th, 8th... occurrence: a flood cannot flood the log. */
     if (problem && (count & (count - 1)) == 0)
-        push_log(t, 'W', "[tunnel] ignored %s from the server (%llu so far)", problem,
+        tun_push_log(t, 'W', "[tunnel] ignored %s from the server (%llu so far)", problem,
                  (unsigned long long)count);
     json_decref(root);
     t->rx_len = 0;
@@ -527,8 +471,11 @@ out:
 
 static void receive_fragment(struct tun *t, struct lws *wsi, const void *in, size_t len)
 {
+    /* Binary frames carry tunnelled request bodies: their own, larger limit. */
+    size_t limit = lws_frame_is_binary(wsi) ? tun_remote_max_frame(t) : t->max_incoming;
+
     if (!t->rx_discard) {
-        if (len > t->max_incoming - t->rx_len) {
+        if (len > limit - t->rx_len) {
             t->rx_discard = true; /* keep reading, drop the whole message */
         } else {
             if (t->rx_len + len > t->rx_cap) {
@@ -536,8 +483,8 @@ static void receive_fragment(struct tun *t, struct lws *wsi, const void *in, siz
                 unsigned char *grown;
                 while (cap < t->rx_len + len)
                     cap *= 2;
-                if (cap > t->max_incoming)
-                    cap = t->max_incoming;
+                if (cap > limit)
+                    cap = limit;
                 grown = realloc(t->rx, cap);
                 if (!grown) {
                     t->rx_discard = true;
@@ -555,6 +502,54 @@ done:
         deliver_message(t, lws_frame_is_binary(wsi) != 0);
 }
 
+bool tun_reserve_tx(struct tun *t, size_t len)
+{
+    unsigned char *grown;
+
+    if (LWS_PRE + len <= t->tx_cap)
+        return true;
+    grown = realloc(t->tx, LWS_PRE + len);
+    if (!grown) {
+        tun_push_log(t, 'E', "[tunnel] out of memory writing a message, dropped");
+        return false;
+    }
+    t->tx = grown;
+    t->tx_cap = LWS_PRE + len;
+    return true;
+}
+
+/* A tunnel reply, once the status and message lanes are empty. */
+static int write_bulk(struct tun *t, struct lws *wsi)
+{
+    struct bulk_item *item;
+    int written;
+
+    pthread_mutex_lock(&t->lock);
+    item = tun_bulk_take_locked(t);
+    pthread_mutex_unlock(&t->lock);
+    if (!item)
+        return 0;
+    if (!tun_reserve_tx(t, item->len)) {
+        free(item->data);
+        free(item);
+        return 0;
+    }
+    memcpy(t->tx + LWS_PRE, item->data, item->len);
+    written = lws_write(wsi, t->tx + LWS_PRE, item->len, LWS_WRITE_BINARY);
+    free(item->data);
+    if (written < (int)item->len) {
+        free(item);
+        return -1;
+    }
+    pthread_mutex_lock(&t->lock);
+    t->stats.bulk_sent++;
+    pthread_mutex_unlock(&t->lock);
+    free(item);
+    if (lanes_pending(t))
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
 static int write_next(struct tun *t, struct lws *wsi)
 {
     struct lane_item *item;
@@ -563,16 +558,10 @@ static int write_next(struct tun *t, struct lws *wsi)
 
     item = lane_take(t, &is_status);
     if (!item)
+        return write_bulk(t, wsi);
+    if (!tun_reserve_tx(t, item->len)) {
+        free(item);
         return 0;
-    if (LWS_PRE + item->len > t->tx_cap) {
-        unsigned char *grown = realloc(t->tx, LWS_PRE + item->len);
-        if (!grown) {
-            free(item);
-            push_log(t, 'E', "[tunnel] out of memory writing a message, dropped");
-            return 0;
-        }
-        t->tx = grown;
-        t->tx_cap = LWS_PRE + item->len;
     }
     memcpy(t->tx + LWS_PRE, item->data, item->len);
     written = lws_write(wsi, t->tx + LWS_PRE, item->len, LWS_WRITE_TEXT);
@@ -669,8 +658,8 @@ static int tun_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         t->stats.connects++;
         t->stats.connected = 1;
         pthread_mutex_unlock(&t->lock);
-        push_log(t, 'I', "[tunnel] connected to %s", t->host);
-        push_event(t, TUN_EVENT_CONNECTED, "", 0);
+        tun_push_log(t, 'I', "[tunnel] connected to %s", t->host);
+        tun_push_event(t, TUN_EVENT_CONNECTED, "", 0);
         if (lanes_pending(t))
             lws_callback_on_writable(wsi);
         break;
@@ -698,6 +687,8 @@ static int tun_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         t->wsi = NULL;
         t->rx_len = 0;
         t->rx_discard = false;
+        tun_bulk_clear(t);
+        tun_ws_close_all(t); /* their browsers are cut off with the link */
         pthread_mutex_lock(&t->lock);
         t->stats.disconnects++;
         t->stats.connected = 0;
@@ -720,6 +711,7 @@ static int tun_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 
 static const struct lws_protocols tun_protocols[] = {
     {TUN_PROTOCOL_NAME, tun_callback, 0, 0, 0, NULL, 0},
+    {TUN_WS_PROTOCOL_NAME, tun_ws_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -742,7 +734,8 @@ static void *service_main(void *arg)
         .protocols = tun_protocols,
         .options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT,
         .user = t,
-        .fd_limit_per_thread = 8,
+        /* the link, the tunnelled websockets, lws's own */
+        .fd_limit_per_thread = 8 + TUN_WS_MAX_SOCKETS,
         .timeout_secs = 20,
         .client_ssl_ca_filepath = t->ca_file,
     };
@@ -775,7 +768,8 @@ static void *service_main(void *arg)
     pthread_mutex_unlock(&t->lock);
     lws_context_destroy(context);
     t->wsi = NULL;
-    push_event(t, TUN_EVENT_STOPPED, "", 0);
+    tun_ws_free_all(t);
+    tun_push_event(t, TUN_EVENT_STOPPED, "", 0);
     return NULL;
 }
 
@@ -793,7 +787,7 @@ static void lws_log_emit(int level, const char *line)
         len--;
     pthread_mutex_lock(&log_sink_lock);
     if (log_sink)
-        push_log(log_sink, 'D', "[lws] %.*s", (int)len, line);
+        tun_push_log(log_sink, 'D', "[lws] %.*s", (int)len, line);
     pthread_mutex_unlock(&log_sink_lock);
 }
 
@@ -850,7 +844,8 @@ void tun_stop(struct tun *tunnel)
         return;
     atomic_store(&tunnel->halt, true);
     pthread_mutex_lock(&tunnel->lock);
-    wake_service(tunnel);
+    tun_wake_service(tunnel);
+    pthread_cond_broadcast(&tunnel->bulk_room); /* a worker waiting for room gives up */
     if (tunnel->thread_started && !tunnel->thread_joined) {
         tunnel->thread_joined = true;
         join = true;
@@ -858,6 +853,8 @@ void tun_stop(struct tun *tunnel)
     pthread_mutex_unlock(&tunnel->lock);
     if (join)
         pthread_join(tunnel->thread, NULL);
+    /* After the join: the service thread was the only one submitting. */
+    tunnel->http = htun_free(tunnel->http);
     pthread_mutex_lock(&log_sink_lock);
     if (log_sink == tunnel)
         log_sink = NULL;
@@ -869,6 +866,7 @@ struct tun *tun_free(struct tun *tunnel)
     if (!tunnel)
         return NULL;
     tun_stop(tunnel);
+    tun_remote_free(tunnel);
     lanes_clear(tunnel);
     free(tunnel->url);
     free(tunnel->host);

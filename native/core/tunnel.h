@@ -12,6 +12,14 @@
  * becomes an event in a bounded evq that the caller drains: this code never
  * calls back into its caller.
  *
+ * Binary frames are OctoPrint remote access (BSON, bson_msg.h): requests
+ * for the local OctoPrint go to a fixed pool of HTTP workers
+ * (httptunnel.h) when the config names OctoPrint's port; their replies
+ * wait in a third, bounded lane that is written only when the status and
+ * message lanes are empty, so that an ack or a status never waits behind
+ * tunnel traffic. The owner can turn remote access off at any time
+ * (tun_set_remote_access); requests are then answered 403 with the reason.
+ *
  * TLS is always verified: against the system CAs, or only against the CA
  * file the caller names. ws:// (no TLS) is refused unless the server is on
  * loopback, or the caller explicitly allows cleartext for a LAN server.
@@ -52,6 +60,7 @@ enum tun_event {
     TUN_EVENT_UNAUTHORIZED,     /* the server refused the token; stopped */
     TUN_EVENT_REPLACED,         /* close code 4321: same token elsewhere; stopped */
     TUN_EVENT_STOPPED,          /* the service thread has ended */
+    TUN_EVENT_REMOTE_LOGIN,     /* a login through remote access: {"status": N, "user": "name"} */
     TUN_EVENT_MAX
 };
 
@@ -63,6 +72,10 @@ enum tun_event {
 #define TUN_MAX_INCOMING_LIMIT (16u * 1024u * 1024u)
 #define TUN_DEFAULT_LANE_MESSAGES 256u
 #define TUN_DEFAULT_LANE_BYTES (2u * 1024u * 1024u)
+#define TUN_DEFAULT_MAX_TUNNEL_BODY (32u * 1024u * 1024u)
+#define TUN_MAX_TUNNEL_BODY_LIMIT (256u * 1024u * 1024u)
+#define TUN_DEFAULT_BULK_BYTES (48u * 1024u * 1024u)
+#define TUN_DEFAULT_BULK_MESSAGES 1024u
 #define TUN_BACKOFF_FIRST_MS 1000u
 #define TUN_BACKOFF_CAP_MS 60000u
 
@@ -78,6 +91,14 @@ struct tun_config {
     uint32_t backoff_cap_ms;  /* 0: default */
     uint16_t ping_after_s;    /* idle seconds before we ping; 0: 30 */
     uint16_t hangup_after_s;  /* idle seconds before we drop the link; 0: 60 */
+    /* OctoPrint remote access (binary frames) */
+    uint16_t octoprint_port;  /* 0: no remote access; requests are answered 403 */
+    const char *octoprint_host; /* numeric; NULL: "127.0.0.1" */
+    const char *remote_address; /* X-Forwarded-For of tunnelled requests (httptunnel.h);
+                                   numeric; NULL: HTUN_DEFAULT_FORWARDED_FOR */
+    int remote_access;        /* the owner's switch at start (tun_set_remote_access) */
+    size_t max_tunnel_body;   /* largest request body; 0: default */
+    size_t bulk_bytes;        /* replies waiting to be written; 0: default */
 };
 
 struct tun_stats {
@@ -86,7 +107,15 @@ struct tun_stats {
     uint64_t received;          /* messages delivered as events */
     uint64_t malformed;         /* not JSON, or not an object */
     uint64_t oversized;         /* larger than max_incoming; dropped */
-    uint64_t binary_ignored;    /* binary (BSON) frames: not supported yet */
+    uint64_t binary_ignored;    /* binary frames that are no tunnel request (malformed BSON) */
+    uint64_t remote_requests;   /* http.tunnelv2 requests handed to the workers */
+    uint64_t remote_refused;    /* answered with an error: off, malformed, too big, busy */
+    uint64_t remote_ws_messages;/* ws.tunnel messages from the server */
+    uint64_t remote_ws_refused; /* ws.tunnel messages answered with octoprint_close */
+    size_t remote_ws_open;      /* tunnelled websockets open now */
+    uint64_t bulk_sent;         /* tunnel replies written */
+    uint64_t bulk_dropped;      /* tunnel replies dropped: the bulk lane stayed full */
+    size_t bulk_bytes;          /* tunnel replies waiting */
     uint64_t events_dropped;    /* the caller's evq was full */
     uint64_t status_sent;
     uint64_t status_replaced;   /* a newer status replaced an unsent one */
@@ -123,5 +152,8 @@ enum tun_result tun_send_status(struct tun *tunnel, const char *json, size_t len
 enum tun_result tun_send_message(struct tun *tunnel, const char *json, size_t len);
 
 void tun_get_stats(struct tun *tunnel, struct tun_stats *ret_stats);
+
+/* The owner's remote-access switch; takes effect for the next request. */
+void tun_set_remote_access(struct tun *tunnel, int enabled);
 
 #endif

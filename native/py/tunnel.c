@@ -21,7 +21,9 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
 {
     static char *keywords[] = {"url", "token", "ca_file", "allow_cleartext_lan",
                                "max_incoming", "backoff_first_ms", "backoff_cap_ms",
-                               "ping_after_s", "hangup_after_s", NULL};
+                               "ping_after_s", "hangup_after_s", "octoprint_port",
+                               "octoprint_host", "remote_access", "max_tunnel_body",
+                               "remote_address", NULL};
     const char *url = NULL;
     const char *token = NULL;
     const char *ca_file = NULL;
@@ -31,6 +33,11 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     unsigned int backoff_cap_ms = 0;
     unsigned short ping_after_s = 0;
     unsigned short hangup_after_s = 0;
+    unsigned short octoprint_port = 0;
+    const char *octoprint_host = NULL;
+    int remote_access = 0;
+    Py_ssize_t max_tunnel_body = 0;
+    const char *remote_address = NULL;
     struct tunnel_object *self = NULL;
     struct tsd_state *state = tsd_type_state(type);
     struct tun_config config;
@@ -39,13 +46,14 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
 
     if (!state)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|zpnIIHH:Tunnel", keywords, &url,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|zpnIIHHHzpnz:Tunnel", keywords, &url,
                                      &token, &ca_file, &allow_cleartext_lan, &max_incoming,
                                      &backoff_first_ms, &backoff_cap_ms, &ping_after_s,
-                                     &hangup_after_s))
+                                     &hangup_after_s, &octoprint_port, &octoprint_host,
+                                     &remote_access, &max_tunnel_body, &remote_address))
         return NULL;
-    if (max_incoming < 0) {
-        PyErr_SetString(PyExc_ValueError, "max_incoming must be >= 0");
+    if (max_incoming < 0 || max_tunnel_body < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_incoming and max_tunnel_body must be >= 0");
         return NULL;
     }
     self = (struct tunnel_object *)type->tp_alloc(type, 0);
@@ -65,7 +73,13 @@ static PyObject *tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
         .backoff_cap_ms = backoff_cap_ms,
         .ping_after_s = ping_after_s,
         .hangup_after_s = hangup_after_s,
+        .octoprint_port = octoprint_port,
+        .octoprint_host = octoprint_host,
+        .remote_access = remote_access,
+        .max_tunnel_body = (size_t)max_tunnel_body,
+        .remote_address = remote_address,
     };
+    /* tun_new() starts the remote-access workers: no GIL needed, none taken. */
     result = tun_new(&config, self->events, &self->tunnel, reason, sizeof(reason));
     if (result != TUN_OK) {
         Py_DECREF(self);
@@ -144,6 +158,16 @@ static PyObject *tunnel_send(PyObject *self, PyObject *args)
     return tunnel_send_common(self, args, 0);
 }
 
+static PyObject *tunnel_set_remote_access(PyObject *self, PyObject *args)
+{
+    int enabled = 0;
+
+    if (!PyArg_ParseTuple(args, "p:set_remote_access", &enabled))
+        return NULL;
+    tun_set_remote_access(((struct tunnel_object *)self)->tunnel, enabled);
+    Py_RETURN_NONE;
+}
+
 static PyObject *tunnel_next_event(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"timeout", NULL};
@@ -164,7 +188,8 @@ static PyObject *tunnel_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
     tun_get_stats(obj->tunnel, &stats);
     evq_get_stats(obj->events, &queue);
     return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:O,s:O,s:I,s:n,s:K}",
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:O,s:O,s:I,s:n,s:K,"
+        "s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:n}",
         "connects", (unsigned long long)stats.connects,
         "disconnects", (unsigned long long)stats.disconnects,
         "received", (unsigned long long)stats.received,
@@ -180,7 +205,15 @@ static PyObject *tunnel_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
         "stopped", stats.stopped ? Py_True : Py_False,
         "next_retry_ms", (unsigned int)stats.next_retry_ms,
         "event_queue_depth", (Py_ssize_t)queue.depth,
-        "event_queue_dropped", (unsigned long long)queue.dropped);
+        "event_queue_dropped", (unsigned long long)queue.dropped,
+        "remote_requests", (unsigned long long)stats.remote_requests,
+        "remote_refused", (unsigned long long)stats.remote_refused,
+        "remote_ws_messages", (unsigned long long)stats.remote_ws_messages,
+        "remote_ws_refused", (unsigned long long)stats.remote_ws_refused,
+        "remote_ws_open", (Py_ssize_t)stats.remote_ws_open,
+        "bulk_sent", (unsigned long long)stats.bulk_sent,
+        "bulk_dropped", (unsigned long long)stats.bulk_dropped,
+        "bulk_bytes", (Py_ssize_t)stats.bulk_bytes);
 }
 
 static PyMethodDef tunnel_methods[] = {
@@ -196,6 +229,8 @@ static PyMethodDef tunnel_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "next_event(timeout=None) -> (type, bytes) or None\n\nWait with the GIL released."},
     {"stats", tunnel_stats, METH_NOARGS, "Counters and state as a dict."},
+    {"set_remote_access", tunnel_set_remote_access, METH_VARARGS,
+     "set_remote_access(enabled)\n\nThe owner's OctoPrint remote-access switch."},
     {NULL, NULL, 0, NULL},
 };
 

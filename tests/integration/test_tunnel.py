@@ -272,7 +272,7 @@ def test_bad_input_leaves_the_connection_working(server, pki):
         server.send(TOKEN, "{not json")
         server.send(TOKEN, "[1, 2, 3]")
         server.send(TOKEN, '{"a": 1, "a": 2}')
-        server.send(TOKEN, b"\x05\x00\x00\x00\x00")  # binary (BSON): not handled yet
+        server.send(TOKEN, b"\x05\x00\x00\x00\x00")  # binary: an empty BSON document, no tunnel request
         server.send(TOKEN, "{" + '"x": "' + "y" * (16 * 1024 * 1024) + '"}')
         for i in range(10000):
             server.send(TOKEN, {"unknown_key_%d" % (i % 7): i})
