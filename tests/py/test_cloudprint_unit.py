@@ -37,6 +37,7 @@ def link(tmp_path):
     printer.get_current_temperatures.return_value = {}
     plugin.current_printer_profile.return_value = {}
     plugin._settings.get_float.return_value = None
+    plugin._settings.get.return_value = None  # remote_calls: every call the allow-list knows
     plugin._settings.get_int.side_effect = lambda path: {"cloud_print_max_mb": 500,
                                                          "cloud_print_free_margin_mb": 1}[path[0]]
     plugin._settings.global_get_basefolder.return_value = str(tmp_path)
