@@ -23,14 +23,25 @@ def frame(jpeg_path):
     info = bridge.native_info()
     if not info["loaded"]:
         sys.exit("native module: " + info["error"])
-    config = os.path.join(os.path.dirname(bridge.__file__), "model", "helper.yaml")
+    started = time.monotonic()
+    probe = bridge.probe_helper(timeout=120)  # tsd-helper --version: loads its libraries
+    probe_s = time.monotonic() - started
+    if not probe["available"]:
+        sys.exit("tsd-helper: " + probe["error"])
     with open(jpeg_path, "rb") as f:
         jpeg = f.read()
     started = time.monotonic()
-    detector = bridge.new_detector(bridge.helper_path(), config, start_timeout_ms=300000,
-                                   deadline_ms=300000)
+    detector = bridge.new_detector(bridge.helper_path(), bridge.default_model_config(),
+                                   start_timeout_ms=300000, deadline_ms=300000)
     try:
-        detector.ping()  # returns once the helper has loaded the model
+        try:
+            detector.ping()  # returns once the helper has loaded the model
+        except bridge.HelperError as exc:
+            # Under qemu-user the helper cannot lock its seccomp sandbox
+            # (qemu does not emulate seccomp), and refuses to serve.
+            print(json.dumps({"native": info, "helper_version_s": probe_s, "refused": str(exc),
+                              "stderr": detector.health().get("stderr_tail")}))
+            return
         start_s = time.monotonic() - started
         replies = []
         frames_started = time.monotonic()
@@ -41,7 +52,7 @@ def frame(jpeg_path):
         detector.stop()
     reply = replies[-1]
     score = bridge.new_decider().add_frame([float(d["confidence"]) for d in reply["detections"]])["p"]
-    print(json.dumps({"native": info, "helper_start_s": start_s, "per_frame_s": per_frame_s,
+    print(json.dumps({"native": info, "helper_version_s": probe_s, "helper_start_s": start_s, "per_frame_s": per_frame_s,
                       "reply": reply, "p": score}))
 
 
