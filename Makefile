@@ -29,7 +29,7 @@ sequences:
 
 # The plugin and its self-contained native wheels into dist/, for OctoPrint's
 # plugin manager (docs/packaging.md); ARCHES: x86_64 aarch64 armv7l.
-ARCHES ?= x86_64
+ARCHES ?= x86_64 aarch64 armv7l
 wheels:
 	./scripts/wheels.sh $(ARCHES)
 

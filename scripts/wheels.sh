@@ -6,8 +6,9 @@
 #   octoprint_tsd-VERSION.tar.gz and -py3-none-any.whl   the plugin (pure Python)
 #   octoprint_tsd_native-VERSION-cp311-cp311-manylinux_*_ARCH.whl
 #                                 the C core and tsd-helper, libraries bundled
-# Usage: scripts/wheels.sh [ARCH...]   ARCH: x86_64 (default: all of ARCHES)
-# x86_64 is built on this (Debian bookworm amd64) machine with its packages.
+# Usage: scripts/wheels.sh [ARCH...]   ARCH: x86_64 aarch64 armv7l (default: x86_64)
+# x86_64 is built on this (Debian bookworm amd64) machine with its packages;
+# aarch64 and armv7l are cross-compiled against a Debian sysroot (below).
 # Reproducible: the same checkout gives the same files (SOURCE_DATE_EPOCH is
 # the last commit's time; tool versions are pinned below).
 set -euo pipefail
@@ -52,16 +53,16 @@ fi
 PATH="$TOOLS/bin:$PATH"
 
 mkdir -p "$DIST"
-rm -f "$DIST"/octoprint_tsd-"$VERSION"* "$DIST"/octoprint_tsd_native-"$VERSION"-*
 
-# build_native ARCH: meson build and install of the runtime parts, staged
+# build_native ARCH [CROSS_FILE]: meson build and install of the runtime parts, staged
 # under $WORK/ARCH/stage-native (the native module and the helper) and
 # $WORK/ARCH/stage-python (the Python package).
 build_native() {
-    local arch="$1" dir="$WORK/$1"
+    local arch="$1" dir="$WORK/$1" cross=()
+    [ "$#" -gt 1 ] && cross=(--cross-file "$2")
     say "$arch: configure and compile (meson, release)"
     if [ ! -f "$dir/build/build.ninja" ]; then
-        meson setup "$dir/build" --buildtype=release -Dstrip=true -Dtests=false -Dbench=false \
+        meson setup "$dir/build" "${cross[@]}" --buildtype=release -Dstrip=true -Dtests=false -Dbench=false \
             -Dfuzz=false -Dpython.install_env=prefix --prefix=/usr -Dwerror=true >"$dir.log" 2>&1 \
             || { cat "$dir.log" >&2; exit 1; }
     fi
@@ -91,9 +92,104 @@ repair() {
         --tag "$PYTHON_TAG-$PYTHON_TAG-linux_$arch" --requires-python "$REQUIRES_PYTHON" \
         --out "$dir/raw" >/dev/null
     say "$arch: bundle the shared libraries (auditwheel repair)"
-    LD_LIBRARY_PATH="$libpath" auditwheel repair --only-plat --plat "manylinux_2_35_$arch" \
+    rm -f "$DIST"/octoprint_tsd_native-"$VERSION"-*_"$arch".whl
+    LD_LIBRARY_PATH="$libpath" auditwheel repair --only-plat --plat auto \
         -w "$DIST" "$dir"/raw/*.whl >"$dir/auditwheel.log" 2>&1 \
         || { cat "$dir/auditwheel.log" >&2; exit 1; }
+}
+
+# ---- aarch64 and armv7l: cross-compiled, a Debian sysroot per architecture --
+# The sysroot is debootstrap --variant=minbase of the target with the build
+# dependencies (cached under build/wheels/ARCH/sysroot); the compilers are
+# Debian's cross compilers; the target's python (meson asks it for the
+# extension suffix and paths) runs under qemu-user with the sysroot as root.
+declare -A DEBIAN_ARCH=([aarch64]=arm64 [armv7l]=armhf)
+declare -A TRIPLET=([aarch64]=aarch64-linux-gnu [armv7l]=arm-linux-gnueabihf)
+declare -A CPU_FAMILY=([aarch64]=aarch64 [armv7l]=arm)
+# The split OpenCV packages: libopencv-dev would bring its 140 libraries.
+SYSROOT_PACKAGES=(libwebsockets-dev libssl-dev libjansson-dev libyaml-dev libturbojpeg0-dev
+    libopencv-core-dev libopencv-imgproc-dev libopencv-dnn-dev libpython3.11-dev python3.11)
+
+sysroot() {
+    local arch="$1" dir="$WORK/$1/sysroot"
+    if [ "$(cat "$dir/.tsd-packages" 2>/dev/null)" != "${SYSROOT_PACKAGES[*]}" ]; then
+        say "$arch: Debian sysroot (debootstrap ${DEBIAN_ARCH[$arch]}, a few minutes, cached)"
+        rm -rf "$dir" "$dir.tmp"
+        local include
+        include="$(IFS=,; echo "${SYSROOT_PACKAGES[*]}")"
+        nice -n 5 debootstrap --variant=minbase --arch="${DEBIAN_ARCH[$arch]}" --include="$include" \
+            bookworm "$dir.tmp" http://deb.debian.org/debian >"$WORK/$arch/debootstrap.log" 2>&1 \
+            || { tail -20 "$WORK/$arch/debootstrap.log" >&2; exit 1; }
+        relative_links "$dir.tmp"
+        echo "${SYSROOT_PACKAGES[*]}" > "$dir.tmp/.tsd-packages"
+        mv "$dir.tmp" "$dir"
+    else
+        say "$arch: Debian sysroot (cached)"
+    fi
+}
+
+# relative_links ROOT: absolute symbolic links inside ROOT (Debian's
+# alternatives, some .so links) made relative, so that they resolve inside
+# ROOT when the cross linker and auditwheel read it from outside.
+relative_links() {
+    local root="$1" link target
+    while IFS= read -r -d '' link; do
+        target="$(readlink "$link")"
+        ln -sfn "$(realpath -m -s --relative-to="$(dirname "$link")" "$root$target")" "$link"
+    done < <(find "$root" -type l -lname '/*' -print0)
+}
+
+# cross_file ARCH: the meson cross file, a pkg-config file for the split
+# OpenCV packages (they ship none) and the target python wrapper.
+cross_file() {
+    local arch="$1" dir="$WORK/$1" root="$WORK/$1/sysroot" triplet="${TRIPLET[$1]}"
+    local opencv_version
+    opencv_version="$(dpkg-query --admindir="$root/var/lib/dpkg" -W -f '${Version}' libopencv-core-dev \
+        | sed 's/[+~-].*//')"
+    mkdir -p "$dir/pkgconfig"
+    cat > "$dir/pkgconfig/opencv4.pc" <<PC
+prefix=/usr
+includedir=\${prefix}/include/opencv4
+Name: OpenCV
+Description: Debian's split OpenCV packages (core, imgproc, dnn) of the sysroot
+Version: $opencv_version
+Cflags: -I\${includedir}
+Libs: -lopencv_core -lopencv_imgproc -lopencv_dnn
+PC
+    cat > "$dir/python3" <<PY
+#!/bin/sh
+# The target's python under qemu-user; QEMU_LD_PREFIX makes its absolute
+# paths (loader, libraries, standard library) those of the sysroot.
+QEMU_LD_PREFIX="$root" exec "$root/usr/bin/python3.11" "\$@"
+PY
+    chmod +x "$dir/python3"
+    local libdirs="'-Wl,-rpath-link,$root/usr/lib/$triplet', '-Wl,-rpath-link,$root/lib/$triplet', '-Wl,-rpath-link,$root/usr/lib/$triplet/blas', '-Wl,-rpath-link,$root/usr/lib/$triplet/lapack'"
+    cat > "$dir/cross.ini" <<INI
+[binaries]
+c = '$triplet-gcc'
+cpp = '$triplet-g++'
+ar = '$triplet-ar'
+strip = '$triplet-strip'
+pkg-config = 'pkg-config'
+python = '$dir/python3'
+exe_wrapper = ['env', 'QEMU_LD_PREFIX=$root']
+
+[properties]
+sys_root = '$root'
+pkg_config_libdir = ['$dir/pkgconfig', '$root/usr/lib/$triplet/pkgconfig', '$root/usr/share/pkgconfig']
+
+[built-in options]
+c_args = ['--sysroot=$root']
+cpp_args = ['--sysroot=$root']
+c_link_args = ['--sysroot=$root', $libdirs]
+cpp_link_args = ['--sysroot=$root', $libdirs]
+
+[host_machine]
+system = 'linux'
+cpu_family = '${CPU_FAMILY[$arch]}'
+cpu = '$arch'
+endian = 'little'
+INI
 }
 
 for arch in "${ARCHES[@]}"; do
@@ -103,7 +199,17 @@ for arch in "${ARCHES[@]}"; do
             build_native x86_64
             repair x86_64 "$(glx_stub x86_64 gcc)"
             ;;
-        *) echo "unknown architecture: $arch (known: x86_64)" >&2; exit 2 ;;
+        aarch64|armv7l)
+            [ "$(uname -m)" = x86_64 ] || { echo "cross builds run on x86_64 only" >&2; exit 2; }
+            ensure_debian_packages debootstrap qemu-user-static binfmt-support \
+                "g++-${TRIPLET[$arch]//_/-}" "gcc-${TRIPLET[$arch]//_/-}"
+            sysroot "$arch"
+            cross_file "$arch"
+            build_native "$arch" "$WORK/$arch/cross.ini"
+            local_root="$WORK/$arch/sysroot"
+            repair "$arch" "$(glx_stub "$arch" "${TRIPLET[$arch]}-gcc"):$local_root/usr/lib/${TRIPLET[$arch]}:$local_root/lib/${TRIPLET[$arch]}:$local_root/usr/lib/${TRIPLET[$arch]}/blas:$local_root/usr/lib/${TRIPLET[$arch]}/lapack"
+            ;;
+        *) echo "unknown architecture: $arch (known: x86_64 aarch64 armv7l)" >&2; exit 2 ;;
     esac
 done
 
