@@ -116,9 +116,12 @@ def cached_octoprint_wheels(arch):
             if not name.endswith(".whl") or name.endswith("-none-any.whl"):
                 continue
             requirement = "{}=={}".format(*name.split("-")[:2])
+            # Every glibc a bookworm system satisfies (pip does not widen
+            # a --platform by itself).
+            platforms = [arg for minor in range(17, 37) for arg in ("--platform", "manylinux_2_{}_{}".format(minor, arch))]
             done = subprocess.run(
                 [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                 "--platform", "manylinux_2_36_" + arch, "--python-version", "3.11",
+                 *platforms, "--python-version", "3.11",
                  "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
                  "-d", foreign, requirement],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
@@ -135,10 +138,18 @@ def build_sdists_in_chroot(arch, requirements, out):
     chroot (as piwheels builds them for a Pi); never the test's chroot."""
     with Chroot(arch, "builder") as builder:
         shutil.copy("/etc/resolv.conf", builder.path("/etc/resolv.conf"))
+        # This machine's CA certificates (a proxy may stand between it and
+        # PyPI), and pip told to use the system's store.
+        for cert in glob.glob("/usr/local/share/ca-certificates/*.crt"):
+            shutil.copy(cert, builder.path("/usr/local/share/ca-certificates/"))
+        builder.run("update-ca-certificates")
+        with open(builder.path("/etc/pip.conf"), "w") as f:
+            f.write("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
         builder.run("apt-get", "update", "-q")
         builder.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "gcc", "libc6-dev",
                     "python3-dev")
         builder.run("python3", "-m", "venv", "/build")
+        builder.run("/build/bin/pip", "install", "-q", "wheel")  # for sdists without a pyproject.toml
         builder.run("/build/bin/pip", "wheel", "-q", "--no-deps", "-w", "/wheels", *requirements)
         for name in os.listdir(builder.path("/wheels")):
             shutil.copy(builder.path("/wheels/" + name), out)
