@@ -196,6 +196,7 @@ for arch in "${ARCHES[@]}"; do
     mkdir -p "$WORK/$arch"
     case "$arch" in
         x86_64)
+            [ "$(uname -m)" = x86_64 ] || { echo "x86_64 is built on an x86_64 machine only" >&2; exit 2; }
             build_native x86_64
             repair x86_64 "$(glx_stub x86_64 gcc)"
             ;;
