@@ -147,7 +147,7 @@ def build_sdists_in_chroot(arch, requirements, out):
             f.write("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
         builder.run("apt-get", "update", "-q")
         builder.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "gcc", "libc6-dev",
-                    "python3-dev")
+                    "python3-dev", "libffi-dev")  # cffi's own sources need ffi.h
         builder.run("python3", "-m", "venv", "/build")
         builder.run("/build/bin/pip", "install", "-q", "wheel")  # for sdists without a pyproject.toml
         builder.run("/build/bin/pip", "wheel", "-q", "--no-deps", "-w", "/wheels", *requirements)
