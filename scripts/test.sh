@@ -156,7 +156,7 @@ suite_tsan() {
 }
 
 # The x86_64 wheels of `make wheels`, installed by OctoPrint's plugin manager in
-# a fresh chroot without a compiler (docs/packaging.md): about 2.5 min once the
+# a fresh chroot without a compiler (docs/packaging.md): 40 s to 2.5 min once the
 # chroot and OctoPrint's wheels are cached under build/test-wheels/cache.
 suite_wheels() {
     if [ "$(id -u)" -ne 0 ] || [ "$(uname -m)" != x86_64 ]; then
