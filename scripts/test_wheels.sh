@@ -14,6 +14,10 @@ ARCHES=(x86_64)
 
 # shellcheck source=scripts/debian_packages.sh
 . scripts/debian_packages.sh
-ensure_debian_packages debootstrap
+packages=(debootstrap)
+for arch in "${ARCHES[@]}"; do
+    [ "$arch" = "$(uname -m)" ] || packages+=(qemu-user-static binfmt-support)
+done
+ensure_debian_packages "${packages[@]}"
 ./scripts/setup.sh
 TSD_WHEEL_ARCHES="${ARCHES[*]}" .venv/bin/pytest -q -s -p no:cacheprovider tests/wheels
