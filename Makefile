@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 # The two commands of the README, plus benchmarks. Each installs what is
 # missing first (Debian packages, .venv with OctoPrint, the plugin).
-.PHONY: demo test bench fuzz clean eval train sequences
+.PHONY: demo test bench fuzz clean eval train sequences wheels test-wheels
 
 demo:
 	./scripts/demo.sh
@@ -27,8 +27,19 @@ train:
 sequences:
 	.venv/bin/python tools/synth/generate.py --out build/synth/sequences --sequences --count 40 --frames 16 --variants 6
 
+# The plugin and its self-contained native wheels into dist/, for OctoPrint's
+# plugin manager (docs/packaging.md); ARCHES: x86_64 aarch64 armv7l.
+ARCHES ?= x86_64 aarch64 armv7l
+wheels:
+	./scripts/wheels.sh $(ARCHES)
+
+# Those wheels installed by the plugin manager in a fresh chroot per
+# architecture without a compiler, then started, linked and updated (root).
+test-wheels: wheels
+	./scripts/test_wheels.sh $(ARCHES)
+
 clean:
-	rm -rf build
+	rm -rf build dist
 
 # The shipped detector end to end on DATA (positives/, negatives/): tools/eval.py
 eval:

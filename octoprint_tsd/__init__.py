@@ -37,6 +37,9 @@ from .status import Observed
 
 PLUGIN_IDENTIFIER = "tsd"
 PLUGIN_NAME = "The Spaghetti Detective"
+# The distribution on the package index (pyproject.toml), which the
+# software update checks and installs.
+DISTRIBUTION_NAME = "OctoPrint-TSD"
 PRINT_ENDED = (Events.PRINT_DONE, Events.PRINT_FAILED, Events.PRINT_CANCELLED)
 
 
@@ -402,11 +405,13 @@ class TsdPlugin(
             PLUGIN_IDENTIFIER: {
                 "displayName": PLUGIN_NAME,
                 "displayVersion": self._plugin_version,
-                "type": "github_release",
-                "user": "thespaghettidetective",
-                "repo": "octoprint-tsd",
+                # The release channel is the package index: the plugin and the
+                # native wheels of one version are published there together
+                # (docs/packaging.md), and pip picks this machine's wheel.
+                "type": "pypi_release",
+                "package": DISTRIBUTION_NAME,
                 "current": self._plugin_version,
-                "pip": "https://github.com/thespaghettidetective/octoprint-tsd/archive/{target_version}.zip",
+                "pip": DISTRIBUTION_NAME + "=={target_version}",
             }
         }
 

@@ -2,6 +2,16 @@
 # Sourced by the scripts here: ensure_debian_packages PACKAGE... installs the
 # Debian packages of the list that are not installed yet (with sudo when not
 # root), and nothing else.
+#
+# Who needs what (each script asks for its own list):
+#   setup.sh       build-essential pkg-config python3 python3-venv python3-dev and
+#                  the -dev packages of the C libraries (README), chromium for --test
+#   wheels.sh      the same for x86_64; for aarch64 and armv7l also debootstrap,
+#                  qemu-user-static, binfmt-support and the cross compilers
+#                  g++-aarch64-linux-gnu / g++-arm-linux-gnueabihf (the target's
+#                  libraries come from a debootstrap sysroot, not from apt here)
+#   test_wheels.sh debootstrap; qemu-user-static and binfmt-support for a chroot of
+#                  another architecture
 ensure_debian_packages() {
     local package
     local missing=()

@@ -158,6 +158,17 @@ suite_tsan() {
         tsan_run meson test -C build/tsan --no-rebuild --print-errorlogs sec09-dns-deadline
 }
 
+# The x86_64 wheels of `make wheels`, installed by OctoPrint's plugin manager in
+# a fresh chroot without a compiler (docs/packaging.md): 40 s to 2.5 min once the
+# chroot and OctoPrint's wheels are cached under build/test-wheels/cache.
+suite_wheels() {
+    if [ "$(id -u)" -ne 0 ] || [ "$(uname -m)" != x86_64 ]; then
+        echo "wheels: skipped (needs root for chroot, and an x86_64 machine)"
+        return 0
+    fi
+    ./scripts/wheels.sh x86_64 && ./scripts/test_wheels.sh x86_64
+}
+
 run_suite c suite_c
 run_suite release suite_release
 run_suite py suite_py
@@ -168,6 +179,7 @@ run_suite demo suite_demo
 run_suite asan-c suite_asan_c
 run_suite asan-py suite_asan_py
 run_suite tsan suite_tsan
+run_suite wheels suite_wheels
 
 printf '\n==> passed: %s\n' "${passed[*]:-none}"
 printf '==> failed: %s\n' "${failed[*]:-none}"

@@ -171,7 +171,12 @@ def test_api_commands_and_protection(plugin):
 def test_update_information(plugin):
     info = plugin.get_update_information()["tsd"]
     assert info["current"] == "9.9.9"
-    assert "{target_version}" in info["pip"]
+    # The package index is the release channel (docs/packaging.md): the check
+    # asks it for the distribution's newest version, and pip installs exactly
+    # that version, which brings the native wheel of the same version.
+    assert info["type"] == "pypi_release"
+    assert info["package"] == "OctoPrint-TSD"
+    assert info["pip"].format(target_version="1.2.3") == "OctoPrint-TSD==1.2.3"
 
 
 def test_plugin_load_registers_implementation_and_hooks():
