@@ -356,11 +356,11 @@ class TsdPlugin(
             layers.on_print_started(payload)  # before the status that starts the print
         if remote is not None:
             remote.on_print_event(event, payload)
-        if event in (Events.PRINT_DONE, Events.PRINT_FAILED) and layers is not None:
-            layers.on_print_ended()  # after the status that ends it (PrintFailed follows a cancel)
             if event == Events.SETTINGS_UPDATED:
                 remote.set_allow_raw_gcode(self._settings.get_boolean(["allow_raw_gcode"]))
                 remote.set_remote_access(remote_access.tunnel_options(self)["remote_access"])
+        if event in (Events.PRINT_DONE, Events.PRINT_FAILED) and layers is not None:
+            layers.on_print_ended()  # after the status that ends it (PrintFailed follows a cancel)
         if event == Events.SETTINGS_UPDATED:
             self._detection.forget_webcams()
         if event in PRINT_ENDED and self._pause_sequence is not None:

@@ -228,3 +228,19 @@ def test_token_round_trip_through_the_bridge(tmp_path):
     assert bridge.save_token(str(tmp_path), "https://x", "has space") is not None
     assert bridge.delete_token(str(tmp_path)) is None
     assert bridge.load_token(str(tmp_path)) == (None, None)
+
+
+def test_settings_updated_reaches_the_running_remote(plugin):
+    """A settings save applies the owner's raw G-code and remote-access
+    switches to the running link at once (they were skipped while a print-end
+    branch swallowed them)."""
+    plugin.initialize()
+    remote = mock.Mock(name="remote")
+    plugin._linking.remote = remote
+    plugin._settings.get_boolean.side_effect = lambda path: path == ["allow_raw_gcode"]
+    try:
+        plugin.on_event("SettingsUpdated", {})
+    finally:
+        plugin._linking.remote = None
+    remote.set_allow_raw_gcode.assert_called_once_with(True)
+    remote.set_remote_access.assert_called_once()
