@@ -427,11 +427,24 @@ def disk_full(run):
         assert "could not be stored" in response.text, response.text
         linked.api("POST", "/api/job", json={"command": "cancel"})
         assert wait_for(lambda: linked.printer_state() == "Operational", 60)
-        time.sleep(1)  # the print's end saves detect-state.json
+        # The print's end saves detect-state.json: the status says it could not.
+        shown = run.wait_status(lambda s: s["detect"].get("save_error"), 15)
+        run.seen["disk_full_state"] = shown["detect"]["save_error"]
+        assert "detect-state.json" in shown["detect"]["save_error"]
         run.assert_stored_intact(before)
         assert run.remote()["state"] == "connected"
+        # No half-written file is left to take the space or be read later.
+        folder = os.path.join(linked.instance.basedir, "data", "tsd")
+        left = set(os.listdir(folder)) - set(before) - {".filler", "linked.json"}
+        assert not left, left
         with open(linked.instance.octoprint_log, encoding="utf-8", errors="replace") as f:
             log = f.read()
         assert "could not save detect-state.json" in log
     finally:
         run.disk.drain()
+    # Space again: the next save works and the status says nothing is wrong.
+    linked.api("POST", "/api/files/local/" + FAULT_GCODE, json={"command": "select", "print": True})
+    assert wait_for(lambda: linked.printer_state() == "Printing", 60)
+    linked.api("POST", "/api/job", json={"command": "cancel"})
+    assert wait_for(lambda: linked.printer_state() == "Operational", 60)
+    run.wait_status(lambda s: s["detect"].get("save_error") is None, 15)
