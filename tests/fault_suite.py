@@ -32,6 +32,7 @@ from webcam_sim import WebcamSim
 TIME_SCALE = 0.05
 HELPER_BACKOFF_CAP_S = 60.0                     # SUPERV_DEFAULT_BACKOFF_MAX_MS (not scaled)
 HELPER_DEADLINE_S = 10.0                        # SUPERV_DEFAULT_DEADLINE_MS
+GRAB_READ_TIMEOUT_S = 10.0                      # GRAB_DEFAULT_READ_TIMEOUT_MS
 FAULT_GCODE = "faults.gcode"
 # The short form: every fault once, in this order (the disk is filled last,
 # by disk_full(), which ends the print).
@@ -213,19 +214,22 @@ class FaultRun:
             self.detect()), bound + 5, 0.1), self.detect()
         return self.record(fault, started, bound)
 
-    def camera_fault(self, fault, undo, **switches):
+    def camera_fault(self, fault, undo, waiting=0.0, **switches):
+        """waiting: how long a request made during the fault may still wait
+        after it ends (a stalled snapshot: until the grabber's read timeout)."""
         self.sim.configure(**switches)
         shown = self.wait_status(lambda s: s["detect"] and s["detect"]["camera_error"], 30)
         self.seen[fault] = shown["detect"]["camera_error"]
         undo()
-        return self.wait_frames_again(fault, time.monotonic())
+        return self.wait_frames_again(fault, time.monotonic(), self.camera_bound + waiting)
 
     def camera_refusing(self):
         return self.camera_fault("camera_refusing", lambda: self.sim.configure(snapshot_status=200),
                                  snapshot_status=503)
 
     def camera_stalling(self):
-        return self.camera_fault("camera_stalling", lambda: self.sim.configure(stall=0), stall=60)
+        return self.camera_fault("camera_stalling", lambda: self.sim.configure(stall=0),
+                                 waiting=GRAB_READ_TIMEOUT_S, stall=60)
 
     def camera_garbage(self):
         return self.camera_fault("camera_garbage", lambda: self.sim.configure(garbage=0), garbage=1)

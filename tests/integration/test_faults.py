@@ -15,6 +15,7 @@ import pytest
 
 import fault_rig
 import fault_suite
+from remote_rig import TOKEN
 from tsd_testing import output_dir
 
 
@@ -58,6 +59,9 @@ def test_octoprint_and_the_print_were_not_disturbed(run):
     assert odd == [], odd
     assert run.linked.printer_state() == "Printing"
     run.assert_stored_intact(run.stored_at_start)
+    # No fault's error text carries the token into the log.
+    with open(run.linked.instance.octoprint_log, encoding="utf-8", errors="replace") as f:
+        assert TOKEN not in f.read()
 
 
 def test_disk_full_keeps_the_token_and_the_learned_state(run):
