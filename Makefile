@@ -18,7 +18,7 @@ RUNS ?= 10000000
 fuzz:
 	./scripts/fuzz.sh -runs=$(RUNS)
 
-# The long fault run (about 2 hours): 1,000 server reconnects, 10,000 camera
+# The long fault run (about 2.5 hours here): 1,000 server reconnects, 10,000 camera
 # reconnects, 1,000 helper restarts and a time-scaled week of frames against a
 # real OctoPrint, with its figures as bench lines; SCALE=0.01 runs a hundredth
 # of each count. scripts/soak.py; `make test` runs each fault once.

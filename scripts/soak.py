@@ -11,7 +11,7 @@ reconnects, 1,000 helper restarts and 7 days of printing at one frame per
 every half second, its loop lag and /api/version latency throughout, and the
 printer's received G-code is checked at the end.
 
---scale F runs F times each count (0.01: a hundredth, about 5 minutes); the
+--scale F runs F times each count (0.05: a twentieth, about 9 minutes); the
 figures then say so. Prints `bench <name> <value> <unit>` lines and writes
 them to build/test-output/soak/figures.txt.
 """
