@@ -101,9 +101,11 @@ def soak(scale, keep):
             print("soak: {} server reconnects".format(counts["server"]), flush=True)
             repeat("server reconnects", 10, run.server_reconnect)  # warm-up
             fds_before, threads_before, _ = settled(run)
+            names_before = fault_rig.thread_names(pid)
             repeat("server reconnects", counts["server"], lambda: (run.server_reconnect(), lag.collect()))
             assert wait_for(lambda: run.remote()["state"] == "connected", 30)
             fds_after, threads_after, _ = settled(run)
+            names_after = fault_rig.thread_names(pid)
 
             print("soak: {} camera reconnects".format(counts["camera"]), flush=True)
             repeat("camera reconnects", counts["camera"], run.camera_reconnect)
@@ -144,6 +146,8 @@ def soak(scale, keep):
         figure("recovery_s_max", max(run.recovery.values()), "s")
         print("soak: descriptors/threads after the camera and helper runs: {} / {} (before: {} / {})".format(
             camera_helper[0], camera_helper[1], fds_before, threads_before))
+        print("soak: threads by name after the reconnects, more: {}; fewer: {}".format(
+            dict(names_after - names_before) or "none", dict(names_before - names_after) or "none"))
         print("soak: slowest recoveries: {}".format(sorted(run.recovery.items(), key=lambda kv: -kv[1])[:5]))
     with open(os.path.join(output_dir("soak"), "figures.txt"), "w") as f:
         f.write("scale {}\n".format(scale) + "\n".join(figures) + "\n")

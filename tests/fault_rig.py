@@ -466,6 +466,18 @@ def process_sample(pid):
     return time.monotonic(), rss, fds, threads
 
 
+def thread_names(pid):
+    """How many threads of pid carry each name (native threads are named,
+    tsd-tunnel and the like; Python's all read as the program's name)."""
+    import collections
+
+    names = collections.Counter()
+    for task in os.listdir("/proc/%d/task" % pid):
+        with contextlib.suppress(OSError), open("/proc/%d/task/%s/comm" % (pid, task)) as f:
+            names[f.read().strip()] += 1
+    return names
+
+
 # G-code OctoPrint itself sends while printing (temperature and SD polls,
 # line-number resets): never counted as a disturbance.
 ROUTINE_GCODE = ("M105", "M27", "M110", "M115", "M114", "M21", "M20", "M155", "M113")
