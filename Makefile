@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 # The two commands of the README, plus benchmarks. Each installs what is
 # missing first (Debian packages, .venv with OctoPrint, the plugin).
-.PHONY: demo test bench fuzz clean eval train sequences wheels test-wheels
+.PHONY: demo test bench fuzz clean eval train sequences wheels test-wheels soak
 
 demo:
 	./scripts/demo.sh
@@ -17,6 +17,15 @@ bench:
 RUNS ?= 10000000
 fuzz:
 	./scripts/fuzz.sh -runs=$(RUNS)
+
+# The long fault run (about 2.5 hours here): 1,000 server reconnects, 10,000 camera
+# reconnects, 1,000 helper restarts and a time-scaled week of frames against a
+# real OctoPrint, with its figures as bench lines; SCALE=0.01 runs a hundredth
+# of each count. scripts/soak.py; `make test` runs each fault once.
+SCALE ?= 1
+soak:
+	./scripts/setup.sh --test
+	.venv/bin/python scripts/soak.py --scale $(SCALE)
 
 # The shipped detector from scratch (synthetic data, training, export,
 # check); resumable: run it again after an interruption. scripts/train.sh

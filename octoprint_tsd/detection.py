@@ -14,7 +14,7 @@ import threading
 import time
 
 from . import bridge
-from .learned import LearnedError, LearnedScene
+from .learned import LearnedError, LearnedScene, write_json_file
 from .settings import ACTIONS
 from .upload import Uploader
 from .watch import Watcher, pick_webcam, resolve_webcam_url, webcam_choices
@@ -29,6 +29,7 @@ class Detection:
         self._plugin = plugin
         self.watcher = None
         self.uploader = None
+        self.save_error = None    # why the long-term statistics were not saved
         self._webcams = (0.0, [])
 
     # ---- life cycle ----
@@ -225,10 +226,11 @@ class Detection:
         if watcher is None or watcher.long_term() is None:
             return
         mean, count = watcher.long_term()
-        path = self._state_path()
         try:
-            with open(path + ".tmp", "w", encoding="utf-8") as handle:
-                json.dump({"long_mean": mean, "long_count": count}, handle)
-            os.replace(path + ".tmp", path)
+            write_json_file(self._state_path(), {"long_mean": mean, "long_count": count})
         except OSError as exc:
-            self._plugin._logger.warning("[detect] could not save %s: %s", DETECT_STATE_FILE, exc)
+            # The file keeps what it had; the status says why it is behind.
+            self.save_error = "could not save {}: {}".format(DETECT_STATE_FILE, exc)
+            self._plugin._logger.warning("[detect] %s", self.save_error)
+        else:
+            self.save_error = None

@@ -30,6 +30,25 @@ FORMAT_VERSION = 1
 SIGNATURE_MAX_DIMS = 256
 
 
+
+def write_json_file(path, doc):
+    """Replaces path with doc as JSON, all or nothing: written beside it,
+    synced, then renamed over it. On an error (a full disk) the old file
+    stays as it was, the partial copy is removed, and OSError propagates."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(doc, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
 class LearnedError(Exception):
     """The stored memory could not be read (the memory is then empty)."""
 
@@ -132,12 +151,7 @@ class LearnedScene:
         doc = {"version": FORMAT_VERSION,
                "entries": [{"camera": e["camera"], "box": [round(v, 5) for v in e["box"]],
                             "sig": [round(v, 5) for v in e["sig"]]} for e in self._entries]}
-        tmp = self._path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(doc, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._path)
+        write_json_file(self._path, doc)
 
     # ---- use -----------------------------------------------------------------------
 

@@ -24,6 +24,11 @@ STATUS_INTERVAL = 50.0       # seconds, idle
 STATUS_INTERVAL_BOOSTED = 10.0
 BOOST_SECONDS = 120.0        # after a remote action or passthru call
 SETTINGS_INTERVAL = 30 * 60.0
+# The native tunnel's defaults (native/core/tunnel.h), scaled in tests.
+TUNNEL_BACKOFF_FIRST_S = 1.0
+TUNNEL_BACKOFF_CAP_S = 60.0   # the longest wait between two connection attempts
+TUNNEL_PING_AFTER_S = 30
+TUNNEL_HANGUP_AFTER_S = 60
 MAX_ERROR_TEXT = 512         # characters of an error ack
 TEMPERATURE_KEY = re.compile(r"^(tool\d+|bed|chamber)$")
 AGENT_NAME = "octoprint_obico"  # the server checks agent names/versions it knows
@@ -121,6 +126,7 @@ class Remote:
               allow_raw_gcode=False, **tunnel_options):
         self.stop()
         self._stop.clear()
+        tunnel_options = dict(self._scaled_tunnel_timing(), **tunnel_options)
         try:
             url = ws_url(server_url)
             server_host = bridge.check_server_url(server_url, allow_cleartext_lan)["host"]
@@ -151,6 +157,20 @@ class Remote:
         thread.start()
         self._threads.append(thread)
         return True
+
+    def _scaled_tunnel_timing(self):
+        """Under TSD_TIME_SCALE the tunnel's reconnect backoff and its
+        idle-link ping and hang-up times shrink with the rest (the native
+        defaults otherwise: 1 s doubling to 60 s; ping after 30 s, hang up
+        after 60 s). Whole seconds for ping and hang-up, as libwebsockets
+        counts them."""
+        scale = self._time_scale
+        if scale >= 1.0:
+            return {}
+        return {"backoff_first_ms": max(10, int(TUNNEL_BACKOFF_FIRST_S * 1000 * scale)),
+                "backoff_cap_ms": max(10, int(TUNNEL_BACKOFF_CAP_S * 1000 * scale)),
+                "ping_after_s": max(2, int(TUNNEL_PING_AFTER_S * scale)),
+                "hangup_after_s": max(5, int(TUNNEL_HANGUP_AFTER_S * scale))}
 
     def stop(self):
         self.cloud_print.stop()

@@ -68,24 +68,31 @@ class Linked:
 
 
 @contextlib.contextmanager
-def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None, octoprint_settings=None):
+def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None, octoprint_settings=None,
+                     front=None, env=None, before_start=None):
     """A real OctoPrint linked to the reference server with TOKEN, its
     virtual printer connected and remote-test.gcode uploaded; the server's
     cadence scaled by time_scale (TSD_TIME_SCALE); plugin_settings: more
-    plugins' settings; octoprint_settings: top-level sections of config.yaml
-    (accessControl...). Yields a Linked."""
+    plugins' settings (the plugin's own merged with its CA file);
+    octoprint_settings: top-level sections of config.yaml (accessControl...).
+    front: called with the server, returns the port the plugin dials instead
+    (a fault proxy in front of it); env: OctoPrint's environment;
+    before_start: called with the base folder before OctoPrint starts.
+    Yields a Linked."""
     pki = make_pki(str(tmp_path_factory.mktemp("pki-" + name)))
     server = ReferenceServer([TOKEN], pki=pki).start()
+    port = front(server) if front else server.port
     basedir = str(tmp_path_factory.mktemp("octoprint-" + name))
     data = os.path.join(basedir, "data", "tsd")
     os.makedirs(data)
-    record = bridge.save_token(data, "https://localhost:{}".format(server.port), TOKEN, "Test printer")
+    record = bridge.save_token(data, "https://localhost:{}".format(port), TOKEN, "Test printer")
     assert record is None, record  # no error
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     env["TSD_TIME_SCALE"] = str(time_scale)
     instance = OctoPrintInstance(basedir, python=sys.executable, env=env)
-    instance.prepare(users=[ADMIN + (True,)],
-                     extra_plugin_settings=dict(plugin_settings or {}, tsd={"ca_file": pki["ca"]}))
+    plugin_settings = dict(plugin_settings or {})
+    plugin_settings["tsd"] = dict(plugin_settings.get("tsd") or {}, ca_file=pki["ca"])
+    instance.prepare(users=[ADMIN + (True,)], extra_plugin_settings=plugin_settings)
     # serial.log: the G-code the printer received, for the assertions below.
     import yaml
     config_path = os.path.join(basedir, "config.yaml")
@@ -96,6 +103,8 @@ def linked_octoprint(tmp_path_factory, name, time_scale, plugin_settings=None, o
         config.setdefault(section, {}).update(values)
     with open(config_path, "w") as f:
         yaml.safe_dump(config, f)
+    if before_start is not None:
+        before_start(basedir)
     instance.start()
     try:
         linked = Linked(instance, server, instance.create_api_key(*ADMIN))

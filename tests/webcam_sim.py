@@ -675,6 +675,11 @@ class WebcamSim:
     def settings(self):
         return {name: getattr(self, name) for name in SWITCHES}
 
+    def use_frames(self, frames_dir):
+        """Serves the JPEGs of another directory from the next frame on (a
+        camera that comes back at another resolution)."""
+        self._frames = DirectoryFrames(frames_dir)
+
     def _options(self, query):
         opts = self.settings()
         for name, text in query.items():

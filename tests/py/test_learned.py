@@ -118,3 +118,23 @@ def test_relearning_the_same_thing_adds_nothing(tmp_path):
     assert scene.learn("cam", [CABLE], 640, 480) == 1
     assert scene.learn("cam", [CABLE], 640, 480) == 0
     assert scene.count() == 1
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_partial_copy(tmp_path, monkeypatch):
+    """A full disk (ENOSPC at the sync) while saving: the file keeps what it
+    had, the partial copy is removed, the error reaches the caller."""
+    import errno
+    import os
+
+    path = str(tmp_path / "state.json")
+    learned.write_json_file(path, {"kept": 1})
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(learned.os, "fsync", full)
+    with pytest.raises(OSError):
+        learned.write_json_file(path, {"kept": 2})
+    with open(path) as f:
+        assert f.read() == '{"kept": 1}'
+    assert os.listdir(str(tmp_path)) == ["state.json"]

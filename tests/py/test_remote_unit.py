@@ -426,3 +426,21 @@ def test_farm_turns_remote_calls_off(link):
     enabled[:] = []
     assert "turned off" in call(r, "home2", "home", ["x"])["error"]
     assert plugin._printer.home.call_count == 1
+
+
+def test_tunnel_timing_follows_the_time_scale(monkeypatch):
+    """TSD_TIME_SCALE shrinks the tunnel's backoff and its silent-link
+    hang-up with the rest of the plugin (the fault suite's bounds rely on
+    it); unscaled, the native defaults apply."""
+    made = []
+    monkeypatch.setattr(bridge, "new_tunnel", lambda url, token, **options: made.append(options)
+                        or mock.Mock(**{"next_event.side_effect": bridge.QueueClosedError}))
+    plugin = mock.Mock(name="plugin")
+    for scale, expected in (("1", {}), ("0.05", {"backoff_first_ms": 50, "backoff_cap_ms": 3000,
+                                                  "ping_after_s": 2, "hangup_after_s": 5})):
+        monkeypatch.setenv("TSD_TIME_SCALE", scale)
+        r = remote.Remote(plugin, mock.Mock(name="logger"))
+        assert r.start("https://localhost:1", "a" * 20, ca_file=None)
+        r.stop()
+        options = {k: v for k, v in made[-1].items() if k not in ("ca_file", "allow_cleartext_lan")}
+        assert options == expected

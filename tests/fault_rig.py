@@ -1,0 +1,503 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+"""The fault injector and OctoPrint's own gauges, for the fault suite
+(tests/integration/test_faults.py) and the soak (scripts/soak.py).
+
+FaultProxy sits on loopback between the plugin and the reference server and
+does what a network and a server deploy do to a link: pass bytes, go down
+(connections reset, new ones refused) and come back on the same port,
+blackhole (accept, then silence), trickle 1 byte/s, or present a TLS
+certificate that no trusted CA signed. The server-side faults (token
+revoked, 4321, malformed and oversized frames) are the reference server's
+own switches; the camera's are webcam_sim's; the helper's come from a
+wrapper put in the helper's place (FaultyHelper).
+
+LoopLag is a tiny OctoPrint plugin, written into the instance's plugins
+folder, that runs a 10 ms timer on OctoPrint's Tornado loop and reports how
+late each tick was; ApiLatency times /api/version from outside;
+ProcessSampler reads RSS, descriptors and threads from /proc.
+"""
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import ssl
+import stat
+import struct
+import subprocess
+import threading
+import time
+
+import requests
+
+LOOPBACK = "127.0.0.1"
+
+PASS = "pass"
+DOWN = "down"            # the server killed: connections reset, new ones refused
+BLACKHOLE = "blackhole"  # accepts, then silence both ways
+SLOW = "slow"            # 1 byte a second each way
+WRONG_TLS = "wrong_tls"  # a certificate from a CA the plugin does not trust
+MODES = (PASS, DOWN, BLACKHOLE, SLOW, WRONG_TLS)
+
+
+def _reset(sock):
+    """Closes with a TCP reset, as a killed server's kernel does."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class FaultProxy:
+    """A loopback TCP proxy to 127.0.0.1:target_port that the test controls
+    with set_mode(). wrong_pki: make_pki() output whose certificate the
+    plugin must refuse (another CA) for WRONG_TLS."""
+
+    def __init__(self, target_port, wrong_pki=None, port=0):
+        self.target_port = target_port
+        self.port = port
+        self.mode = PASS
+        self.accepted = 0
+        self._wrong_tls = None
+        if wrong_pki:
+            self._wrong_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._wrong_tls.load_cert_chain(wrong_pki["cert"], wrong_pki["key"])
+        self._lock = threading.Lock()
+        self._conns = set()          # client sockets being served
+        self._threads = set()
+        self._listener = None
+        self._accept_thread = None
+        self._stopping = False
+
+    # ---- control -------------------------------------------------------------------
+
+    def start(self):
+        self._stopping = False
+        self._listen()
+        return self
+
+    def stop(self):
+        self._stopping = True
+        self._close_listener()
+        self.kill_connections()
+        for thread in list(self._threads):
+            thread.join(5)
+
+    def set_mode(self, mode):
+        """Switches the fault: DOWN closes the listener and resets every
+        connection; leaving DOWN listens again on the same port; leaving
+        BLACKHOLE resets the silenced connections (a router that dropped the
+        flow's state)."""
+        if mode not in MODES:
+            raise ValueError("unknown mode " + mode)
+        previous, self.mode = self.mode, mode
+        if mode == DOWN:
+            self._close_listener()
+            self.kill_connections()
+        elif previous == DOWN:
+            self._listen()
+        if previous == BLACKHOLE and mode != BLACKHOLE:
+            self.kill_connections()
+
+    def kill_connections(self):
+        """Resets every connection (a server process killed and restarted at once)."""
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for sock in conns:
+            _reset(sock)
+        return len(conns)
+
+    def connections(self):
+        with self._lock:
+            return len(self._conns)
+
+    # ---- serving -------------------------------------------------------------------
+
+    def _listen(self):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._accept_thread = threading.Thread(target=self._accept, args=(listener,),
+                                               name="fault-proxy", daemon=True)
+        self._accept_thread.start()
+
+    def _close_listener(self):
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(5)
+            self._accept_thread = None
+
+    def _accept(self, listener):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with self._lock:
+                self._conns.add(client)
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            self._threads.add(thread)
+            thread.start()
+
+    def _serve(self, client):
+        upstream = None
+        try:
+            if self.mode == WRONG_TLS and self._wrong_tls is not None:
+                client.settimeout(10)
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    self._wrong_tls.wrap_socket(client, server_side=True).close()
+                return
+            if self.mode != BLACKHOLE:
+                upstream = socket.create_connection((LOOPBACK, self.target_port), timeout=5)
+            self._pump(client, upstream)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._conns.discard(client)
+            for sock in (client, upstream):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
+            self._threads.discard(threading.current_thread())
+
+    def _pump(self, client, upstream):
+        """Copies both ways in the current mode until either side closes."""
+        peers = {client: upstream, upstream: client} if upstream else {client: None}
+        pending = {client: b"", upstream: b""}   # bytes read, to be written to the peer
+        last_trickle = 0.0
+        while client.fileno() >= 0:
+            readable = [s for s in peers if not pending[s]]
+            ready, _, _ = select.select(readable, [], [], 0.1)
+            for sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                if self.mode != BLACKHOLE and peers[sock] is not None:
+                    pending[sock] = data
+            for sock, data in list(pending.items()):
+                if not data or sock is None or self.mode == BLACKHOLE:
+                    continue
+                if self.mode == SLOW:
+                    if time.monotonic() - last_trickle < 1.0:
+                        continue
+                    last_trickle = time.monotonic()
+                    peers[sock].sendall(data[:1])
+                    pending[sock] = data[1:]
+                else:
+                    peers[sock].sendall(data)
+                    pending[sock] = b""
+
+
+# ---- the helper's faults -----------------------------------------------------------
+
+HELPER_PASS = "pass"
+HELPER_GARBAGE = "garbage"   # answers random bytes to every request
+HELPER_MEMORY = "memory"     # allocates past its address-space limit
+HELPER_MODES = (HELPER_PASS, HELPER_GARBAGE, HELPER_MEMORY)
+
+_GARBAGE_HELPER = r'''
+import os, sys
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        sys.exit(0)
+    os.write(1, os.urandom(4096))
+'''
+
+# Address space only (anonymous maps are not touched): the limit is RLIMIT_AS,
+# and a shared test machine keeps its memory.
+_MEMORY_HELPER = r'''
+import mmap
+hog = []
+while True:
+    hog.append(mmap.mmap(-1, 64 * 1024 * 1024))
+'''
+
+
+class FaultyHelper:
+    """A copy of the installed package whose tsd-helper is a wrapper: it runs
+    the real helper, or misbehaves as the mode file says (read at each start
+    of the helper). Put site first on OctoPrint's PYTHONPATH (as
+    test_native_failure.py does with a broken extension)."""
+
+    def __init__(self, directory, python):
+        import octoprint_tsd
+
+        self.site = os.path.join(directory, "site")
+        package = os.path.join(self.site, "octoprint_tsd")
+        shutil.copytree(os.path.dirname(octoprint_tsd.__file__), package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        helper = os.path.join(package, "tsd-helper")
+        real = os.path.join(directory, "tsd-helper.real")
+        shutil.move(helper, real)
+        self.mode_file = os.path.join(directory, "helper-mode")
+        self.set_mode(HELPER_PASS)
+        scripts = {}
+        for name, text in (("garbage", _GARBAGE_HELPER), ("memory", _MEMORY_HELPER)):
+            scripts[name] = os.path.join(directory, "helper-%s.py" % name)
+            with open(scripts[name], "w") as f:
+                f.write(text)
+        with open(helper, "w") as f:
+            f.write('#!/bin/sh\ncase "$(cat {mode})" in\n'
+                    '  garbage) exec {python} -S {garbage} ;;\n'
+                    '  memory) exec {python} -S {memory} ;;\n'
+                    '  *) exec {real} "$@" ;;\nesac\n'.format(
+                        mode=self.mode_file, python=python, real=real,
+                        garbage=scripts["garbage"], memory=scripts["memory"]))
+        os.chmod(helper, os.stat(helper).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+    def set_mode(self, mode):
+        if mode not in HELPER_MODES:
+            raise ValueError("unknown helper mode " + mode)
+        with open(self.mode_file, "w") as f:
+            f.write(mode)
+
+
+def helper_pids(parent_pid):
+    """The running tsd-helper processes of OctoPrint (children of its pid)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == parent_pid and b"tsd-helper" in cmdline:
+            pids.append(int(entry))
+    return pids
+
+
+# ---- disk full ---------------------------------------------------------------------
+
+class FullableFolder:
+    """A small tmpfs mounted over a folder (root only), which fill() fills
+    to the last byte and drain() empties again; what was in the folder is
+    copied in first. available() says whether this system allows it."""
+
+    def __init__(self, path, size_kb=512):
+        self.path = path
+        self.size_kb = size_kb
+        self.filler = os.path.join(path, ".filler")
+        self.mounted = False
+
+    @staticmethod
+    def available():
+        return os.geteuid() == 0 and shutil.which("mount") is not None
+
+    def mount(self):
+        keep = self.path + ".before-mount"
+        os.makedirs(self.path, exist_ok=True)
+        shutil.copytree(self.path, keep)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk,mode=0700" % self.size_kb,
+                        "tmpfs", self.path], check=True)
+        self.mounted = True
+        shutil.copytree(keep, self.path, dirs_exist_ok=True)
+        shutil.rmtree(keep)
+
+    def fill(self):
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * 4096) > 0:
+                    pass
+        finally:
+            os.close(fd)
+        # tmpfs rounds to pages: what is left is less than a page.
+        return os.statvfs(self.path).f_bavail
+
+    def drain(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.filler)
+
+    def unmount(self):
+        if self.mounted:
+            subprocess.run(["umount", "-l", self.path], check=False)
+            self.mounted = False
+
+
+# ---- OctoPrint's gauges ------------------------------------------------------------
+
+LOOP_LAG_PLUGIN = r'''
+# A test-only plugin (tests/fault_rig.py): a 10 ms timer on OctoPrint's
+# Tornado loop; GET /api/plugin/tsd_looplag answers how late each tick was
+# (ms) since the last GET and clears them.
+import threading, time
+import octoprint.plugin
+
+PERIOD_S = 0.010
+
+
+class LoopLag(octoprint.plugin.StartupPlugin, octoprint.plugin.SimpleApiPlugin):
+    def __init__(self):
+        self._lags = []
+        self._ticks = 0
+        self._lock = threading.Lock()
+        self._last = None
+
+    def on_startup(self, host, port):
+        from tornado.ioloop import IOLoop
+        IOLoop.current().add_callback(self._arm)
+
+    def _arm(self):
+        from tornado.ioloop import PeriodicCallback
+        self._timer = PeriodicCallback(self._tick, PERIOD_S * 1000)
+        self._timer.start()
+
+    def _tick(self):
+        now = time.monotonic()
+        if self._last is not None:
+            with self._lock:
+                self._ticks += 1
+                if len(self._lags) < 500000:
+                    self._lags.append(max(0.0, (now - self._last - PERIOD_S) * 1000.0))
+        self._last = now
+
+    def is_api_protected(self):
+        return True
+
+    def on_api_get(self, request):
+        import flask
+        with self._lock:
+            lags, self._lags = self._lags, []
+            ticks, self._ticks = self._ticks, 0
+        return flask.jsonify(lags=lags, ticks=ticks)
+
+
+__plugin_name__ = "TSD loop lag (tests)"
+__plugin_pythoncompat__ = ">=3.7,<4"
+__plugin_implementation__ = LoopLag()
+'''
+
+
+def install_loop_lag_plugin(basedir):
+    folder = os.path.join(basedir, "plugins")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tsd_looplag.py"), "w") as f:
+        f.write(LOOP_LAG_PLUGIN)
+
+
+def percentile(values, fraction):
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+class LoopLag:
+    """Collects the loop-lag plugin's ticks (call collect() now and then:
+    the plugin keeps at most 500,000)."""
+
+    def __init__(self, url, headers):
+        self.url = url + "/api/plugin/tsd_looplag"
+        self.headers = headers
+        self.lags = []
+        self.ticks = 0
+
+    def collect(self):
+        body = requests.get(self.url, headers=self.headers, timeout=30).json()
+        self.lags.extend(body["lags"])
+        self.ticks += body["ticks"]
+        return body
+
+    def reset(self):
+        self.collect()
+        self.lags, self.ticks = [], 0
+
+
+class Sampler:
+    """A thread that, every period: times GET /api/version (latency_ms),
+    reads OctoPrint's RSS, descriptors and threads (samples) and the
+    printer's state (states: every state seen)."""
+
+    def __init__(self, url, headers, pid, period=0.5):
+        self.url, self.headers, self.pid, self.period = url, headers, pid, period
+        self.latency_ms = []
+        self.samples = []      # (monotonic, rss_mb, fds, threads)
+        self.states = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-sampler", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self):
+        session = requests.Session()
+        while not self._stop.wait(self.period):
+            started = time.monotonic()
+            try:
+                session.get(self.url + "/api/version", headers=self.headers, timeout=30)
+                self.latency_ms.append((time.monotonic() - started) * 1000.0)
+                state = session.get(self.url + "/api/printer", headers=self.headers,
+                                    timeout=30).json().get("state", {}).get("text")
+                self.states.add(state)
+            except requests.RequestException:
+                self.latency_ms.append(30000.0)
+            with contextlib.suppress(OSError):
+                self.samples.append(process_sample(self.pid))
+        session.close()
+
+
+def process_sample(pid):
+    """(monotonic, RSS MiB, open descriptors, threads) of pid."""
+    with open("/proc/%d/status" % pid) as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    rss = int(fields["VmRSS"].split()[0]) / 1024.0
+    threads = int(fields["Threads"])
+    fds = len(os.listdir("/proc/%d/fd" % pid))
+    return time.monotonic(), rss, fds, threads
+
+
+def thread_names(pid):
+    """How many threads of pid carry each name (native threads are named,
+    tsd-tunnel and the like; Python's all read as the program's name)."""
+    import collections
+
+    names = collections.Counter()
+    for task in os.listdir("/proc/%d/task" % pid):
+        with contextlib.suppress(OSError), open("/proc/%d/task/%s/comm" % (pid, task)) as f:
+            names[f.read().strip()] += 1
+    return names
+
+
+# G-code OctoPrint itself sends while printing (temperature and SD polls,
+# line-number resets): never counted as a disturbance.
+ROUTINE_GCODE = ("M105", "M27", "M110", "M115", "M114", "M21", "M20", "M155", "M113")
+
+
+def unexpected_gcode(sent_lines, file_text):
+    """The lines sent to the printer that are neither the print file's nor
+    OctoPrint's routine polls: what a fault would have caused."""
+    allowed = {line.split(";", 1)[0].strip() for line in file_text.splitlines()}
+    odd = []
+    for line in sent_lines:
+        code = line.strip()
+        if not code or code in allowed or code.split()[0] in ROUTINE_GCODE:
+            continue
+        odd.append(code)
+    return odd
+
+
+def bench(name, value, unit):
+    """The line `make bench` and `make soak` readers parse."""
+    if isinstance(value, float):
+        value = "%.2f" % value
+    print("bench {} {} {}".format(name, value, unit), flush=True)
