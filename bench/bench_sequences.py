@@ -41,11 +41,12 @@ def bench(name, value, unit):
     print("bench {} {:.3f} {}".format(name, value, unit), flush=True)
 
 
-def live_sequences(folder):
-    """[(meta, [confidences per frame])] scored by the installed helper."""
+def live_sequences(folder, config=None):
+    """[(meta, [confidences per frame])] scored by the installed helper with
+    config (None: the shipped model)."""
     import eval as tsd_eval
 
-    client = tsd_eval.make_client()
+    client = tsd_eval.make_client(**({"config": config} if config else {}))
     try:
         out = []
         for name in sorted(os.listdir(os.path.join(folder, "seq"))):
@@ -119,9 +120,10 @@ def main(argv=None):
     ap.add_argument("--sequences", default=os.environ.get("TSD_SYNTH_SEQUENCES",
                                                           os.path.join(REPO, "build", "synth", "sequences")))
     ap.add_argument("--record", help="write the live detections to this .jsonl.gz file")
+    ap.add_argument("--config", help="another model's helper.yaml, to compare (default: the shipped one)")
     args = ap.parse_args(argv)
     if os.path.isdir(os.path.join(args.sequences, "seq")):
-        sequences = live_sequences(args.sequences)
+        sequences = live_sequences(args.sequences, args.config)
     elif os.path.exists(RECORDED):
         sequences = recorded_sequences(RECORDED)
         print("bench_sequences: replayed: the detections recorded with the shipped model (no sequences "
