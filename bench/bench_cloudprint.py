@@ -31,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from obico_refserver import ReferenceServer  # noqa: E402
+from tsd_testing import idle_printer_plugin  # noqa: E402
 
 from octoprint_tsd import remote  # noqa: E402
 
@@ -60,20 +61,7 @@ def write_gcode(path, size):
 def fake_plugin(uploads):
     """OctoPrint as far as the download path needs it: an idle printer and a
     file manager that moves the file into place."""
-    plugin = mock.Mock()
-    printer = plugin._printer
-    printer.is_operational.return_value = True
-    printer.is_ready.return_value = True
-    printer.is_printing.return_value = False
-    printer.is_paused.return_value = False
-    printer.get_current_data.return_value = {"state": {"text": "Operational", "flags": {"operational": True}}}
-    printer.get_current_temperatures.return_value = {}
-    plugin.current_printer_profile.return_value = {}
-    plugin._settings.get_float.return_value = None
-    plugin._settings.get_int.side_effect = lambda path: {"cloud_print_max_mb": 500,
-                                                         "cloud_print_free_margin_mb": 100}[path[0]]
-    plugin._settings.global_get_basefolder.return_value = uploads
-    plugin.agent_version.return_value = "bench"
+    plugin = idle_printer_plugin(uploads, free_margin_mb=100, agent_version="bench")
 
     def add_file(origin, path, wrapper, **kwargs):
         target = os.path.join(uploads, path)

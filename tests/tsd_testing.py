@@ -122,6 +122,30 @@ def ready_virtual_printer(rig, gcode_name, gcode):
     assert rig.api("POST", "/api/files/local", files=files).status_code == 201
 
 
+def idle_printer_plugin(uploads, free_margin_mb, agent_version):
+    """A mocked plugin whose OctoPrint has an idle, operational printer and
+    an upload folder: what the cloud print path reads (the shim's unit tests
+    and bench_cloudprint)."""
+    from unittest import mock
+
+    plugin = mock.Mock(name="plugin")
+    printer = plugin._printer
+    printer.is_operational.return_value = True
+    printer.is_ready.return_value = True
+    printer.is_printing.return_value = False
+    printer.is_paused.return_value = False
+    printer.get_current_data.return_value = {"state": {"text": "Operational", "flags": {"operational": True}}}
+    printer.get_current_temperatures.return_value = {}
+    plugin.current_printer_profile.return_value = {}
+    plugin._settings.get_float.return_value = None
+    plugin._settings.get.return_value = None  # remote_calls: every call the allow-list knows
+    plugin._settings.get_int.side_effect = lambda path: {
+        "cloud_print_max_mb": 500, "cloud_print_free_margin_mb": free_margin_mb}[path[0]]
+    plugin._settings.global_get_basefolder.return_value = uploads
+    plugin.agent_version.return_value = agent_version
+    return plugin
+
+
 def keep_octoprint_logs(basedir, name):
     """Copies OctoPrint's logs beside the other test output, for a post-mortem."""
     import shutil

@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 
 from octoprint_tsd import bridge, cloudprint, remote, settings
+from tsd_testing import idle_printer_plugin
 
 
 class FakeTunnel:
@@ -27,24 +28,10 @@ class FakeTunnel:
 
 @pytest.fixture
 def link(tmp_path):
-    plugin = mock.Mock(name="plugin")
-    printer = plugin._printer
-    printer.is_operational.return_value = True
-    printer.is_ready.return_value = True
-    printer.is_printing.return_value = False
-    printer.is_paused.return_value = False
-    printer.get_current_data.return_value = {"state": {"text": "Operational", "flags": {"operational": True}}}
-    printer.get_current_temperatures.return_value = {}
-    plugin.current_printer_profile.return_value = {}
-    plugin._settings.get_float.return_value = None
-    plugin._settings.get.return_value = None  # remote_calls: every call the allow-list knows
-    plugin._settings.get_int.side_effect = lambda path: {"cloud_print_max_mb": 500,
-                                                         "cloud_print_free_margin_mb": 1}[path[0]]
-    plugin._settings.global_get_basefolder.return_value = str(tmp_path)
+    plugin = idle_printer_plugin(str(tmp_path), free_margin_mb=1, agent_version="test")
     plugin._plugin_manager.enabled_plugins = {"tsd": None}
     plugin._settings.global_get.return_value = []
     plugin._detection.server_webcams.return_value = []
-    plugin.agent_version.return_value = "test"
     r = remote.Remote(plugin, mock.Mock(name="logger"))
     r._tunnel = FakeTunnel()
     r._dispatcher = bridge.new_dispatcher()
