@@ -28,6 +28,7 @@ Seeded (--seed); the log records the data hashes.
 """
 
 import argparse
+import copy
 import hashlib
 import json
 import math
@@ -215,13 +216,17 @@ def cut(path, crops):
     return np.stack(out)
 
 
-def features(backbone, images, cache_dir, seed, log):
+def features(backbone, images, cache_dir, seed, log, key_tag="v2", into="features"):
+    """Runs `backbone` (crops -> an array per crop) on every image's crops,
+    cached per image under cache_dir; the arrays land in image[into].
+    key_tag names what the backbone computes (the pooled features, "v2",
+    or the activations where fine-tuning starts)."""
     os.makedirs(cache_dir, exist_ok=True)
     t0 = time.monotonic()
     done = 0
     for k, image in enumerate(images):
         crops = crops_for(image, seed)
-        key = hashlib.sha1(("v2|%s|%d|%s" % (image["path"], SIZE, crops)).encode()).hexdigest()
+        key = hashlib.sha1(("%s|%s|%d|%s" % (key_tag, image["path"], SIZE, crops)).encode()).hexdigest()
         path = os.path.join(cache_dir, key + ".npy")
         if not os.path.exists(path):
             batch = cut(image["path"], [c for c, _, _ in crops])
@@ -231,16 +236,17 @@ def features(backbone, images, cache_dir, seed, log):
             os.replace(path + ".tmp.npy", path)
             done += 1
         image["crops"] = crops
-        image["features"] = np.load(path)
+        image[into] = np.load(path)
         if (k + 1) % 200 == 0:
-            log("features: %d/%d images (%d computed, %.0f s)" % (k + 1, len(images), done, time.monotonic() - t0))
+            log("%s: %d/%d images (%d computed, %.0f s)" % (into, k + 1, len(images), done, time.monotonic() - t0))
 
 
 # ---------------------------------------------------------------- the head
 
-def training_rows(images):
-    xs, ys, ws = [], [], []
-    for image in images:
+def training_index(images):
+    """The training crops: (image index, crop index), labels and weights."""
+    idx, ys, ws = [], [], []
+    for i, image in enumerate(images):
         for j, (_, label, how) in enumerate(image["crops"]):
             if label is None:
                 continue
@@ -253,14 +259,19 @@ def training_rows(images):
                 weight = SYNTH_FAILURE_WEIGHT  # few, and the camera views the real sets lack
             if j in image.get("hard", ()):
                 weight *= 3.0
-            xs.append(image["features"][j])
+            idx.append((i, j))
             ys.append(label)
             ws.append(weight)
-    x = np.stack(xs).astype(np.float32)
     y = np.array(ys, dtype=np.float32)
     w = np.array(ws, dtype=np.float32)
     # Equal total weight for the two classes.
     w[y == 1] *= w[y == 0].sum() / max(w[y == 1].sum(), 1e-6)
+    return idx, y, w
+
+
+def training_rows(images):
+    idx, y, w = training_index(images)
+    x = np.stack([images[i]["features"][j] for i, j in idx]).astype(np.float32)
     return x, y, w
 
 
@@ -356,6 +367,63 @@ def mark_hard_negatives(head, images, share=0.1):
         images[i].setdefault("hard", set()).add(j)
 
 
+# ---------------------------------------------------------------- fine-tuning
+
+def split_backbone(backbone, start):
+    """The frozen stem (backbone.features[:start], whose activations are
+    cached) and a trainable copy of the rest of the backbone."""
+    stem = torch.nn.Sequential(*backbone.features[:start])
+    tail = copy.deepcopy(torch.nn.Sequential(*backbone.features[start:]))
+    for p in tail.parameters():
+        p.requires_grad_(True)
+    return stem, tail
+
+
+def tail_embeddings(tail, mids, batch=128):
+    """Pooled features of cached stem activations through the tail."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(mids), batch):
+            out.append(tail(torch.from_numpy(mids[s:s + batch].astype(np.float32))).mean(dim=(2, 3)).numpy())
+    return np.concatenate(out).astype(np.float16)
+
+
+def fine_tune(tail, head, train, val, seed, epochs, log, batch=64, lr_tail=1e-4, lr_head=3e-4):
+    """Trains the backbone's tail and the head together on the cached stem
+    activations of the training crops (weights and hard negatives as for
+    the head alone). Batch norm keeps its ImageNet statistics (eval mode),
+    so the export folds exactly what was trained. Logs the validation
+    figures after every epoch; the last epoch is kept (no early stopping)."""
+    idx, y, w = training_index(train)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam([{"params": tail.parameters(), "lr": lr_tail},
+                            {"params": head.parameters(), "lr": lr_head}], weight_decay=1e-4)
+    drop = torch.nn.Dropout(0.2)
+    yt, wt = torch.from_numpy(y), torch.from_numpy(w)
+    tail.eval()
+    for epoch in range(epochs):
+        t0 = time.monotonic()
+        order = torch.randperm(len(idx), generator=gen).tolist()
+        total = 0.0
+        for start in range(0, len(order), batch):
+            b = order[start:start + batch]
+            x = torch.from_numpy(np.stack([train[idx[k][0]]["mid"][idx[k][1]] for k in b]).astype(np.float32))
+            logits = head(drop(tail(x).mean(dim=(2, 3))))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yt[b], weight=wt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        for image in val:
+            image["features"] = tail_embeddings(tail, image["mid"])
+        report = evaluate(head, val)
+        log("fine-tune epoch %d: loss %.4f, %.0f s; validation: %s" % (
+            epoch + 1, total / len(order), time.monotonic() - t0, json.dumps(report, sort_keys=True)))
+    for image in train:
+        image["features"] = tail_embeddings(tail, image["mid"])
+
+
 SIGNATURE_DIMS = 32  # helper/infer.h INFER_SIGNATURE_DIMS
 
 
@@ -402,6 +470,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=20261207)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", help="write failure.onnx and helper.yaml here")
+    ap.add_argument("--tune-from", type=int, default=0, metavar="K",
+                    help="also fine-tune backbone.features[K:] (MobileNetV2 has 19 stages; 14: the last "
+                         "four inverted residuals and the 1280 convolution) with the head; 0: frozen backbone")
+    ap.add_argument("--tune-epochs", type=int, default=4)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run_dir = os.path.join(REPO, "build", "train-crops", args.run)
@@ -419,8 +491,9 @@ def main(argv=None):
     backbone, backbone_sha = mobilenet.load_backbone(args.backbone)
     with open(os.path.join(args.synth, "manifest.jsonl"), "rb") as f:
         synth_sha = hashlib.sha256(f.read()).hexdigest()
-    log("run %s seed %d size %d grid %d; backbone sha256 %s; datasets %s; synth manifest sha256 %s"
-        % (args.run, args.seed, SIZE, GRID_N, backbone_sha, json.dumps(data.sha256sums_digest(root)), synth_sha))
+    log("run %s seed %d size %d grid %d tune-from %d tune-epochs %d; backbone sha256 %s; datasets %s; "
+        "synth manifest sha256 %s" % (args.run, args.seed, SIZE, GRID_N, args.tune_from, args.tune_epochs,
+                                      backbone_sha, json.dumps(data.sha256sums_digest(root)), synth_sha))
     images = real_images(root) + synth_images(args.synth)
     counts = {}
     for im in images:
@@ -442,6 +515,22 @@ def main(argv=None):
     sweep = threshold_sweep(head, val)
     log("box threshold sweep (head 2): %s" % json.dumps(sweep, sort_keys=True))
     report["box_threshold_sweep"] = sweep
+    if args.tune_from:
+        stem, tail = split_backbone(backbone, args.tune_from)
+        features(stem, images, os.path.join(run_dir, "cache-mid%d" % args.tune_from), args.seed, log,
+                 key_tag="mid%d" % args.tune_from, into="mid")
+        log("fine-tuning backbone.features[%d:] and the head, %d epochs" % (args.tune_from, args.tune_epochs))
+        fine_tune(tail, head, train, val, args.seed + 2, args.tune_epochs, log)
+        for image in images:
+            del image["mid"]
+        for k, module in enumerate(tail):
+            backbone.features[args.tune_from + k] = module
+        report = evaluate(head, val)
+        log("fine-tuned: %s" % json.dumps(report, sort_keys=True))
+        sweep = threshold_sweep(head, val)
+        log("box threshold sweep (fine-tuned): %s" % json.dumps(sweep, sort_keys=True))
+        report["box_threshold_sweep"] = sweep
+        torch.save(tail.state_dict(), os.path.join(run_dir, "tail.pt"))
     torch.save({"head": head.state_dict(), "report": report, "seed": args.seed}, os.path.join(run_dir, "head.pt"))
     with open(os.path.join(run_dir, "report.json"), "w") as f:
         json.dump({"report": report, "counts": counts, "backbone_sha256": backbone_sha,
