@@ -79,6 +79,8 @@ const char *superv_result_str(enum superv_result result)
     case SUPERV_ERR_PROTOCOL: return "helper protocol error";
     case SUPERV_ERR_REFUSED: return "helper refused the request";
     case SUPERV_ERR_CLOSED: return "closed";
+    case SUPERV_ERR_LATE: return "frame dropped unscored by the shared helper";
+    case SUPERV_ERR_INSECURE: return "shared helper socket is not this user's alone";
     case SUPERV_RESULT_MAX: break;
     }
     return "unknown result";
@@ -211,6 +213,14 @@ void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
     bool known = false;
     bool killed = false;
 
+    if (superv->connected) {
+        /* Shared mode: nothing of ours to reap; the connection is closed. */
+        superv_shared_disconnect(superv);
+        *ret_status = 0;
+        *ret_known = false;
+        *ret_killed = false;
+        return;
+    }
     pthread_mutex_lock(&superv->lock);
     superv->health.pid = 0;
     pthread_mutex_unlock(&superv->lock);
@@ -301,11 +311,22 @@ enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, 
     bool known = false;
     bool killed = false;
     bool answered = superv->answered;
+    bool shared = superv->connected;
 
     superv_reap_helper(superv, false, deadline, true, &status, &known, &killed);
     if (atomic_load(&superv->closed)) {
         set_reason(reterr, reterr_len, "interrupted");
         result = SUPERV_ERR_CLOSED;
+        goto out;
+    }
+    if (shared) {
+        pthread_mutex_lock(&superv->lock);
+        superv->health.crashes++;
+        pthread_mutex_unlock(&superv->lock);
+        schedule_backoff(superv, false);
+        result = superv_fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len,
+                             "the shared helper closed the connection (it ended; a later "
+                             "call starts it again)");
         goto out;
     }
     describe_status(known, status, how, sizeof(how));
@@ -569,6 +590,9 @@ enum superv_result superv_new(const struct superv_config *config, struct superv 
     superv->argv[1] = (char *)(uintptr_t)"--config";
     superv->argv[2] = superv->config_path;
     superv->argv[3] = NULL;
+    result = superv_shared_init(superv, reterr, reterr_len);
+    if (result != SUPERV_OK)
+        goto out;
     superv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (superv->wake_fd < 0) {
         result = SUPERV_ERR_SYSTEM;
@@ -691,7 +715,9 @@ void superv_stop(struct superv *superv)
 
     if (!superv)
         return;
-    if (superv->pid > 0) {
+    if (superv->connected) {
+        superv_shared_disconnect(superv); /* the shared helper serves others */
+    } else if (superv->pid > 0) {
         /* EOF between frames: the helper exits 0. */
         close_fd(&superv->stdin_fd);
         superv_reap_helper(superv, false, now_ms() + SUPERV_STOP_GRACE_MS, false, &status, &known,
@@ -711,6 +737,7 @@ struct superv *superv_free(struct superv *superv)
         superv_stop(superv); /* initialised far enough to have started one */
     close_fd(&superv->wake_fd);
     pthread_mutex_destroy(&superv->lock);
+    superv_shared_done(superv);
     free(superv->helper_path);
     free(superv->config_path);
     free(superv);

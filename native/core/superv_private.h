@@ -29,10 +29,16 @@ struct superv {
     char *config_path;
     char *argv[4];               /* helper_path, "--config", config_path, NULL */
     int wake_fd;                 /* eventfd written by superv_interrupt() */
+    /* Shared mode (superv_shared.c): NULL shared_dir when off. */
+    char *shared_dir;
+    char *shared_server_path;
+    char *server_argv[20];       /* tsd-helper-shared and its options */
+    char server_args[8][32];     /* the numbers in server_argv */
     atomic_bool closed;
 
     /* The owner thread only (superv_detect, superv_ping, superv_stop). */
     pid_t pid;                   /* 0 when no helper runs */
+    bool connected;              /* shared mode: stdin_fd/stdout_fd are the socket */
     int stdin_fd;                /* socket; -1 when none */
     int stdout_fd;               /* -1 when none */
     int stderr_fd;               /* -1 when none or at EOF */
@@ -80,6 +86,26 @@ enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, 
 
 /* Starts the helper: its pipes, limits, fork and exec. */
 enum superv_result superv_start_helper(struct superv *superv, char *reterr, size_t reterr_len);
+
+/* superv_shared.c */
+
+/* Copies the shared-mode paths and prepares tsd-helper-shared's argv. */
+enum superv_result superv_shared_init(struct superv *superv, char *reterr, size_t reterr_len);
+
+/* Frees what superv_shared_init() allocated. */
+void superv_shared_done(struct superv *superv);
+
+/* Connects to the shared helper, starting it when nothing listens, and
+ * checks the folder, the socket and the peer; interruptible. */
+enum superv_result superv_shared_connect(struct superv *superv, int64_t deadline, char *reterr,
+                                         size_t reterr_len);
+
+/* Closes the connection (the shared helper goes on). */
+void superv_shared_disconnect(struct superv *superv);
+
+/* The hello's payload (helper/frame.h) into buf; its length, 0 when it
+ * does not fit. */
+size_t superv_shared_hello(const struct superv *superv, unsigned char *buf, size_t cap);
 
 /* superv_exchange.c */
 
