@@ -550,7 +550,8 @@ static void collect(struct hub *hub)
         hub->warm = true;
     } else if (job.result != SUPERV_ERR_CLOSED) {
         hub->warm = false;
-        say("helper: %s", job.reason);
+        if (job.result != SUPERV_ERR_BACKOFF) /* said when it failed */
+            say("helper: %s", job.reason);
     }
     peer = &hub->peers[job.slot];
     if (peer->fd >= 0 && peer->serial == job.serial) {

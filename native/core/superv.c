@@ -27,6 +27,7 @@
 #include "errtext.h"
 #include "monotime.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -106,7 +107,7 @@ void superv_config_init(struct superv_config *config)
     config->nice_increment = -1;
 }
 
-static void close_fd(int *fd)
+void superv_close_fd(int *fd)
 {
     if (*fd >= 0) {
         close(*fd);
@@ -177,7 +178,7 @@ void superv_drain_stderr(struct superv *superv)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        close_fd(&superv->stderr_fd); /* EOF or error */
+        superv_close_fd(&superv->stderr_fd); /* EOF or error */
     }
 }
 
@@ -258,9 +259,9 @@ void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
      * holding the pipe open cannot hold us up: the reads do not block). */
     superv_drain_stderr(superv);
 
-    close_fd(&superv->stdin_fd);
-    close_fd(&superv->stdout_fd);
-    close_fd(&superv->stderr_fd);
+    superv_close_fd(&superv->stdin_fd);
+    superv_close_fd(&superv->stdout_fd);
+    superv_close_fd(&superv->stderr_fd);
     superv->pid = 0;
 
     pthread_mutex_lock(&superv->lock);
@@ -388,16 +389,10 @@ static bool set_nonblocking(int fd)
     return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
 }
 
-/* The child between fork() and exec(): async-signal-safe calls only. */
-__attribute__((noreturn))
-static void child_exec(char *const argv[], int in_fd, int out_fd, int err_fd, int nice_value,
-                       bool limit_memory, const struct rlimit *memory, int close_max)
+void superv_close_above_stdio(int close_max)
 {
     long closed_all = -1;
 
-    if (dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
-        dup2(err_fd, STDERR_FILENO) < 0)
-        _exit(SUPERV_EXIT_SPAWN);
 #ifdef SYS_close_range
     closed_all = syscall(SYS_close_range, 3u, ~0u, 0u);
 #endif
@@ -405,11 +400,35 @@ static void child_exec(char *const argv[], int in_fd, int out_fd, int err_fd, in
         for (int fd = STDERR_FILENO + 1; fd < close_max; fd++)
             close(fd);
     }
+}
+
+/* The child between fork() and exec(): async-signal-safe calls only. */
+__attribute__((noreturn))
+static void child_exec(char *const argv[], int in_fd, int out_fd, int err_fd, int nice_value,
+                       bool limit_memory, const struct rlimit *memory, int close_max)
+{
+    if (dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
+        dup2(err_fd, STDERR_FILENO) < 0)
+        _exit(SUPERV_EXIT_SPAWN);
+    superv_close_above_stdio(close_max);
     (void)setpriority(PRIO_PROCESS, 0, nice_value);
     if (limit_memory)
         (void)setrlimit(RLIMIT_AS, memory);
     execv(argv[0], argv);
     _exit(SUPERV_EXIT_SPAWN);
+}
+
+void superv_mark_started(struct superv *superv, pid_t pid)
+{
+    superv->answered = false;
+    superv->first_line[0] = '\0';
+    superv->first_line_len = 0;
+    superv->first_line_done = false;
+    pthread_mutex_lock(&superv->lock);
+    superv->health.pid = pid;
+    superv->health.starts++;
+    superv->backoff_until_ms = 0;
+    pthread_mutex_unlock(&superv->lock);
 }
 
 enum superv_result superv_start_helper(struct superv *superv, char *reterr, size_t reterr_len)
@@ -485,21 +504,13 @@ enum superv_result superv_start_helper(struct superv *superv, char *reterr, size
     stdin_pair[0] = -1;
     stdout_pipe[0] = -1;
     stderr_pipe[0] = -1;
-    superv->answered = false;
-    superv->first_line[0] = '\0';
-    superv->first_line_len = 0;
-    superv->first_line_done = false;
-    pthread_mutex_lock(&superv->lock);
-    superv->health.pid = pid;
-    superv->health.starts++;
-    superv->backoff_until_ms = 0;
-    pthread_mutex_unlock(&superv->lock);
+    superv_mark_started(superv, pid);
 
 out:
     for (int i = 0; i < 2; i++) {
-        close_fd(&stdin_pair[i]);
-        close_fd(&stdout_pipe[i]);
-        close_fd(&stderr_pipe[i]);
+        superv_close_fd(&stdin_pair[i]);
+        superv_close_fd(&stdout_pipe[i]);
+        superv_close_fd(&stderr_pipe[i]);
     }
     return result;
 }
@@ -661,6 +672,49 @@ static uint64_t read_rss(pid_t pid)
     return (uint64_t)pages * (uint64_t)page_size;
 }
 
+/* Shared mode: tsd-helper-shared and its children (the one tsd-helper, forked
+ * by its worker thread, so listed under that thread). */
+static uint64_t read_shared_rss(pid_t pid)
+{
+    char path[64];
+    uint64_t total = read_rss(pid);
+    struct dirent *task;
+    DIR *tasks;
+
+    snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
+    tasks = opendir(path);
+    if (!tasks)
+        return total;
+    while ((task = readdir(tasks)) != NULL) {
+        char children[256];
+        char *cursor = children;
+        ssize_t n;
+        int fd;
+
+        if (task->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/task/%.20s/children", (long)pid, task->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        n = read(fd, children, sizeof(children) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        children[n] = '\0';
+        for (;;) {
+            char *end = NULL;
+            long child = strtol(cursor, &end, 10);
+            if (end == cursor || child <= 0)
+                break;
+            total += read_rss((pid_t)child);
+            cursor = end;
+        }
+    }
+    closedir(tasks);
+    return total;
+}
+
 void superv_get_health(struct superv *superv, struct superv_health *ret_health)
 {
     int64_t now = now_ms();
@@ -686,7 +740,9 @@ void superv_get_health(struct superv *superv, struct superv_health *ret_health)
     }
     /* Read under the lock: the pid is cleared before the helper is reaped,
      * so it cannot have been recycled. */
-    ret_health->rss_bytes = superv->health.pid > 0 ? read_rss(superv->health.pid) : 0;
+    ret_health->rss_bytes = superv->health.pid <= 0 ? 0
+                            : superv->shared_dir ? read_shared_rss(superv->health.pid)
+                                                 : read_rss(superv->health.pid);
     for (size_t i = 0; i < superv->tail_len; i++)
         ret_health->stderr_tail[i] = superv->tail[(superv->tail_start + i) % SUPERV_STDERR_TAIL];
     ret_health->stderr_tail[superv->tail_len] = '\0';
@@ -719,7 +775,7 @@ void superv_stop(struct superv *superv)
         superv_shared_disconnect(superv); /* the shared helper serves others */
     } else if (superv->pid > 0) {
         /* EOF between frames: the helper exits 0. */
-        close_fd(&superv->stdin_fd);
+        superv_close_fd(&superv->stdin_fd);
         superv_reap_helper(superv, false, now_ms() + SUPERV_STOP_GRACE_MS, false, &status, &known,
                     &killed);
     }
@@ -735,7 +791,7 @@ struct superv *superv_free(struct superv *superv)
         return NULL;
     if (superv->helper_path && superv->config_path)
         superv_stop(superv); /* initialised far enough to have started one */
-    close_fd(&superv->wake_fd);
+    superv_close_fd(&superv->wake_fd);
     pthread_mutex_destroy(&superv->lock);
     superv_shared_done(superv);
     free(superv->helper_path);

@@ -52,7 +52,9 @@
  * crash with the same backoff, and the next call connects again -- starting
  * a new tsd-helper-shared when the old one died. A timeout closes the
  * connection (the shared helper's own supervisor kills a hung tsd-helper);
- * superv_stop() only disconnects. health.pid is tsd-helper-shared's.
+ * superv_stop() only disconnects. health.pid is tsd-helper-shared's,
+ * health.rss_bytes that of it and its tsd-helper, health.starts counts
+ * connections.
  *
  * This file is plain C with no Python and no logging.
  */

@@ -62,6 +62,16 @@ struct superv {
 
 /* superv.c */
 
+/* Closes *fd when open and sets it to -1. */
+void superv_close_fd(int *fd);
+
+/* After fork(): closes every descriptor above 2 (close_range, or each one
+ * below close_max). Async-signal-safe. */
+void superv_close_above_stdio(int close_max);
+
+/* A helper (or, shared, a connection) was started: health and state. */
+void superv_mark_started(struct superv *superv, pid_t pid);
+
 /* Records the formatted message as the health's last error and copies it
  * into reterr; returns result. */
 enum superv_result superv_fail(struct superv *superv, enum superv_result result, char *reterr,

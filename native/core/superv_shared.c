@@ -33,7 +33,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,14 +40,6 @@
 /* How often connect() is tried while tsd-helper-shared starts. */
 #define SHARED_CONNECT_SLICE_MS 20
 #define SHARED_CLOSE_FALLBACK_MAX 65536
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
 
 static char *join_path(const char *dir, const char *name)
 {
@@ -206,18 +197,10 @@ static enum superv_result check_peer(struct superv *superv, const char *path, in
 __attribute__((noreturn))
 static void server_exec(char *const argv[], int null_fd, int log_fd, int close_max)
 {
-    long closed_all = -1;
-
     if (dup2(null_fd, STDIN_FILENO) < 0 || dup2(null_fd, STDOUT_FILENO) < 0 ||
         dup2(log_fd, STDERR_FILENO) < 0)
         _exit(127);
-#ifdef SYS_close_range
-    closed_all = syscall(SYS_close_range, 3u, ~0u, 0u);
-#endif
-    if (closed_all != 0) {
-        for (int fd = STDERR_FILENO + 1; fd < close_max; fd++)
-            close(fd);
-    }
+    superv_close_above_stdio(close_max);
     execv(argv[0], argv);
     _exit(127);
 }
@@ -270,8 +253,8 @@ static enum superv_result spawn_server(struct superv *superv, char *reterr, size
     }
 
 out:
-    close_fd(&null_fd);
-    close_fd(&log_fd);
+    superv_close_fd(&null_fd);
+    superv_close_fd(&log_fd);
     free(log_path);
     return result;
 }
@@ -353,7 +336,7 @@ enum superv_result superv_shared_connect(struct superv *superv, int64_t deadline
     if (superv->stdout_fd < 0) {
         result = superv_fail(superv, SUPERV_ERR_SYSTEM, reterr, reterr_len, "fcntl: %s",
                              errno_text(errno, text, sizeof(text)));
-        close_fd(&superv->stdout_fd);
+        superv_close_fd(&superv->stdout_fd);
         goto out;
     }
     /* Non-blocking, as the pipes of a helper of its own: the two
@@ -361,15 +344,10 @@ enum superv_result superv_shared_connect(struct superv *superv, int64_t deadline
     superv->stdin_fd = fd;
     fd = -1;
     superv->connected = true;
-    superv->answered = false;
-    pthread_mutex_lock(&superv->lock);
-    superv->health.pid = peer;
-    superv->health.starts++;
-    superv->backoff_until_ms = 0;
-    pthread_mutex_unlock(&superv->lock);
+    superv_mark_started(superv, peer);
 
 out:
-    close_fd(&fd);
+    superv_close_fd(&fd);
     free(path);
     return result;
 }
@@ -379,7 +357,7 @@ void superv_shared_disconnect(struct superv *superv)
     pthread_mutex_lock(&superv->lock);
     superv->health.pid = 0;
     pthread_mutex_unlock(&superv->lock);
-    close_fd(&superv->stdin_fd);
-    close_fd(&superv->stdout_fd);
+    superv_close_fd(&superv->stdin_fd);
+    superv_close_fd(&superv->stdout_fd);
     superv->connected = false;
 }

@@ -131,6 +131,11 @@ def children_of(pid):
     return found
 
 
+def rss_kb(pid):
+    with open("/proc/{}/status".format(pid)) as f:
+        return int([line for line in f if line.startswith("VmRSS:")][0].split()[1])
+
+
 def alive(pid):
     try:
         with open("/proc/{}/stat".format(pid)) as f:
@@ -225,6 +230,19 @@ def test_instances_share_one_helper_and_outlive_each_other(tiny_config, shared_d
         assert all(r[0] == "ok" for r in results), results
         assert last_pid(results) == server
     assert alive(server) and children_of(server) == helpers
+
+    # Its tsd-helper crashes: the shared helper reports it to the instance
+    # whose frame it was, as a helper of its own would, and restarts it.
+    for client in clients[1:]:
+        client.drain()
+    os.kill(helpers[0], signal.SIGKILL)
+    seen = [client.results(5) for client in clients[1:]]
+    codes = {r[1] for results in seen for r in results if r[0] == "error"}
+    assert "crashed" in codes and codes <= {"crashed", "backoff"}, seen
+    assert {last_pid(results) for results in seen} == {server}
+    restarted_helpers = children_of(server)
+    assert len(restarted_helpers) == 1 and restarted_helpers != helpers
+    helpers = restarted_helpers
 
     # The shared helper dies: the next frame fails as a crash, and the
     # instances start exactly one new shared helper between them.
@@ -321,6 +339,52 @@ def test_a_flood_does_not_starve_another_instance(slow_config, shared_dir):
         steady.stop()
 
 
+def test_each_instance_has_its_own_deadline(slow_config, shared_dir):
+    """An instance with a long deadline keeps the helper busy; one whose
+    deadline is a little over one frame gets "late" for a frame that would
+    have to wait for the other's, instead of an answer after its deadline."""
+    patient = bridge.new_detector(bridge.helper_path(), slow_config, shared_dir=shared_dir,
+                                  deadline_ms=10000)
+    jpeg = hm.make_jpeg(320, 240, seed=6)
+    times = []
+    for _ in range(4):
+        started = time.monotonic()
+        patient.detect(jpeg)
+        times.append(time.monotonic() - started)
+    one_frame = sorted(times)[1]
+    hurried = bridge.new_detector(bridge.helper_path(), slow_config, shared_dir=shared_dir,
+                                  deadline_ms=int(one_frame * 1200), backoff_min_ms=100,
+                                  backoff_max_ms=200)
+    stop = threading.Event()
+    patient_errors = []
+
+    def keep_busy():
+        while not stop.is_set():
+            try:
+                patient.detect(jpeg)
+            except bridge.HelperError as exc:
+                patient_errors.append(exc.code)
+
+    busy = threading.Thread(target=keep_busy)
+    busy.start()
+    codes = []
+    try:
+        for _ in range(10):
+            try:
+                hurried.detect(jpeg)
+                codes.append("ok")
+            except bridge.HelperError as exc:
+                codes.append(exc.code)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        busy.join(30)
+        patient.stop()
+        hurried.stop()
+    assert "late" in codes, codes
+    assert patient_errors == []  # its deadline is long: never late
+
+
 def test_another_model_is_refused(tiny_config, slow_config, shared_dir):
     first = bridge.new_detector(bridge.helper_path(), tiny_config, shared_dir=shared_dir)
     other = bridge.new_detector(bridge.helper_path(), slow_config, shared_dir=shared_dir)
@@ -342,6 +406,9 @@ def test_idle_shared_helper_exits(tiny_config, shared_dir):
     detector.detect(hm.make_jpeg(64, 64))
     server = detector.health()["pid"]
     assert alive(server)
+    # The memory the status shows is the shared helper's and its tsd-helper's.
+    (helper,) = children_of(server)
+    assert detector.health()["rss_bytes"] >= (rss_kb(server) + rss_kb(helper)) * 1024 * 0.9
     time.sleep(1.5)
     assert alive(server)  # a client is connected: not idle
     detector.stop()       # disconnects only
