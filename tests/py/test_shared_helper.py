@@ -39,20 +39,24 @@ from octoprint_tsd import bridge, farm
 pytestmark = pytest.mark.skipif(not bridge.native_available(), reason="native module missing")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# An AddressSanitizer build (asan-py) cannot run under an address-space limit.
+UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 TIMEOUT = 60.0
 HELLO = 3
 RESP_LATE = 4
 RESP_FAILED = 5
 
 CLIENT = r"""
-import sys, time
+import os, sys, time
 sys.path.insert(0, {tests!r})
 from octoprint_tsd import bridge
 import helper_models as hm
 
 config, shared_dir, interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
 detector = bridge.new_detector(bridge.helper_path(), config, shared_dir=shared_dir,
-                               backoff_min_ms=100, backoff_max_ms=400, deadline_ms=5000)
+                               backoff_min_ms=100, backoff_max_ms=400, deadline_ms=5000,
+                               memory_limit_mb=-1 if "libasan" in os.environ.get("LD_PRELOAD", "")
+                               else 0)
 jpeg = hm.make_jpeg(320, 240, seed=3)
 while True:
     started = time.monotonic()
@@ -63,6 +67,13 @@ while True:
         print("error", exc.code, str(exc).replace(chr(10), " "), flush=True)
     time.sleep(max(0.0, interval - (time.monotonic() - started)))
 """
+
+
+def shared_detector(config, folder, **options):
+    """The plugin's detector in shared mode, the socket's folder given."""
+    if UNDER_ASAN:
+        options.setdefault("memory_limit_mb", -1)
+    return bridge.new_detector(bridge.helper_path(), config, shared_dir=folder, **options)
 
 
 @pytest.fixture(scope="module")
@@ -283,8 +294,7 @@ def read_answer(sock):
 
 
 def test_a_flood_does_not_starve_another_instance(slow_config, shared_dir):
-    steady = bridge.new_detector(bridge.helper_path(), slow_config, shared_dir=shared_dir,
-                                 deadline_ms=5000)
+    steady = shared_detector(slow_config, shared_dir, deadline_ms=5000)
     jpeg = hm.make_jpeg(320, 240, seed=4)
     try:
         alone = []
@@ -343,8 +353,8 @@ def test_each_instance_has_its_own_deadline(slow_config, shared_dir):
     """An instance with a long deadline keeps the helper busy; one whose
     deadline is a little over one frame gets "late" for a frame that would
     have to wait for the other's, instead of an answer after its deadline."""
-    patient = bridge.new_detector(bridge.helper_path(), slow_config, shared_dir=shared_dir,
-                                  deadline_ms=10000)
+    patient = shared_detector(slow_config, shared_dir,
+                              deadline_ms=10000)
     jpeg = hm.make_jpeg(320, 240, seed=6)
     times = []
     for _ in range(4):
@@ -352,9 +362,9 @@ def test_each_instance_has_its_own_deadline(slow_config, shared_dir):
         patient.detect(jpeg)
         times.append(time.monotonic() - started)
     one_frame = sorted(times)[1]
-    hurried = bridge.new_detector(bridge.helper_path(), slow_config, shared_dir=shared_dir,
-                                  deadline_ms=int(one_frame * 1200), backoff_min_ms=100,
-                                  backoff_max_ms=200)
+    hurried = shared_detector(slow_config, shared_dir,
+                              deadline_ms=int(one_frame * 1200), backoff_min_ms=100,
+                              backoff_max_ms=200)
     stop = threading.Event()
     patient_errors = []
 
@@ -385,9 +395,39 @@ def test_each_instance_has_its_own_deadline(slow_config, shared_dir):
     assert patient_errors == []  # its deadline is long: never late
 
 
+def test_a_hung_helper_is_killed_by_the_shared_helper(tiny_config, shared_dir, tmp_path):
+    """The shared helper supervises its tsd-helper as an instance does: one
+    that stops answering is killed at the deadline, and the shared helper
+    itself goes on."""
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    server_path = os.path.join(os.path.dirname(bridge.helper_path()), "tsd-helper-shared")
+    detector = bridge.new_detector(str(hang), tiny_config, shared_dir=shared_dir,
+                                   shared_server=server_path, start_timeout_ms=1000,
+                                   deadline_ms=1000, backoff_min_ms=100, backoff_max_ms=200)
+    try:
+        with pytest.raises(bridge.HelperError) as info:
+            detector.detect(hm.make_jpeg(64, 64))
+        assert info.value.code == "timeout"
+        (server,) = servers_of(shared_dir)
+        log = os.path.join(shared_dir, "helper.log")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(log) as f:
+                if "no answer from the helper within 1000 ms; killed" in f.read():
+                    break
+            time.sleep(0.1)
+        with open(log) as f:
+            assert "no answer from the helper within 1000 ms; killed" in f.read()
+        assert alive(server) and children_of(server) == []  # killed and reaped
+    finally:
+        detector.stop()
+
+
 def test_another_model_is_refused(tiny_config, slow_config, shared_dir):
-    first = bridge.new_detector(bridge.helper_path(), tiny_config, shared_dir=shared_dir)
-    other = bridge.new_detector(bridge.helper_path(), slow_config, shared_dir=shared_dir)
+    first = shared_detector(tiny_config, shared_dir)
+    other = shared_detector(slow_config, shared_dir)
     try:
         first.detect(hm.make_jpeg(64, 64))
         with pytest.raises(bridge.HelperError) as info:
@@ -401,8 +441,8 @@ def test_another_model_is_refused(tiny_config, slow_config, shared_dir):
 
 
 def test_idle_shared_helper_exits(tiny_config, shared_dir):
-    detector = bridge.new_detector(bridge.helper_path(), tiny_config, shared_dir=shared_dir,
-                                   shared_idle_exit_s=1)
+    detector = shared_detector(tiny_config, shared_dir,
+                               shared_idle_exit_s=1)
     detector.detect(hm.make_jpeg(64, 64))
     server = detector.health()["pid"]
     assert alive(server)
@@ -420,8 +460,8 @@ def test_idle_shared_helper_exits(tiny_config, shared_dir):
 
 
 def refused(config, folder):
-    detector = bridge.new_detector(bridge.helper_path(), config, shared_dir=folder,
-                                   start_timeout_ms=3000)
+    detector = shared_detector(config, folder,
+                               start_timeout_ms=3000)
     try:
         with pytest.raises(bridge.HelperError) as info:
             detector.detect(hm.make_jpeg(64, 64))
