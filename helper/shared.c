@@ -71,6 +71,8 @@
 /* How long a new process waits for the lock of one that is exiting. */
 #define SHARED_LOCK_WAIT_MS 3000
 #define SHARED_REASON 256u
+/* How often the socket's file is checked (a cleaner may remove it). */
+#define SHARED_SOCKET_CHECK_MS 5000
 
 struct options {
     const char *dir;
@@ -117,6 +119,7 @@ struct hub {
     char config_real[PATH_MAX];
     char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int listen_fd;
+    ino_t socket_ino;            /* of the file bound, to notice it replaced or gone */
     int signal_fd;
     int done_fd;                 /* eventfd: the worker has an answer */
     int lock_fd;
@@ -670,6 +673,8 @@ static bool take_lock(struct hub *hub)
     return true;
 }
 
+static ino_t socket_ino(const struct hub *hub);
+
 static bool listen_on(struct hub *hub)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -690,7 +695,32 @@ static bool listen_on(struct hub *hub)
         say("cannot listen on %s: %s", hub->socket_path, errno_text(errno, text, sizeof(text)));
         return false;
     }
+    hub->socket_ino = socket_ino(hub);
     return true;
+}
+
+/* The socket file's inode; 0 when it is gone or not a socket. */
+static ino_t socket_ino(const struct hub *hub)
+{
+    struct stat st;
+
+    if (lstat(hub->socket_path, &st) != 0 || !S_ISSOCK(st.st_mode))
+        return 0;
+    return st.st_ino;
+}
+
+/* A socket file removed (a cleaner of /tmp) or replaced leaves new
+ * instances unable to reach this process, which holds the lock, so no other
+ * can take over: listen again on a new file. */
+static bool keep_socket(struct hub *hub)
+{
+    ino_t ino = socket_ino(hub);
+
+    if (ino != 0 && ino == hub->socket_ino)
+        return true;
+    say("%s was removed or replaced; listening on a new one", hub->socket_path);
+    close_fd(&hub->listen_fd);
+    return listen_on(hub);
 }
 
 static bool start_worker(struct hub *hub)
@@ -739,6 +769,8 @@ static void stop_worker(struct hub *hub)
 
 static void serve(struct hub *hub)
 {
+    int64_t next_check = now_ms() + SHARED_SOCKET_CHECK_MS;
+
     hub->idle_since_ms = now_ms();
     for (;;) {
         struct pollfd fds[3 + FAIRQ_MAX_CLIENTS];
@@ -757,6 +789,13 @@ static void serve(struct hub *hub)
             }
             wait = idle_end - now;
         }
+        if (now >= next_check) {
+            if (!keep_socket(hub))
+                return;
+            next_check = now + SHARED_SOCKET_CHECK_MS;
+        }
+        if (wait < 0 || next_check - now < wait)
+            wait = next_check - now;
         if (due != 0) {
             int64_t until = due - (hub->warm ? (int64_t)hub->estimate_ms : 0) - now;
             if (until < 0)

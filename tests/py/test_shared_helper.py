@@ -425,6 +425,27 @@ def test_a_hung_helper_is_killed_by_the_shared_helper(tiny_config, shared_dir, t
         detector.stop()
 
 
+def test_a_removed_socket_is_made_again(tiny_config, shared_dir):
+    """A cleaner removes the socket file while an instance is connected: the
+    shared helper (which holds the lock, so no other can take over) listens
+    on a new one within seconds, and a new instance reaches it."""
+    first = shared_detector(tiny_config, shared_dir)
+    second = shared_detector(tiny_config, shared_dir)
+    try:
+        first.detect(hm.make_jpeg(64, 64))
+        server = first.health()["pid"]
+        os.unlink(os.path.join(shared_dir, "helper.sock"))
+        second.detect(hm.make_jpeg(64, 64))  # waits until the socket is back
+        assert second.health()["pid"] == server
+        first.detect(hm.make_jpeg(64, 64))   # the old connection never broke
+        assert settled_servers(shared_dir) == [server]
+        with open(os.path.join(shared_dir, "helper.log")) as f:
+            assert "was removed or replaced; listening on a new one" in f.read()
+    finally:
+        first.stop()
+        second.stop()
+
+
 def test_another_model_is_refused(tiny_config, slow_config, shared_dir):
     first = shared_detector(tiny_config, shared_dir)
     other = shared_detector(slow_config, shared_dir)
