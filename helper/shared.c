@@ -71,6 +71,7 @@
 /* How long a new process waits for the lock of one that is exiting. */
 #define SHARED_LOCK_WAIT_MS 3000
 #define SHARED_REASON 256u
+#define SHARED_LOG_MAX (1024 * 1024)
 /* How often the socket's file is checked (a cleaner may remove it). */
 #define SHARED_SOCKET_CHECK_MS 5000
 
@@ -880,6 +881,12 @@ int main(int argc, char **argv)
     if (!take_lock(&hub)) {
         status = 0; /* another one serves DIR */
         goto out;
+    }
+    /* Its log is appended to by every start: kept to the last run once it grows. */
+    {
+        struct stat st;
+        if (fstat(STDERR_FILENO, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > SHARED_LOG_MAX)
+            (void)!ftruncate(STDERR_FILENO, 0);
     }
     if (!realpath(hub.opt.config, hub.config_real)) {
         say("the model configuration %s cannot be found", hub.opt.config);
