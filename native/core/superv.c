@@ -276,7 +276,7 @@ void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
 
 /* Starts the backoff: backoff_max_ms after a configuration error, otherwise
  * the current step, which then doubles. */
-static void schedule_backoff(struct superv *superv, bool config_error)
+void superv_schedule_backoff(struct superv *superv, bool config_error)
 {
     int wait_ms = config_error ? superv->config.backoff_max_ms : superv->backoff_ms;
 
@@ -297,7 +297,7 @@ void superv_kill_helper(struct superv *superv)
     bool killed = false;
 
     superv_reap_helper(superv, true, 0, false, &status, &known, &killed);
-    schedule_backoff(superv, false);
+    superv_schedule_backoff(superv, false);
 }
 
 /* The helper died or closed its stdout: waits for it until deadline (then
@@ -324,7 +324,7 @@ enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, 
         pthread_mutex_lock(&superv->lock);
         superv->health.crashes++;
         pthread_mutex_unlock(&superv->lock);
-        schedule_backoff(superv, false);
+        superv_schedule_backoff(superv, false);
         result = superv_fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len,
                              "the shared helper closed the connection (it ended; a later "
                              "call starts it again)");
@@ -340,12 +340,12 @@ enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, 
         pthread_mutex_lock(&superv->lock);
         superv->health.config_errors++;
         pthread_mutex_unlock(&superv->lock);
-        schedule_backoff(superv, true);
+        superv_schedule_backoff(superv, true);
         result = superv_fail(superv, SUPERV_ERR_CONFIG, reterr, reterr_len, "helper %s%s", how,
                              why);
         goto out;
     }
-    schedule_backoff(superv, false);
+    superv_schedule_backoff(superv, false);
     if (known && !answered && WIFEXITED(status) && WEXITSTATUS(status) == SUPERV_EXIT_SPAWN) {
         result = superv_fail(superv, SUPERV_ERR_SPAWN, reterr, reterr_len,
                       "cannot execute %s (helper %s%s)", superv->helper_path, how, why);

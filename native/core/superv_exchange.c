@@ -281,8 +281,13 @@ static enum superv_result shared_open(struct superv *superv, char *reterr, size_
         return superv_fail(superv, SUPERV_ERR_INVALID, reterr, reterr_len,
                            "the model configuration's path is too long");
     result = superv_shared_connect(superv, deadline, reterr, reterr_len);
-    if (result != SUPERV_OK)
+    if (result != SUPERV_OK) {
+        /* Not again at the next frame: a shared helper that does not start
+         * would hold every frame for the start timeout. */
+        if (result != SUPERV_ERR_CLOSED)
+            superv_schedule_backoff(superv, result == SUPERV_ERR_INSECURE);
         return result;
+    }
     exchange_init(superv, &ex, FRAME_REQUEST_HELLO, hello, hello_len);
     result = exchange_run(superv, &ex, deadline, superv->config.start_timeout_ms, reterr,
                           reterr_len);
@@ -292,13 +297,13 @@ static enum superv_result shared_open(struct superv *superv, char *reterr, size_
                      : superv_fail(superv, SUPERV_ERR_PROTOCOL, reterr, reterr_len,
                                    "the shared helper refused the hello: %.200s", ex.reply);
         superv_shared_disconnect(superv);
-        if (result == SUPERV_ERR_CONFIG || result == SUPERV_ERR_PROTOCOL) {
-            int64_t until = now_ms() + superv->config.backoff_max_ms;
+        if (result == SUPERV_ERR_CONFIG) {
             pthread_mutex_lock(&superv->lock);
-            superv->health.config_errors += result == SUPERV_ERR_CONFIG;
-            superv->backoff_until_ms = until;
+            superv->health.config_errors++;
             pthread_mutex_unlock(&superv->lock);
         }
+        superv_schedule_backoff(superv, result == SUPERV_ERR_CONFIG ||
+                                            result == SUPERV_ERR_PROTOCOL);
     }
     free(ex.reply);
     return result;

@@ -86,6 +86,11 @@ void superv_drain_stderr(struct superv *superv);
 void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
                         bool interruptible, int *ret_status, bool *ret_known, bool *ret_killed);
 
+/* Starts the backoff: backoff_max_ms after a configuration error (or
+ * anything else that will not mend by itself), otherwise the current step,
+ * which then doubles. */
+void superv_schedule_backoff(struct superv *superv, bool config_error);
+
 /* Kills the helper now, reaps it and starts the backoff. */
 void superv_kill_helper(struct superv *superv);
 

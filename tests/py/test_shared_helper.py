@@ -446,6 +446,22 @@ def test_a_removed_socket_is_made_again(tiny_config, shared_dir):
         second.stop()
 
 
+def test_a_shared_helper_that_does_not_start_is_not_waited_for_at_every_frame(tiny_config,
+                                                                              shared_dir):
+    detector = shared_detector(tiny_config, shared_dir, shared_server="/bin/false",
+                               start_timeout_ms=500, backoff_min_ms=5000, backoff_max_ms=10000)
+    try:
+        with pytest.raises(bridge.HelperError) as info:
+            detector.detect(hm.make_jpeg(64, 64))
+        assert info.value.code == "timeout" and "did not listen" in str(info.value)
+        started = time.monotonic()
+        with pytest.raises(bridge.HelperError) as info:
+            detector.detect(hm.make_jpeg(64, 64))
+        assert info.value.code == "backoff" and time.monotonic() - started < 0.2
+    finally:
+        detector.stop()
+
+
 def test_another_model_is_refused(tiny_config, slow_config, shared_dir):
     first = shared_detector(tiny_config, shared_dir)
     other = shared_detector(slow_config, shared_dir)
