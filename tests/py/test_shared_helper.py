@@ -405,7 +405,8 @@ def test_a_hung_helper_is_killed_by_the_shared_helper(tiny_config, shared_dir, t
     server_path = os.path.join(os.path.dirname(bridge.helper_path()), "tsd-helper-shared")
     detector = bridge.new_detector(str(hang), tiny_config, shared_dir=shared_dir,
                                    shared_server=server_path, start_timeout_ms=1000,
-                                   deadline_ms=1000, backoff_min_ms=100, backoff_max_ms=200)
+                                   deadline_ms=1000, backoff_min_ms=100, backoff_max_ms=200,
+                                   memory_limit_mb=-1 if UNDER_ASAN else 0)
     try:
         with pytest.raises(bridge.HelperError) as info:
             detector.detect(hm.make_jpeg(64, 64))
