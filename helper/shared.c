@@ -457,7 +457,7 @@ static void accept_peers(struct hub *hub)
 {
     for (;;) {
         int fd = accept4(hub->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-        struct ucred cred;
+        struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
         socklen_t cred_len = sizeof(cred);
         unsigned slot = 0;
         struct peer *peer;
@@ -647,9 +647,16 @@ static bool someone_listens(const struct hub *hub)
     return listening;
 }
 
-/* The lock of DIR: false when another process holds it and listens, or
- * holds it for longer than one that is starting or exiting would. */
-static bool take_lock(struct hub *hub)
+enum lock_outcome {
+    LOCK_TAKEN = 0,
+    LOCK_HELD_ELSEWHERE, /* another process serves DIR */
+    LOCK_FAILED,         /* the lock file cannot be opened or locked */
+};
+
+/* The lock of DIR: held elsewhere when another process holds it and
+ * listens, or holds it for longer than one that is starting or exiting
+ * would. */
+static enum lock_outcome take_lock(struct hub *hub)
 {
     char path[PATH_MAX];
     char text[128];
@@ -659,19 +666,19 @@ static bool take_lock(struct hub *hub)
     hub->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (hub->lock_fd < 0) {
         say("%s: %s", path, errno_text(errno, text, sizeof(text)));
-        return false;
+        return LOCK_FAILED;
     }
     while (flock(hub->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         struct timespec slice = {.tv_nsec = 50 * 1000000L};
         if (errno != EWOULDBLOCK && errno != EINTR) {
             say("flock %s: %s", path, errno_text(errno, text, sizeof(text)));
-            return false;
+            return LOCK_FAILED;
         }
         if (now_ms() >= until || someone_listens(hub))
-            return false;
+            return LOCK_HELD_ELSEWHERE;
         nanosleep(&slice, NULL);
     }
-    return true;
+    return LOCK_TAKEN;
 }
 
 static ino_t socket_ino(const struct hub *hub);
@@ -878,8 +885,13 @@ int main(int argc, char **argv)
     hub.signal_fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
     if (hub.signal_fd < 0 || !check_dir(hub.opt.dir))
         goto out;
-    if (!take_lock(&hub)) {
+    switch (take_lock(&hub)) {
+    case LOCK_TAKEN:
+        break;
+    case LOCK_HELD_ELSEWHERE:
         status = 0; /* another one serves DIR */
+        goto out;
+    case LOCK_FAILED:
         goto out;
     }
     /* Its log is appended to by every start: kept to the last run once it grows. */
