@@ -66,12 +66,22 @@ enum frame_result {
 enum frame_request_type {
     FRAME_REQUEST_JPEG = 1, /* payload: one JPEG image */
     FRAME_REQUEST_PING = 2, /* payload: ignored (normally empty) */
+    /* tsd-helper-shared only, the first request of a connection: u32 the
+     * client's deadline in ms, u32 its start timeout in ms, then the path
+     * of its model configuration (helper/README.md, "Sharing") */
+    FRAME_REQUEST_HELLO = 3,
 };
 
 enum frame_response_type {
     FRAME_RESPONSE_DETECTIONS = 1, /* payload: JSON object with detections */
     FRAME_RESPONSE_PONG = 2,       /* payload: empty */
     FRAME_RESPONSE_ERROR = 3,      /* payload: JSON object {"id":N,"error":"..."} */
+    /* tsd-helper-shared only: */
+    FRAME_RESPONSE_LATE = 4,       /* the frame was dropped unscored: it could not be
+                                    * scored before its deadline, or newer frames of the
+                                    * same client pushed it out; payload: why (text) */
+    FRAME_RESPONSE_FAILED = 5,     /* the shared helper's own supervisor failed: one
+                                    * byte, an enum superv_result, then why (text) */
 };
 
 enum frame_event_kind {

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 
-from . import bridge
+from . import bridge, farm
 from .learned import LearnedError, LearnedScene, write_json_file
 from .settings import ACTIONS
 from .upload import Uploader
@@ -134,7 +134,7 @@ class Detection:
             "sensitivity": settings.get_float(["sensitivity"]) or 1.0,
             "model_config": model_config,
             "enabled": bool(settings.get_boolean(["detection_enabled"])),
-            "detector_options": {},
+            "detector_options": farm.detector_options(logger=self._plugin._logger),
         }
 
     def is_printing(self):

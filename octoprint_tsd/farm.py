@@ -13,6 +13,10 @@ Where the file is: ``$TSD_FARM_FILE`` when set (then it must exist), else
 of its overrides under ``printers:``): ``$TSD_INSTANCE_NAME`` when set, else
 OctoPrint's own name for itself (Settings > Appearance > Title,
 ``appearance.name`` in config.yaml), else none: only the farm-wide settings.
+
+One detector per host: with ``$TSD_SHARED_HELPER`` set, the instances of
+one user share one tsd-helper through tsd-helper-shared (README, "One
+detector per host"); unset, each instance runs its own, as always.
 """
 
 import os
@@ -22,6 +26,8 @@ from . import bridge
 FARM_FILE_ENV = "TSD_FARM_FILE"
 DEFAULT_FARM_FILE = "/etc/octoprint-tsd/farm.yaml"
 INSTANCE_ENV = "TSD_INSTANCE_NAME"
+SHARED_HELPER_ENV = "TSD_SHARED_HELPER"
+SHARED_HELPER_SUBDIR = "octoprint-tsd"
 
 
 class FarmError(Exception):
@@ -134,3 +140,36 @@ class Farm:
         managed = self.managed.get("server_url")
         if managed is not None and server_url and server_url != managed:
             raise FarmError("the server URL is managed by {}: {}".format(self.file, managed))
+
+
+def shared_helper_dir(environ=None):
+    """The folder of the shared helper's socket, or None (a helper of this
+    instance's own). ``$TSD_SHARED_HELPER``: unset, empty or ``0``: none;
+    ``1``: ``$XDG_RUNTIME_DIR/octoprint-tsd``, or ``/tmp/octoprint-tsd-<uid>``
+    without XDG_RUNTIME_DIR; an absolute path: that folder. The native side
+    creates it 0700 and refuses one that is not this user's alone."""
+    environ = os.environ if environ is None else environ
+    value = (environ.get(SHARED_HELPER_ENV) or "").strip()
+    if value in ("", "0"):
+        return None
+    if value == "1":
+        runtime = environ.get("XDG_RUNTIME_DIR")
+        if runtime and os.path.isabs(runtime):
+            return os.path.join(runtime, SHARED_HELPER_SUBDIR)
+        return "/tmp/{}-{}".format(SHARED_HELPER_SUBDIR, os.geteuid())
+    if not os.path.isabs(value):
+        raise FarmError("{} must be 1, 0 or an absolute folder, not {!r}".format(
+            SHARED_HELPER_ENV, value))
+    return os.path.normpath(value)
+
+
+def detector_options(environ=None, logger=None):
+    """The ``_tsd.Detector`` options of the shared helper, or {} (a helper of
+    this instance's own, also when the variable is unusable: then logged)."""
+    try:
+        folder = shared_helper_dir(environ)
+    except FarmError as exc:
+        if logger is not None:
+            logger.error("[farm] %s; this instance runs its own helper", exc)
+        return {}
+    return {"shared_dir": folder} if folder else {}

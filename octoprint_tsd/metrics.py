@@ -70,6 +70,9 @@ def document(plugin):
                [({}, watcher.get("detections_ok"))])
     out.family("tsd_detection_errors_total", "counter", "Frames the helper did not answer.",
                [({}, watcher.get("detection_errors"))])
+    out.family("tsd_frames_late_total", "counter",
+               "Frames the shared helper dropped unscored (too late for the deadline).",
+               [({}, watcher.get("frames_late", 0))])
     out.family("tsd_failure_actions_total", "counter",
                "Failure actions taken (notify, pause, cancel).", [({}, watcher.get("actions_taken"))])
     out.family("tsd_helper_restarts_total", "counter",

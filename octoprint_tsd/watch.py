@@ -197,6 +197,7 @@ class Watcher:
         self.frames = 0
         self.detections_ok = 0
         self.detection_errors = 0
+        self.frames_late = 0
         self.actions_taken = 0
         self._print_started = time.monotonic()
         self._frame_listeners = []
@@ -348,6 +349,7 @@ class Watcher:
                 "frames": self.frames,
                 "detections_ok": self.detections_ok,
                 "detection_errors": self.detection_errors,
+                "frames_late": self.frames_late,
                 "actions_taken": self.actions_taken,
                 "bending_factor": self._bending_factor,
                 "learned": self._learned.count(),
@@ -509,13 +511,14 @@ class Watcher:
             return None
 
     def _detector_for(self, config):
-        key = (self._helper_path, config["model_config"])
+        options = config.get("detector_options", {})
+        key = (self._helper_path, config["model_config"], tuple(sorted(options.items())))
         if self._detector is None or self._detector_key != key:
             old, self._detector = self._detector, None
             if old is not None:
                 old.stop()
             self._detector = bridge.new_detector(self._helper_path, config["model_config"],
-                                                 **config.get("detector_options", {}))
+                                                 **options)
             self._detector_key = key
         return self._detector
 
@@ -545,6 +548,11 @@ class Watcher:
             reply = json.loads(detector.detect(jpeg))
         except bridge.HelperError as exc:
             code = getattr(exc, "code", "error")
+            if code == "late":
+                # The shared helper dropped this frame unscored (its turn
+                # came too late, or a newer frame of ours replaced it).
+                self.frames_late += 1
+                return
             if code == "backoff" and self.helper_error:
                 # Waiting to restart: keep showing why it failed.
                 message = self.helper_error

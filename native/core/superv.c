@@ -27,6 +27,7 @@
 #include "errtext.h"
 #include "monotime.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -79,6 +80,8 @@ const char *superv_result_str(enum superv_result result)
     case SUPERV_ERR_PROTOCOL: return "helper protocol error";
     case SUPERV_ERR_REFUSED: return "helper refused the request";
     case SUPERV_ERR_CLOSED: return "closed";
+    case SUPERV_ERR_LATE: return "frame dropped unscored by the shared helper";
+    case SUPERV_ERR_INSECURE: return "shared helper socket is not this user's alone";
     case SUPERV_RESULT_MAX: break;
     }
     return "unknown result";
@@ -104,7 +107,7 @@ void superv_config_init(struct superv_config *config)
     config->nice_increment = -1;
 }
 
-static void close_fd(int *fd)
+void superv_close_fd(int *fd)
 {
     if (*fd >= 0) {
         close(*fd);
@@ -175,7 +178,7 @@ void superv_drain_stderr(struct superv *superv)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        close_fd(&superv->stderr_fd); /* EOF or error */
+        superv_close_fd(&superv->stderr_fd); /* EOF or error */
     }
 }
 
@@ -211,6 +214,14 @@ void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
     bool known = false;
     bool killed = false;
 
+    if (superv->connected) {
+        /* Shared mode: nothing of ours to reap; the connection is closed. */
+        superv_shared_disconnect(superv);
+        *ret_status = 0;
+        *ret_known = false;
+        *ret_killed = false;
+        return;
+    }
     pthread_mutex_lock(&superv->lock);
     superv->health.pid = 0;
     pthread_mutex_unlock(&superv->lock);
@@ -248,9 +259,9 @@ void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
      * holding the pipe open cannot hold us up: the reads do not block). */
     superv_drain_stderr(superv);
 
-    close_fd(&superv->stdin_fd);
-    close_fd(&superv->stdout_fd);
-    close_fd(&superv->stderr_fd);
+    superv_close_fd(&superv->stdin_fd);
+    superv_close_fd(&superv->stdout_fd);
+    superv_close_fd(&superv->stderr_fd);
     superv->pid = 0;
 
     pthread_mutex_lock(&superv->lock);
@@ -265,7 +276,7 @@ void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
 
 /* Starts the backoff: backoff_max_ms after a configuration error, otherwise
  * the current step, which then doubles. */
-static void schedule_backoff(struct superv *superv, bool config_error)
+void superv_schedule_backoff(struct superv *superv, bool config_error)
 {
     int wait_ms = config_error ? superv->config.backoff_max_ms : superv->backoff_ms;
 
@@ -286,7 +297,7 @@ void superv_kill_helper(struct superv *superv)
     bool killed = false;
 
     superv_reap_helper(superv, true, 0, false, &status, &known, &killed);
-    schedule_backoff(superv, false);
+    superv_schedule_backoff(superv, false);
 }
 
 /* The helper died or closed its stdout: waits for it until deadline (then
@@ -301,11 +312,22 @@ enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, 
     bool known = false;
     bool killed = false;
     bool answered = superv->answered;
+    bool shared = superv->connected;
 
     superv_reap_helper(superv, false, deadline, true, &status, &known, &killed);
     if (atomic_load(&superv->closed)) {
         set_reason(reterr, reterr_len, "interrupted");
         result = SUPERV_ERR_CLOSED;
+        goto out;
+    }
+    if (shared) {
+        pthread_mutex_lock(&superv->lock);
+        superv->health.crashes++;
+        pthread_mutex_unlock(&superv->lock);
+        superv_schedule_backoff(superv, false);
+        result = superv_fail(superv, SUPERV_ERR_CRASHED, reterr, reterr_len,
+                             "the shared helper closed the connection (it ended; a later "
+                             "call starts it again)");
         goto out;
     }
     describe_status(known, status, how, sizeof(how));
@@ -318,12 +340,12 @@ enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, 
         pthread_mutex_lock(&superv->lock);
         superv->health.config_errors++;
         pthread_mutex_unlock(&superv->lock);
-        schedule_backoff(superv, true);
+        superv_schedule_backoff(superv, true);
         result = superv_fail(superv, SUPERV_ERR_CONFIG, reterr, reterr_len, "helper %s%s", how,
                              why);
         goto out;
     }
-    schedule_backoff(superv, false);
+    superv_schedule_backoff(superv, false);
     if (known && !answered && WIFEXITED(status) && WEXITSTATUS(status) == SUPERV_EXIT_SPAWN) {
         result = superv_fail(superv, SUPERV_ERR_SPAWN, reterr, reterr_len,
                       "cannot execute %s (helper %s%s)", superv->helper_path, how, why);
@@ -367,16 +389,10 @@ static bool set_nonblocking(int fd)
     return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
 }
 
-/* The child between fork() and exec(): async-signal-safe calls only. */
-__attribute__((noreturn))
-static void child_exec(char *const argv[], int in_fd, int out_fd, int err_fd, int nice_value,
-                       bool limit_memory, const struct rlimit *memory, int close_max)
+void superv_close_above_stdio(int close_max)
 {
     long closed_all = -1;
 
-    if (dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
-        dup2(err_fd, STDERR_FILENO) < 0)
-        _exit(SUPERV_EXIT_SPAWN);
 #ifdef SYS_close_range
     closed_all = syscall(SYS_close_range, 3u, ~0u, 0u);
 #endif
@@ -384,11 +400,35 @@ static void child_exec(char *const argv[], int in_fd, int out_fd, int err_fd, in
         for (int fd = STDERR_FILENO + 1; fd < close_max; fd++)
             close(fd);
     }
+}
+
+/* The child between fork() and exec(): async-signal-safe calls only. */
+__attribute__((noreturn))
+static void child_exec(char *const argv[], int in_fd, int out_fd, int err_fd, int nice_value,
+                       bool limit_memory, const struct rlimit *memory, int close_max)
+{
+    if (dup2(in_fd, STDIN_FILENO) < 0 || dup2(out_fd, STDOUT_FILENO) < 0 ||
+        dup2(err_fd, STDERR_FILENO) < 0)
+        _exit(SUPERV_EXIT_SPAWN);
+    superv_close_above_stdio(close_max);
     (void)setpriority(PRIO_PROCESS, 0, nice_value);
     if (limit_memory)
         (void)setrlimit(RLIMIT_AS, memory);
     execv(argv[0], argv);
     _exit(SUPERV_EXIT_SPAWN);
+}
+
+void superv_mark_started(struct superv *superv, pid_t pid)
+{
+    superv->answered = false;
+    superv->first_line[0] = '\0';
+    superv->first_line_len = 0;
+    superv->first_line_done = false;
+    pthread_mutex_lock(&superv->lock);
+    superv->health.pid = pid;
+    superv->health.starts++;
+    superv->backoff_until_ms = 0;
+    pthread_mutex_unlock(&superv->lock);
 }
 
 enum superv_result superv_start_helper(struct superv *superv, char *reterr, size_t reterr_len)
@@ -464,21 +504,13 @@ enum superv_result superv_start_helper(struct superv *superv, char *reterr, size
     stdin_pair[0] = -1;
     stdout_pipe[0] = -1;
     stderr_pipe[0] = -1;
-    superv->answered = false;
-    superv->first_line[0] = '\0';
-    superv->first_line_len = 0;
-    superv->first_line_done = false;
-    pthread_mutex_lock(&superv->lock);
-    superv->health.pid = pid;
-    superv->health.starts++;
-    superv->backoff_until_ms = 0;
-    pthread_mutex_unlock(&superv->lock);
+    superv_mark_started(superv, pid);
 
 out:
     for (int i = 0; i < 2; i++) {
-        close_fd(&stdin_pair[i]);
-        close_fd(&stdout_pipe[i]);
-        close_fd(&stderr_pipe[i]);
+        superv_close_fd(&stdin_pair[i]);
+        superv_close_fd(&stdout_pipe[i]);
+        superv_close_fd(&stderr_pipe[i]);
     }
     return result;
 }
@@ -569,6 +601,9 @@ enum superv_result superv_new(const struct superv_config *config, struct superv 
     superv->argv[1] = (char *)(uintptr_t)"--config";
     superv->argv[2] = superv->config_path;
     superv->argv[3] = NULL;
+    result = superv_shared_init(superv, reterr, reterr_len);
+    if (result != SUPERV_OK)
+        goto out;
     superv->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (superv->wake_fd < 0) {
         result = SUPERV_ERR_SYSTEM;
@@ -637,6 +672,49 @@ static uint64_t read_rss(pid_t pid)
     return (uint64_t)pages * (uint64_t)page_size;
 }
 
+/* Shared mode: tsd-helper-shared and its children (the one tsd-helper, forked
+ * by its worker thread, so listed under that thread). */
+static uint64_t read_shared_rss(pid_t pid)
+{
+    char path[64];
+    uint64_t total = read_rss(pid);
+    struct dirent *task;
+    DIR *tasks;
+
+    snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
+    tasks = opendir(path);
+    if (!tasks)
+        return total;
+    while ((task = readdir(tasks)) != NULL) {
+        char children[256];
+        char *cursor = children;
+        ssize_t n;
+        int fd;
+
+        if (task->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/task/%.20s/children", (long)pid, task->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        n = read(fd, children, sizeof(children) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        children[n] = '\0';
+        for (;;) {
+            char *end = NULL;
+            long child = strtol(cursor, &end, 10);
+            if (end == cursor || child <= 0)
+                break;
+            total += read_rss((pid_t)child);
+            cursor = end;
+        }
+    }
+    closedir(tasks);
+    return total;
+}
+
 void superv_get_health(struct superv *superv, struct superv_health *ret_health)
 {
     int64_t now = now_ms();
@@ -662,7 +740,9 @@ void superv_get_health(struct superv *superv, struct superv_health *ret_health)
     }
     /* Read under the lock: the pid is cleared before the helper is reaped,
      * so it cannot have been recycled. */
-    ret_health->rss_bytes = superv->health.pid > 0 ? read_rss(superv->health.pid) : 0;
+    ret_health->rss_bytes = superv->health.pid <= 0 ? 0
+                            : superv->shared_dir ? read_shared_rss(superv->health.pid)
+                                                 : read_rss(superv->health.pid);
     for (size_t i = 0; i < superv->tail_len; i++)
         ret_health->stderr_tail[i] = superv->tail[(superv->tail_start + i) % SUPERV_STDERR_TAIL];
     ret_health->stderr_tail[superv->tail_len] = '\0';
@@ -691,9 +771,11 @@ void superv_stop(struct superv *superv)
 
     if (!superv)
         return;
-    if (superv->pid > 0) {
+    if (superv->connected) {
+        superv_shared_disconnect(superv); /* the shared helper serves others */
+    } else if (superv->pid > 0) {
         /* EOF between frames: the helper exits 0. */
-        close_fd(&superv->stdin_fd);
+        superv_close_fd(&superv->stdin_fd);
         superv_reap_helper(superv, false, now_ms() + SUPERV_STOP_GRACE_MS, false, &status, &known,
                     &killed);
     }
@@ -709,8 +791,9 @@ struct superv *superv_free(struct superv *superv)
         return NULL;
     if (superv->helper_path && superv->config_path)
         superv_stop(superv); /* initialised far enough to have started one */
-    close_fd(&superv->wake_fd);
+    superv_close_fd(&superv->wake_fd);
     pthread_mutex_destroy(&superv->lock);
+    superv_shared_done(superv);
     free(superv->helper_path);
     free(superv->config_path);
     free(superv);

@@ -37,6 +37,25 @@
  * signal is blocked and consumed around the write, or the pipe is a socket
  * pair).
  *
+ * Shared mode (shared_dir set): instead of a child of its own, the superv
+ * talks to the one tsd-helper-shared of the host (helper/shared.c) over the
+ * unix socket shared_dir/helper.sock, and that process runs one tsd-helper
+ * for every OctoPrint instance of the same user. The first call connects;
+ * when nothing listens it starts tsd-helper-shared detached (setsid, its
+ * stderr in shared_dir/helper.log) and waits for the socket until the start
+ * timeout. shared_dir is created 0700 when missing and must be a directory
+ * of this user's with no access for anyone else, the socket must be this
+ * user's with mode 0600, and the process listening on it (SO_PEERCRED) must
+ * run as this user: otherwise SUPERV_ERR_INSECURE and nothing is sent. The
+ * rest is the same contract: deadlines (a frame the shared helper cannot
+ * score in time is answered SUPERV_ERR_LATE), a connection that breaks is a
+ * crash with the same backoff, and the next call connects again -- starting
+ * a new tsd-helper-shared when the old one died. A timeout closes the
+ * connection (the shared helper's own supervisor kills a hung tsd-helper);
+ * superv_stop() only disconnects. health.pid is tsd-helper-shared's,
+ * health.rss_bytes that of it and its tsd-helper, health.starts counts
+ * connections.
+ *
  * This file is plain C with no Python and no logging.
  */
 #ifndef TSD_SUPERV_H
@@ -60,6 +79,10 @@ enum superv_result {
     SUPERV_ERR_REFUSED,  /* the helper answered with an error reply (bad frame, ...);
                           * it goes on running */
     SUPERV_ERR_CLOSED,   /* superv_interrupt() was called */
+    SUPERV_ERR_LATE,     /* shared: the frame was dropped unscored (its deadline, or
+                          * newer frames of this client); nothing is wrong */
+    SUPERV_ERR_INSECURE, /* shared: the socket's folder, the socket or the process
+                          * behind it is not this user's alone; nothing was sent */
     SUPERV_RESULT_MAX
 };
 
@@ -82,6 +105,12 @@ enum superv_state {
 #define SUPERV_DEFAULT_MAX_REPLY (1024u * 1024u)
 #define SUPERV_MAX_FRAME (64u * 1024u * 1024u)
 #define SUPERV_MAX_TIMEOUT_MS (3600 * 1000)
+#define SUPERV_SHARED_SERVER_NAME "tsd-helper-shared"
+#define SUPERV_SHARED_SOCKET_NAME "helper.sock"
+#define SUPERV_SHARED_LOCK_NAME "helper.lock"
+#define SUPERV_SHARED_LOG_NAME "helper.log"
+#define SUPERV_SHARED_DEFAULT_IDLE_EXIT_S 300
+#define SUPERV_SHARED_MAX_DIR 95u /* sun_path: 108 bytes with "/helper.sock" and a NUL */
 
 struct superv_config {
     const char *helper_path;      /* absolute path of tsd-helper */
@@ -93,6 +122,11 @@ struct superv_config {
     int backoff_min_ms;           /* 0: default */
     int backoff_max_ms;           /* 0: default; >= backoff_min_ms */
     size_t max_reply;             /* largest reply payload; 0: default */
+    const char *shared_dir;       /* NULL: a helper of its own (the default); else the
+                                   * folder of the shared helper's socket (absolute) */
+    const char *shared_server_path; /* tsd-helper-shared; NULL: next to helper_path */
+    int shared_idle_exit_s;       /* a shared helper it starts exits after this long
+                                   * without clients; 0: default */
 };
 
 struct superv_health {

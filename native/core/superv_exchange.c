@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,7 +105,11 @@ static enum io_step check_reply_header(struct superv *superv, struct exchange *e
     if (ex->reply_type != FRAME_RESPONSE_ERROR &&
         !(ex->request_type == FRAME_REQUEST_JPEG &&
           ex->reply_type == FRAME_RESPONSE_DETECTIONS) &&
-        !(ex->request_type == FRAME_REQUEST_PING && ex->reply_type == FRAME_RESPONSE_PONG)) {
+        !(ex->request_type == FRAME_REQUEST_PING && ex->reply_type == FRAME_RESPONSE_PONG) &&
+        !(superv->connected &&
+          ((ex->request_type == FRAME_REQUEST_HELLO && ex->reply_type == FRAME_RESPONSE_PONG) ||
+           (ex->request_type == FRAME_REQUEST_JPEG && ex->reply_type == FRAME_RESPONSE_LATE) ||
+           (ex->reply_type == FRAME_RESPONSE_FAILED && ex->reply_len >= 1)))) {
         snprintf(why, why_len, "answer of type %u to a request of type %u",
                  (unsigned)ex->reply_type, (unsigned)ex->request_type);
         return IO_BAD_REPLY;
@@ -229,6 +234,81 @@ out:
     return result;
 }
 
+/* Prepares ex for one request of type with payload. */
+static void exchange_init(struct superv *superv, struct exchange *ex, uint8_t type,
+                          const unsigned char *payload, size_t len)
+{
+    memset(ex, 0, sizeof(*ex));
+    ex->id = superv->next_id;
+    superv->next_id = superv->next_id == UINT32_MAX ? 1 : superv->next_id + 1;
+    ex->request_type = type;
+    ex->payload = payload;
+    ex->payload_len = len;
+    memcpy(ex->request_header, FRAME_REQUEST_MAGIC, 4);
+    ex->request_header[4] = FRAME_VERSION;
+    ex->request_header[5] = type;
+    ex->request_header[6] = 0;
+    ex->request_header[7] = 0;
+    put_u32le(ex->request_header + 8, ex->id);
+    put_u32le(ex->request_header + 12, (uint32_t)len);
+}
+
+/* A FAILED answer of the shared helper: its supervisor's result (a failure
+ * it knows, else SUPERV_ERR_PROTOCOL) and its reason. */
+static enum superv_result shared_failure(struct superv *superv, const struct exchange *ex,
+                                         char *reterr, size_t reterr_len)
+{
+    unsigned code = (unsigned char)ex->reply[0];
+    enum superv_result result = code > SUPERV_OK && code < SUPERV_RESULT_MAX
+                                    ? (enum superv_result)code
+                                    : SUPERV_ERR_PROTOCOL;
+
+    return superv_fail(superv, result, reterr, reterr_len, "shared helper: %.200s",
+                       ex->reply + 1);
+}
+
+/* Shared mode: connects (starting the shared helper when needed) and says
+ * hello, within the start timeout. */
+static enum superv_result shared_open(struct superv *superv, char *reterr, size_t reterr_len)
+{
+    enum superv_result result;
+    unsigned char hello[8 + PATH_MAX];
+    size_t hello_len = superv_shared_hello(superv, hello, sizeof(hello));
+    int64_t deadline = now_ms() + superv->config.start_timeout_ms;
+    struct exchange ex;
+
+    if (hello_len == 0)
+        return superv_fail(superv, SUPERV_ERR_INVALID, reterr, reterr_len,
+                           "the model configuration's path is too long");
+    result = superv_shared_connect(superv, deadline, reterr, reterr_len);
+    if (result != SUPERV_OK) {
+        /* Not again at the next frame: a shared helper that does not start
+         * would hold every frame for the start timeout. */
+        if (result != SUPERV_ERR_CLOSED)
+            superv_schedule_backoff(superv, result == SUPERV_ERR_INSECURE);
+        return result;
+    }
+    exchange_init(superv, &ex, FRAME_REQUEST_HELLO, hello, hello_len);
+    result = exchange_run(superv, &ex, deadline, superv->config.start_timeout_ms, reterr,
+                          reterr_len);
+    if (result == SUPERV_OK && ex.reply_type != FRAME_RESPONSE_PONG) {
+        result = ex.reply_type == FRAME_RESPONSE_FAILED
+                     ? shared_failure(superv, &ex, reterr, reterr_len)
+                     : superv_fail(superv, SUPERV_ERR_PROTOCOL, reterr, reterr_len,
+                                   "the shared helper refused the hello: %.200s", ex.reply);
+        superv_shared_disconnect(superv);
+        if (result == SUPERV_ERR_CONFIG) {
+            pthread_mutex_lock(&superv->lock);
+            superv->health.config_errors++;
+            pthread_mutex_unlock(&superv->lock);
+        }
+        superv_schedule_backoff(superv, result == SUPERV_ERR_CONFIG ||
+                                            result == SUPERV_ERR_PROTOCOL);
+    }
+    free(ex.reply);
+    return result;
+}
+
 /* One request and its response: starts the helper when needed. On SUPERV_OK
  * and SUPERV_ERR_REFUSED, *ret_reply (transfer full) is the payload. */
 enum superv_result superv_call(struct superv *superv, uint8_t type, const unsigned char *payload,
@@ -247,7 +327,7 @@ enum superv_result superv_call(struct superv *superv, uint8_t type, const unsign
         result = SUPERV_ERR_CLOSED;
         goto out;
     }
-    if (superv->pid == 0) {
+    if (superv->pid == 0 && !superv->connected) {
         int64_t until;
         int64_t now = now_ms();
 
@@ -260,29 +340,30 @@ enum superv_result superv_call(struct superv *superv, uint8_t type, const unsign
             result = SUPERV_ERR_BACKOFF;
             goto out;
         }
-        result = superv_start_helper(superv, reterr, reterr_len);
+        if (superv->shared_dir)
+            result = shared_open(superv, reterr, reterr_len);
+        else
+            result = superv_start_helper(superv, reterr, reterr_len);
         if (result != SUPERV_OK)
             goto out;
     }
 
     timeout_ms = superv->answered ? superv->config.deadline_ms : superv->config.start_timeout_ms;
     deadline = now_ms() + timeout_ms;
-    ex.id = superv->next_id;
-    superv->next_id = superv->next_id == UINT32_MAX ? 1 : superv->next_id + 1;
-    ex.request_type = type;
-    ex.payload = payload;
-    ex.payload_len = len;
-    memcpy(ex.request_header, FRAME_REQUEST_MAGIC, 4);
-    ex.request_header[4] = FRAME_VERSION;
-    ex.request_header[5] = type;
-    ex.request_header[6] = 0;
-    ex.request_header[7] = 0;
-    put_u32le(ex.request_header + 8, ex.id);
-    put_u32le(ex.request_header + 12, (uint32_t)len);
-
+    exchange_init(superv, &ex, type, payload, len);
     result = exchange_run(superv, &ex, deadline, timeout_ms, reterr, reterr_len);
     if (result != SUPERV_OK)
         goto out;
+    if (ex.reply_type == FRAME_RESPONSE_LATE) {
+        /* Nothing is wrong: the frame was not scored. */
+        set_reason(reterr, reterr_len, "%.200s", ex.reply);
+        result = SUPERV_ERR_LATE;
+        goto out;
+    }
+    if (ex.reply_type == FRAME_RESPONSE_FAILED) {
+        result = shared_failure(superv, &ex, reterr, reterr_len);
+        goto out;
+    }
 
     superv->answered = true;
     superv->backoff_ms = superv->config.backoff_min_ms;

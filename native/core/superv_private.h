@@ -29,10 +29,16 @@ struct superv {
     char *config_path;
     char *argv[4];               /* helper_path, "--config", config_path, NULL */
     int wake_fd;                 /* eventfd written by superv_interrupt() */
+    /* Shared mode (superv_shared.c): NULL shared_dir when off. */
+    char *shared_dir;
+    char *shared_server_path;
+    char *server_argv[20];       /* tsd-helper-shared and its options */
+    char server_args[8][32];     /* the numbers in server_argv */
     atomic_bool closed;
 
     /* The owner thread only (superv_detect, superv_ping, superv_stop). */
     pid_t pid;                   /* 0 when no helper runs */
+    bool connected;              /* shared mode: stdin_fd/stdout_fd are the socket */
     int stdin_fd;                /* socket; -1 when none */
     int stdout_fd;               /* -1 when none */
     int stderr_fd;               /* -1 when none or at EOF */
@@ -56,6 +62,16 @@ struct superv {
 
 /* superv.c */
 
+/* Closes *fd when open and sets it to -1. */
+void superv_close_fd(int *fd);
+
+/* After fork(): closes every descriptor above 2 (close_range, or each one
+ * below close_max). Async-signal-safe. */
+void superv_close_above_stdio(int close_max);
+
+/* A helper (or, shared, a connection) was started: health and state. */
+void superv_mark_started(struct superv *superv, pid_t pid);
+
 /* Records the formatted message as the health's last error and copies it
  * into reterr; returns result. */
 enum superv_result superv_fail(struct superv *superv, enum superv_result result, char *reterr,
@@ -70,6 +86,11 @@ void superv_drain_stderr(struct superv *superv);
 void superv_reap_helper(struct superv *superv, bool kill_now, int64_t deadline,
                         bool interruptible, int *ret_status, bool *ret_known, bool *ret_killed);
 
+/* Starts the backoff: backoff_max_ms after a configuration error (or
+ * anything else that will not mend by itself), otherwise the current step,
+ * which then doubles. */
+void superv_schedule_backoff(struct superv *superv, bool config_error);
+
 /* Kills the helper now, reaps it and starts the backoff. */
 void superv_kill_helper(struct superv *superv);
 
@@ -80,6 +101,26 @@ enum superv_result superv_helper_ended(struct superv *superv, int64_t deadline, 
 
 /* Starts the helper: its pipes, limits, fork and exec. */
 enum superv_result superv_start_helper(struct superv *superv, char *reterr, size_t reterr_len);
+
+/* superv_shared.c */
+
+/* Copies the shared-mode paths and prepares tsd-helper-shared's argv. */
+enum superv_result superv_shared_init(struct superv *superv, char *reterr, size_t reterr_len);
+
+/* Frees what superv_shared_init() allocated. */
+void superv_shared_done(struct superv *superv);
+
+/* Connects to the shared helper, starting it when nothing listens, and
+ * checks the folder, the socket and the peer; interruptible. */
+enum superv_result superv_shared_connect(struct superv *superv, int64_t deadline, char *reterr,
+                                         size_t reterr_len);
+
+/* Closes the connection (the shared helper goes on). */
+void superv_shared_disconnect(struct superv *superv);
+
+/* The hello's payload (helper/frame.h) into buf; its length, 0 when it
+ * does not fit. */
+size_t superv_shared_hello(const struct superv *superv, unsigned char *buf, size_t cap);
 
 /* superv_exchange.c */
 

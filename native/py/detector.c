@@ -19,7 +19,8 @@ static PyObject *detector_new(PyTypeObject *type, PyObject *args, PyObject *kwar
 {
     static char *keywords[] = {"helper_path", "config_path", "nice", "memory_limit_mb",
                                "start_timeout_ms", "deadline_ms", "backoff_min_ms",
-                               "backoff_max_ms", NULL};
+                               "backoff_max_ms", "shared_dir", "shared_server",
+                               "shared_idle_exit_s", NULL};
     struct superv_config config;
     long long memory_limit_mb = 0;
     char reason[SUPERV_REASON_SIZE] = "";
@@ -27,11 +28,13 @@ static PyObject *detector_new(PyTypeObject *type, PyObject *args, PyObject *kwar
     enum superv_result result;
 
     superv_config_init(&config);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|iLiiii:Detector", keywords,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "ss|iLiiiizzi:Detector", keywords,
                                      &config.helper_path, &config.config_path,
                                      &config.nice_increment, &memory_limit_mb,
                                      &config.start_timeout_ms, &config.deadline_ms,
-                                     &config.backoff_min_ms, &config.backoff_max_ms))
+                                     &config.backoff_min_ms, &config.backoff_max_ms,
+                                     &config.shared_dir, &config.shared_server_path,
+                                     &config.shared_idle_exit_s))
         return NULL;
     if (memory_limit_mb < -1 || memory_limit_mb > (1LL << 40)) {
         PyErr_SetString(PyExc_ValueError, "memory_limit_mb out of range");
@@ -169,7 +172,8 @@ static PyMethodDef detector_methods[] = {
     {"detect", detector_detect, METH_O,
      "detect(jpeg) -> str\n\nThe helper's detections JSON for one JPEG. Starts the helper when "
      "needed; never waits longer than the deadline. Raises HelperError (with .code: backoff, "
-     "config, timeout, crashed, protocol, refused, spawn, closed, system). The GIL is released."},
+     "config, timeout, crashed, protocol, refused, spawn, closed, system; shared: late, "
+     "insecure). The GIL is released."},
     {"ping", detector_ping, METH_NOARGS, "Start the helper when needed and wait for a pong."},
     {"stop", detector_stop, METH_NOARGS, "Stop the helper (the next call starts a new one)."},
     {"interrupt", detector_interrupt, METH_NOARGS,
@@ -180,7 +184,10 @@ static PyMethodDef detector_methods[] = {
 
 TSD_TYPE_SPEC(tsd_detector_spec, "Detector", struct detector_object,
               "Detector(helper_path, config_path, nice=-1, memory_limit_mb=0, "
-              "start_timeout_ms=0, deadline_ms=0, backoff_min_ms=0, backoff_max_ms=0)\n\n"
+              "start_timeout_ms=0, deadline_ms=0, backoff_min_ms=0, backoff_max_ms=0, "
+              "shared_dir=None, shared_server=None, shared_idle_exit_s=0)\n\n"
               "Runs and supervises tsd-helper (native/core/superv.h); 0 (nice: -1) means "
-              "the default; memory_limit_mb=-1: no address-space limit.",
+              "the default; memory_limit_mb=-1: no address-space limit. shared_dir: use "
+              "the host's shared helper (tsd-helper-shared) whose socket is in that folder, "
+              "starting it when needed, instead of a helper of its own.",
               detector_new, detector_dealloc, detector_methods);

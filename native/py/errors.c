@@ -128,6 +128,8 @@ const struct tsd_error_map tsd_superv_errors = {
         {SUPERV_ERR_PROTOCOL, TSD_EXC_HELPER, "protocol", NULL},
         {SUPERV_ERR_REFUSED, TSD_EXC_HELPER, "refused", NULL},
         {SUPERV_ERR_CLOSED, TSD_EXC_HELPER, "closed", NULL},
+        {SUPERV_ERR_LATE, TSD_EXC_HELPER, "late", NULL},
+        {SUPERV_ERR_INSECURE, TSD_EXC_HELPER, "insecure", NULL},
         {ANY_RESULT, TSD_EXC_HELPER, "error", NULL},
     }};
 
