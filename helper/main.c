@@ -39,8 +39,10 @@
  * installed it says so on stderr and goes on unsandboxed: its only input is
  * a file the operator chose (docs/security.md). stdout: the detections of the
  * last run as serving sends them (id 0), then
- *   {"frames":N,"median_ms":M,"max_ms":X,"top_score":S,"detections":D,"sandbox":"..."}
- * top_score is the model's best score for the frame, threshold or not
+ *   {"frames":N,"start_ms":L,"median_ms":M,"max_ms":X,"top_score":S,"detections":D,
+ *    "sandbox":"..."}
+ * start_ms is configuration, model, warm-up frame and sandbox (what serving
+ * does before its ready line, without loading the program); top_score is the model's best score for the frame, threshold or not
  * (infer_detector_top_score()). A file that is missing, empty, not a regular
  * file, larger than max_frame_bytes or not a decodable JPEG: exit status 2.
  *
@@ -737,6 +739,8 @@ static enum helper_result bench(const char *config_path, const char *frame_path,
     struct jpg_output decoded = {0};
     enum sandbox_filter filter = SANDBOX_FILTER_FAILED;
     const char *sandbox = NULL;
+    double entered = now_ms_precise();
+    double start_ms = 0.0;
     double median = 0.0;
     double max = 0.0;
     float top_score = 0.0f;
@@ -758,6 +762,7 @@ static enum helper_result bench(const char *config_path, const char *frame_path,
     result = enter_sandbox(&srv, &filter, err, sizeof(err));
     if (result != HELPER_OK)
         goto out;
+    start_ms = now_ms_precise() - entered;
     sandbox = sandbox_filter_str(filter);
     if (filter == SANDBOX_FILTER_FAILED) {
         fprintf(stderr,
@@ -790,9 +795,10 @@ static enum helper_result bench(const char *config_path, const char *frame_path,
     }
     median = median_ms(times, repeat);
     summary_len = snprintf(summary, sizeof(summary),
-                           "{\"frames\":%u,\"median_ms\":%.1f,\"max_ms\":%.1f,"
-                           "\"top_score\":%.4f,\"detections\":%zu,\"sandbox\":\"%s\"}\n",
-                           repeat, median, max, (double)top_score, count, sandbox);
+                           "{\"frames\":%u,\"start_ms\":%.1f,\"median_ms\":%.1f,"
+                           "\"max_ms\":%.1f,\"top_score\":%.4f,\"detections\":%zu,"
+                           "\"sandbox\":\"%s\"}\n",
+                           repeat, start_ms, median, max, (double)top_score, count, sandbox);
     if (!write_all(srv.out_fd, srv.reply + FRAME_HEADER_LEN, reply_len) ||
         !write_all(srv.out_fd, "\n", 1) ||
         summary_len < 0 || (size_t)summary_len >= sizeof(summary) ||
@@ -802,10 +808,11 @@ static enum helper_result bench(const char *config_path, const char *frame_path,
         goto out;
     }
     fprintf(stderr,
-            "tsd-helper %s: bench: %u frames of %s (%dx%d): median %.1f ms, max %.1f ms; "
-            "top score %.4f, %zu detections above box_threshold %.2f; sandbox %s\n",
+            "tsd-helper %s: bench: %u frames of %s (%dx%d): median %.1f ms, max %.1f ms "
+            "(model loaded in %.1f ms); top score %.4f, %zu detections above box_threshold "
+            "%.2f; sandbox %s\n",
             TSD_VERSION, repeat, frame_path, decoded.info.width, decoded.info.height, median, max,
-            (double)top_score, count, (double)srv.cfg->box_threshold, sandbox);
+            start_ms, (double)top_score, count, (double)srv.cfg->box_threshold, sandbox);
 
 out:
     free(times);

@@ -91,6 +91,7 @@ def test_bench_scores_a_frame_with_the_shipped_model_as_serving_does(frame, tmp_
     assert (reply["w"], reply["h"]) == (640, 480)
     assert summary["frames"] == 3
     assert 0 < summary["median_ms"] <= summary["max_ms"]
+    assert summary["start_ms"] > 0
     assert summary["detections"] == len(reply["detections"])
     best = max([d["confidence"] for d in reply["detections"]], default=0.0)
     assert best <= summary["top_score"] <= 1.0
