@@ -76,10 +76,6 @@ def served_reply(config, jpeg, tmp_path):
         helper.stop()
 
 
-def without_ms_and_id(reply):
-    return {k: v for k, v in reply.items() if k not in ("ms", "id")}
-
-
 def test_bench_scores_a_frame_with_the_shipped_model_as_serving_does(frame, tmp_path):
     config = bridge.default_model_config()
     done = run_bench(config, frame, "--repeat", "3")
@@ -87,7 +83,7 @@ def test_bench_scores_a_frame_with_the_shipped_model_as_serving_does(frame, tmp_
 
     with open(frame, "rb") as f:
         served = served_reply(config, f.read(), tmp_path)
-    assert without_ms_and_id(reply) == without_ms_and_id(served)
+    assert hm.reply_without_timing(reply) == hm.reply_without_timing(served)
     assert (reply["w"], reply["h"]) == (640, 480)
     assert summary["frames"] == 3
     assert 0 < summary["median_ms"] <= summary["max_ms"]
@@ -207,4 +203,4 @@ def test_bench_without_seccomp_says_it_runs_unsandboxed_and_scores_the_same(fram
     assert "cannot lock the sandbox (seccomp" in stderr, stderr
     assert "running UNSANDBOXED" in stderr and "a local file named on the command line" in stderr, stderr
     assert summary["sandbox"] == "none (cannot be locked here)"
-    assert without_ms_and_id(reply) == without_ms_and_id(sandboxed)
+    assert hm.reply_without_timing(reply) == hm.reply_without_timing(sandboxed)
