@@ -403,6 +403,7 @@ out:
 static bool open_regular_file(const char *path, int *ret_fd, size_t *ret_size, char *why,
                               size_t why_len)
 {
+    bool ok = false;
     char errbuf[128];
     struct stat st;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -410,16 +411,21 @@ static bool open_regular_file(const char *path, int *ret_fd, size_t *ret_size, c
     if (fd < 0) {
         snprintf(why, why_len, "cannot open %s: %s", path,
                  errno_text(errno, errbuf, sizeof(errbuf)));
-        return false;
+        goto out;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
         snprintf(why, why_len, "%s is not a non-empty regular file", path);
-        close(fd);
-        return false;
+        goto out;
     }
     *ret_fd = fd;
     *ret_size = (uint64_t)st.st_size > SIZE_MAX ? SIZE_MAX : (size_t)st.st_size;
-    return true;
+    fd = -1;
+    ok = true;
+
+out:
+    if (fd >= 0)
+        close(fd);
+    return ok;
 }
 
 /* A model file must exist and be a readable regular file; OpenCV's own
@@ -520,9 +526,11 @@ static enum helper_result enter_sandbox(struct server *srv, enum sandbox_filter 
 
 /* Everything serving and --bench share before the sandbox: no core dumps
  * and no new privileges, SIGPIPE ignored, the protocol's stdout kept apart,
- * the configuration and the model loaded and the buffers allocated. */
+ * the configuration and the model loaded and the buffers allocated. The
+ * caller calls server_close() whatever the result. */
 static enum helper_result server_open(struct server *srv, const char *config_path)
 {
+    enum helper_result result = HELPER_OK;
     struct helper_config *cfg = NULL;
     struct infer_detector_params params;
     struct sigaction ignore;
@@ -532,26 +540,31 @@ static enum helper_result server_open(struct server *srv, const char *config_pat
 
     if (!sandbox_restrict_process(err, sizeof(err))) {
         fprintf(stderr, "tsd-helper: sandbox: %s\n", err);
-        return HELPER_ERR_USAGE;
+        result = HELPER_ERR_USAGE;
+        goto out;
     }
     /* A write to a closed pipe must fail with EPIPE, not kill the helper. */
     memset(&ignore, 0, sizeof(ignore));
     ignore.sa_handler = SIG_IGN;
     sigemptyset(&ignore.sa_mask);
-    if (sigaction(SIGPIPE, &ignore, NULL) != 0 || !take_stdout(&srv->out_fd))
-        return HELPER_ERR_FAILED;
+    if (sigaction(SIGPIPE, &ignore, NULL) != 0 || !take_stdout(&srv->out_fd)) {
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     cfg = malloc(sizeof(*cfg));
     if (!cfg) {
         fprintf(stderr, "tsd-helper: out of memory\n");
-        return HELPER_ERR_FAILED;
+        result = HELPER_ERR_FAILED;
+        goto out;
     }
     srv->cfg = cfg;
     cr = config_load(config_path, cfg, err, sizeof(err));
     if (cr != CONFIG_OK) {
         fprintf(stderr, "tsd-helper: configuration %s: %s\n", config_path, err);
-        return cr == CONFIG_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
+        result = cr == CONFIG_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
+        goto out;
     }
     for (size_t i = 0; i < cfg->num_classes; i++)
         srv->class_names[i] = cfg->classes[i];
@@ -559,8 +572,10 @@ static enum helper_result server_open(struct server *srv, const char *config_pat
     if (cfg->model_type == INFER_MODEL_DARKNET
             ? !check_model_file("model_cfg", cfg->model_cfg) ||
                   !check_model_file("model_weights", cfg->model_weights)
-            : !check_model_file("model_onnx", cfg->model_onnx))
-        return HELPER_ERR_USAGE;
+            : !check_model_file("model_onnx", cfg->model_onnx)) {
+        result = HELPER_ERR_USAGE;
+        goto out;
+    }
     memset(&params, 0, sizeof(params));
     params.model_type = cfg->model_type;
     params.cfg_path = cfg->model_cfg;
@@ -582,7 +597,8 @@ static enum helper_result server_open(struct server *srv, const char *config_pat
     ir = infer_detector_new(&params, &srv->detector, err, sizeof(err));
     if (ir != INFER_OK) {
         fprintf(stderr, "tsd-helper: model: %s: %s\n", infer_result_str(ir), err);
-        return ir == INFER_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
+        result = ir == INFER_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
+        goto out;
     }
 
     srv->reply_cap = REPLY_DETECTIONS_BYTES(cfg->max_detections);
@@ -595,9 +611,13 @@ static enum helper_result server_open(struct server *srv, const char *config_pat
         jpg_decoder_new(&srv->decoder) != JPG_OK ||
         frame_parser_new(cfg->max_frame_bytes, &srv->parser) != FRAME_OK) {
         fprintf(stderr, "tsd-helper: out of memory\n");
-        return HELPER_ERR_FAILED;
+        result = HELPER_ERR_FAILED;
+        goto out;
     }
-    return HELPER_OK;
+
+out:
+    /* What is allocated so far is the caller's, for server_close(). */
+    return result;
 }
 
 static void server_close(struct server *srv)
