@@ -185,6 +185,12 @@ enum infer_result infer_detector_run(struct infer_detector *detector,
                                      size_t *ret_count,
                                      char *reterr, size_t reterr_len);
 
+/* The best confidence of any row or crop of the last infer_detector_run(),
+ * whether or not it passed box_threshold, in [0, 1] (0 before any run, for
+ * NULL, and when every score was NaN). tsd-helper --bench prints it, so
+ * that a frame with no detection still shows what the model made of it. */
+float infer_detector_top_score(const struct infer_detector *detector);
+
 /* Accepts NULL; returns NULL. */
 struct infer_detector *infer_detector_free(struct infer_detector *detector);
 

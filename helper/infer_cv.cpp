@@ -45,9 +45,18 @@ struct infer_detector {
     std::vector<cv::Mat> crops;              // onnx_crops: views into the frame
     std::vector<cv::Mat> batch;              // onnx_crops: the crops of one forward pass
     std::vector<infer_detection> crop_boxes; // onnx_crops: each crop's box
+    float top_score = 0.0f;                  // the last run's best confidence, threshold or not
 };
 
 namespace {
+
+// The best confidence of the run so far, whether or not it passes the
+// threshold (NaN never does), capped at 1 as detections are.
+void note_score(infer_detector *det, float confidence)
+{
+    if (confidence > det->top_score)
+        det->top_score = confidence > 1.0f ? 1.0f : confidence;
+}
 
 void set_error(char *reterr, size_t reterr_len, const char *what, const char *detail)
 {
@@ -152,6 +161,7 @@ void collect_rows(infer_detector *det, const cv::Mat &blob, size_t output_number
         float confidence = row[5 + best];
         if (p.score == INFER_SCORE_OBJECTNESS_X_CLASS)
             confidence *= row[4];
+        note_score(det, confidence);
         // Also drops NaN, which compares false.
         if (!(confidence > p.box_threshold))
             continue;
@@ -215,6 +225,7 @@ void cut_crops(infer_detector *det, const cv::Mat &image)
 // REPLY_DETECTIONS_BYTES).
 void add_crop_candidate(infer_detector *det, size_t index, float confidence, const float *signature)
 {
+    note_score(det, confidence);
     // Also drops NaN, which compares false.
     if (!(confidence > det->params.box_threshold))
         return;
@@ -280,6 +291,7 @@ void detect(infer_detector *det, const cv::Mat &image)
 
     det->candidates.clear();
     det->found.clear();
+    det->top_score = 0.0f;
     if (p.model_type == INFER_MODEL_ONNX_CROPS) {
         collect_crops(det, image);
     } else {
@@ -606,6 +618,11 @@ extern "C" enum infer_result infer_detector_run(struct infer_detector *detector,
         return current_exception_result(reterr, reterr_len, "detect", INFER_ERR_RUNTIME);
     }
     return INFER_OK;
+}
+
+extern "C" float infer_detector_top_score(const struct infer_detector *detector)
+{
+    return detector ? detector->top_score : 0.0f;
 }
 
 extern "C" struct infer_detector *infer_detector_free(struct infer_detector *detector)

@@ -9,6 +9,10 @@
  *                               compare the output with values computed by hand
  *   tsd-helper --config FILE    load the model FILE describes (config.h) and
  *                               serve detection requests on stdin/stdout
+ *   tsd-helper --bench FILE JPEG [--repeat N]
+ *                               load the same model, score the local file JPEG
+ *                               N times (default 5) and print the detections
+ *                               and the per-frame times (below)
  *
  * Serving: requests and responses are the frames of frame.h, with the JSON
  * payloads of reply.h. One response per request, in order:
@@ -26,9 +30,26 @@
  * a private descriptor and points descriptor 1 at stderr, so that anything a
  * library prints lands in the log instead of corrupting the stream.
  *
- * Exit status: 0 clean EOF (and --version, --self-check success); 1 I/O error
- * on the pipes, out of memory, or a failed self-check; 2 usage, configuration
- * or model error (the reason on stderr); 3 bad framing.
+ * Benchmark (--bench): what one frame costs on this machine, with the
+ * shipped helper and model, where serving cannot run (qemu-user has no
+ * seccomp, and serving refuses without its sandbox). It reads one JPEG from
+ * a file named on the command line, whole and before the sandbox, never
+ * anything from stdin, then takes the same steps as serving: warm-up, only
+ * its descriptors kept, the seccomp filter. Where the filter cannot be
+ * installed it says so on stderr and goes on unsandboxed: its only input is
+ * a file the operator chose (docs/security.md). stdout: the detections of the
+ * last run as serving sends them (id 0), then
+ *   {"frames":N,"start_ms":L,"median_ms":M,"max_ms":X,"top_score":S,"detections":D,
+ *    "sandbox":"..."}
+ * start_ms is configuration, model, warm-up frame and sandbox (what serving
+ * does before its ready line, without loading the program); top_score is the model's best score for the frame, threshold or not
+ * (infer_detector_top_score()). A file that is missing, empty, not a regular
+ * file, larger than max_frame_bytes or not a decodable JPEG: exit status 2.
+ *
+ * Exit status: 0 clean EOF (and --version, --self-check, --bench success); 1
+ * I/O error on the pipes, out of memory, or a failed self-check; 2 usage,
+ * configuration, model or benchmark input error (the reason on stderr); 3 bad
+ * framing.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -75,9 +96,12 @@ enum helper_result {
 /* The largest decoded (already DCT-scaled) image accepted, in bytes. */
 #define HELPER_MAX_DECODED_BYTES (64u * 1024u * 1024u)
 #define HELPER_MAX_MESSAGE 1024u
+/* --bench: frames per run, default and most. */
+#define HELPER_BENCH_REPEAT 5u
+#define HELPER_BENCH_MAX_REPEAT 1000u
 
 struct server {
-    const struct helper_config *cfg;
+    struct helper_config *cfg;
     struct infer_detector *detector;
     struct jpg_decoder *decoder;
     struct frame_parser *parser;
@@ -96,7 +120,7 @@ static const char *helper_result_str(enum helper_result result)
     switch (result) {
     case HELPER_OK: return "ok";
     case HELPER_ERR_FAILED: return "failed";
-    case HELPER_ERR_USAGE: return "usage, configuration or model error";
+    case HELPER_ERR_USAGE: return "usage, configuration, model or input error";
     case HELPER_ERR_PROTOCOL: return "bad framing";
     case HELPER_RESULT_MAX: break;
     }
@@ -374,22 +398,46 @@ out:
     return result;
 }
 
+/* Opens path, which must be a non-empty regular file, for reading: *ret_fd
+ * and its size, or false with the reason in why. */
+static bool open_regular_file(const char *path, int *ret_fd, size_t *ret_size, char *why,
+                              size_t why_len)
+{
+    bool ok = false;
+    char errbuf[128];
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd < 0) {
+        snprintf(why, why_len, "cannot open %s: %s", path,
+                 errno_text(errno, errbuf, sizeof(errbuf)));
+        goto out;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+        snprintf(why, why_len, "%s is not a non-empty regular file", path);
+        goto out;
+    }
+    *ret_fd = fd;
+    *ret_size = (uint64_t)st.st_size > SIZE_MAX ? SIZE_MAX : (size_t)st.st_size;
+    fd = -1;
+    ok = true;
+
+out:
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
 /* A model file must exist and be a readable regular file; OpenCV's own
  * messages for a missing file are less clear. */
 static bool check_model_file(const char *field, const char *path)
 {
-    char errbuf[128];
-    struct stat st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char why[HELPER_MAX_MESSAGE];
+    size_t size = 0;
+    int fd = -1;
 
-    if (fd < 0) {
-        fprintf(stderr, "tsd-helper: %s: cannot open %s: %s\n", field, path,
-                errno_text(errno, errbuf, sizeof(errbuf)));
-        return false;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
-        fprintf(stderr, "tsd-helper: %s: %s is not a non-empty regular file\n", field, path);
-        close(fd);
+    if (!open_regular_file(path, &fd, &size, why, sizeof(why))) {
+        fprintf(stderr, "tsd-helper: %s: %s\n", field, why);
         return false;
     }
     close(fd);
@@ -458,39 +506,37 @@ out:
     return result;
 }
 
-/* Warms up, then keeps only the pipes and locks the sandbox (sandbox.h). */
-static enum helper_result enter_sandbox(struct server *srv, enum sandbox_filter *ret_filter)
+/* Warms up, then keeps only the pipes and locks the sandbox (sandbox.h).
+ * *ret_filter says whether the filter is on; SANDBOX_FILTER_FAILED (the
+ * reason in why) is left to the caller: serving refuses, --bench goes on. */
+static enum helper_result enter_sandbox(struct server *srv, enum sandbox_filter *ret_filter,
+                                        char *why, size_t why_len)
 {
-    char err[HELPER_MAX_MESSAGE] = "";
     enum helper_result result = warm_up(srv);
 
     if (result != HELPER_OK)
         return result;
-    if (!sandbox_close_other_fds(srv->out_fd, err, sizeof(err))) {
-        fprintf(stderr, "tsd-helper: sandbox: %s\n", err);
+    if (!sandbox_close_other_fds(srv->out_fd, why, why_len)) {
+        fprintf(stderr, "tsd-helper: sandbox: %s\n", why);
         return HELPER_ERR_FAILED;
     }
-    *ret_filter = sandbox_lock(err, sizeof(err));
-    if (*ret_filter == SANDBOX_FILTER_FAILED) {
-        /* Exit status 2: the supervisor waits its longest backoff, instead
-         * of restarting a helper that cannot be sandboxed again and again. */
-        fprintf(stderr, "tsd-helper: cannot lock the sandbox: %s\n", err);
-        return HELPER_ERR_USAGE;
-    }
+    *ret_filter = sandbox_lock(why, why_len);
     return HELPER_OK;
 }
 
-static enum helper_result serve(const char *config_path)
+/* Everything serving and --bench share before the sandbox: no core dumps
+ * and no new privileges, SIGPIPE ignored, the protocol's stdout kept apart,
+ * the configuration and the model loaded and the buffers allocated. The
+ * caller calls server_close() whatever the result. */
+static enum helper_result server_open(struct server *srv, const char *config_path)
 {
     enum helper_result result = HELPER_OK;
     struct helper_config *cfg = NULL;
-    struct server srv = {.out_fd = -1};
     struct infer_detector_params params;
     struct sigaction ignore;
     char err[HELPER_MAX_MESSAGE] = "";
     enum config_result cr;
     enum infer_result ir;
-    enum sandbox_filter filter = SANDBOX_FILTER_FAILED;
 
     if (!sandbox_restrict_process(err, sizeof(err))) {
         fprintf(stderr, "tsd-helper: sandbox: %s\n", err);
@@ -501,7 +547,7 @@ static enum helper_result serve(const char *config_path)
     memset(&ignore, 0, sizeof(ignore));
     ignore.sa_handler = SIG_IGN;
     sigemptyset(&ignore.sa_mask);
-    if (sigaction(SIGPIPE, &ignore, NULL) != 0 || !take_stdout(&srv.out_fd)) {
+    if (sigaction(SIGPIPE, &ignore, NULL) != 0 || !take_stdout(&srv->out_fd)) {
         result = HELPER_ERR_FAILED;
         goto out;
     }
@@ -513,15 +559,15 @@ static enum helper_result serve(const char *config_path)
         result = HELPER_ERR_FAILED;
         goto out;
     }
+    srv->cfg = cfg;
     cr = config_load(config_path, cfg, err, sizeof(err));
     if (cr != CONFIG_OK) {
         fprintf(stderr, "tsd-helper: configuration %s: %s\n", config_path, err);
         result = cr == CONFIG_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
         goto out;
     }
-    srv.cfg = cfg;
     for (size_t i = 0; i < cfg->num_classes; i++)
-        srv.class_names[i] = cfg->classes[i];
+        srv->class_names[i] = cfg->classes[i];
 
     if (cfg->model_type == INFER_MODEL_DARKNET
             ? !check_model_file("model_cfg", cfg->model_cfg) ||
@@ -548,52 +594,250 @@ static enum helper_result serve(const char *config_path)
     params.threads = cfg->threads;
     params.score = cfg->score;
     params.box_units = cfg->box_units;
-    ir = infer_detector_new(&params, &srv.detector, err, sizeof(err));
+    ir = infer_detector_new(&params, &srv->detector, err, sizeof(err));
     if (ir != INFER_OK) {
         fprintf(stderr, "tsd-helper: model: %s: %s\n", infer_result_str(ir), err);
         result = ir == INFER_ERR_NOMEM ? HELPER_ERR_FAILED : HELPER_ERR_USAGE;
         goto out;
     }
 
-    srv.reply_cap = REPLY_DETECTIONS_BYTES(cfg->max_detections);
-    if (srv.reply_cap < REPLY_ERROR_BYTES)
-        srv.reply_cap = REPLY_ERROR_BYTES;
-    srv.reply = malloc(FRAME_HEADER_LEN + srv.reply_cap);
-    srv.detections = calloc(cfg->max_detections, sizeof(*srv.detections));
-    srv.input = malloc(HELPER_READ_CHUNK);
-    if (!srv.reply || !srv.detections || !srv.input ||
-        jpg_decoder_new(&srv.decoder) != JPG_OK ||
-        frame_parser_new(cfg->max_frame_bytes, &srv.parser) != FRAME_OK) {
+    srv->reply_cap = REPLY_DETECTIONS_BYTES(cfg->max_detections);
+    if (srv->reply_cap < REPLY_ERROR_BYTES)
+        srv->reply_cap = REPLY_ERROR_BYTES;
+    srv->reply = malloc(FRAME_HEADER_LEN + srv->reply_cap);
+    srv->detections = calloc(cfg->max_detections, sizeof(*srv->detections));
+    srv->input = malloc(HELPER_READ_CHUNK);
+    if (!srv->reply || !srv->detections || !srv->input ||
+        jpg_decoder_new(&srv->decoder) != JPG_OK ||
+        frame_parser_new(cfg->max_frame_bytes, &srv->parser) != FRAME_OK) {
         fprintf(stderr, "tsd-helper: out of memory\n");
         result = HELPER_ERR_FAILED;
         goto out;
     }
-    result = enter_sandbox(&srv, &filter);
+
+out:
+    /* What is allocated so far is the caller's, for server_close(). */
+    return result;
+}
+
+static void server_close(struct server *srv)
+{
+    srv->parser = frame_parser_free(srv->parser);
+    srv->decoder = jpg_decoder_free(srv->decoder);
+    srv->detector = infer_detector_free(srv->detector);
+    free(srv->pixels);
+    free(srv->detections);
+    free(srv->reply);
+    free(srv->input);
+    if (srv->out_fd >= 0)
+        close(srv->out_fd);
+    free(srv->cfg);
+    memset(srv, 0, sizeof(*srv));
+    srv->out_fd = -1;
+}
+
+static enum helper_result serve(const char *config_path)
+{
+    struct server srv = {.out_fd = -1};
+    char err[HELPER_MAX_MESSAGE] = "";
+    enum sandbox_filter filter = SANDBOX_FILTER_FAILED;
+    enum helper_result result = server_open(&srv, config_path);
+
     if (result != HELPER_OK)
         goto out;
+    result = enter_sandbox(&srv, &filter, err, sizeof(err));
+    if (result != HELPER_OK)
+        goto out;
+    if (filter == SANDBOX_FILTER_FAILED) {
+        /* Frames from the camera are never decoded unsandboxed. Exit status
+         * 2: the supervisor waits its longest backoff, instead of restarting
+         * a helper that cannot be sandboxed again and again. */
+        fprintf(stderr, "tsd-helper: cannot lock the sandbox: %s\n", err);
+        result = HELPER_ERR_USAGE;
+        goto out;
+    }
     fprintf(stderr,
             "tsd-helper %s: ready (opencv %s, %s model, input %dx%d, %zu classes, "
             "%d threads, max frame %zu bytes, sandbox %s)\n",
             TSD_VERSION, infer_opencv_version(),
-            infer_model_type_str(cfg->model_type), cfg->input_width,
-            cfg->input_height, cfg->num_classes, cfg->threads, cfg->max_frame_bytes,
-            sandbox_filter_str(filter));
+            infer_model_type_str(srv.cfg->model_type), srv.cfg->input_width,
+            srv.cfg->input_height, srv.cfg->num_classes, srv.cfg->threads,
+            srv.cfg->max_frame_bytes, sandbox_filter_str(filter));
 #ifdef TSD_HELPER_TEST_HOOKS
     helper_test_probe();
 #endif
     result = serve_loop(&srv);
 
 out:
-    srv.parser = frame_parser_free(srv.parser);
-    srv.decoder = jpg_decoder_free(srv.decoder);
-    srv.detector = infer_detector_free(srv.detector);
-    free(srv.pixels);
-    free(srv.detections);
-    free(srv.reply);
-    free(srv.input);
-    if (srv.out_fd >= 0)
-        close(srv.out_fd);
-    free(cfg);
+    server_close(&srv);
+    if (result != HELPER_OK)
+        fprintf(stderr, "tsd-helper: exiting: %s\n", helper_result_str(result));
+    return result;
+}
+
+/* --bench: reads the whole of path (at most max_bytes) into *ret_data. */
+static enum helper_result read_frame_file(const char *path, size_t max_bytes,
+                                          unsigned char **ret_data, size_t *ret_len)
+{
+    enum helper_result result = HELPER_ERR_USAGE;
+    char why[HELPER_MAX_MESSAGE];
+    char errbuf[128];
+    unsigned char *data = NULL;
+    size_t size = 0;
+    size_t got = 0;
+    int fd = -1;
+
+    if (!open_regular_file(path, &fd, &size, why, sizeof(why))) {
+        fprintf(stderr, "tsd-helper: bench: %s\n", why);
+        goto out;
+    }
+    if (size > max_bytes) {
+        fprintf(stderr, "tsd-helper: bench: %s: %zu bytes, larger than max_frame_bytes (%zu)\n",
+                path, size, max_bytes);
+        goto out;
+    }
+    data = malloc(size);
+    if (!data) {
+        fprintf(stderr, "tsd-helper: bench: out of memory for %zu bytes\n", size);
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
+    while (got < size) {
+        ssize_t n = read(fd, data + got, size - got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            fprintf(stderr, "tsd-helper: bench: cannot read %s: %s\n", path,
+                    errno_text(errno, errbuf, sizeof(errbuf)));
+            goto out;
+        }
+        if (n == 0) {
+            fprintf(stderr, "tsd-helper: bench: %s shrank while it was read\n", path);
+            goto out;
+        }
+        got += (size_t)n;
+    }
+    *ret_data = data;
+    *ret_len = size;
+    data = NULL;
+    result = HELPER_OK;
+
+out:
+    free(data);
+    if (fd >= 0)
+        close(fd);
+    return result;
+}
+
+static int compare_ms(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* Sorts times in place. */
+static double median_ms(double *times, size_t count)
+{
+    qsort(times, count, sizeof(*times), compare_ms);
+    return count % 2 ? times[count / 2] : (times[count / 2 - 1] + times[count / 2]) / 2.0;
+}
+
+static enum helper_result bench(const char *config_path, const char *frame_path, unsigned repeat)
+{
+    struct server srv = {.out_fd = -1};
+    char err[HELPER_MAX_MESSAGE] = "";
+    char why[HELPER_MAX_MESSAGE] = "";
+    char summary[256];
+    unsigned char *jpeg = NULL;
+    double *times = NULL;
+    size_t jpeg_len = 0;
+    size_t count = 0;
+    size_t reply_len = 0;
+    struct jpg_output decoded = {0};
+    enum sandbox_filter filter = SANDBOX_FILTER_FAILED;
+    const char *sandbox = NULL;
+    double entered = now_ms_precise();
+    double start_ms = 0.0;
+    double median = 0.0;
+    double max = 0.0;
+    float top_score = 0.0f;
+    int summary_len;
+    enum helper_result result = server_open(&srv, config_path);
+
+    if (result != HELPER_OK)
+        goto out;
+    /* Read before the sandbox, which forbids open. */
+    result = read_frame_file(frame_path, srv.cfg->max_frame_bytes, &jpeg, &jpeg_len);
+    if (result != HELPER_OK)
+        goto out;
+    times = calloc(repeat, sizeof(*times));
+    if (!times) {
+        fprintf(stderr, "tsd-helper: out of memory\n");
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
+    result = enter_sandbox(&srv, &filter, err, sizeof(err));
+    if (result != HELPER_OK)
+        goto out;
+    start_ms = now_ms_precise() - entered;
+    sandbox = sandbox_filter_str(filter);
+    if (filter == SANDBOX_FILTER_FAILED) {
+        fprintf(stderr,
+                "tsd-helper: bench: cannot lock the sandbox (%s); running UNSANDBOXED, "
+                "which --bench allows because its only input is %s, a local file named on "
+                "the command line, never frames from the plugin\n",
+                err, frame_path);
+        sandbox = "none (cannot be locked here)";
+    }
+    for (unsigned i = 0; i < repeat; i++) {
+        double started = now_ms_precise();
+
+        if (!detect_jpeg(&srv, jpeg, jpeg_len, &decoded, &count, why, sizeof(why))) {
+            fprintf(stderr, "tsd-helper: bench: %s: %s\n", frame_path, why);
+            result = HELPER_ERR_USAGE;
+            goto out;
+        }
+        times[i] = now_ms_precise() - started;
+        if (times[i] > max)
+            max = times[i];
+    }
+    top_score = infer_detector_top_score(srv.detector);
+    if (reply_detections((char *)srv.reply + FRAME_HEADER_LEN, srv.reply_cap, 0,
+                         times[repeat - 1], decoded.info.width, decoded.info.height,
+                         srv.detections, count, srv.class_names, srv.cfg->num_classes,
+                         &reply_len) != REPLY_OK) {
+        fprintf(stderr, "tsd-helper: bench: detections do not fit in the reply\n");
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
+    median = median_ms(times, repeat);
+    summary_len = snprintf(summary, sizeof(summary),
+                           "{\"frames\":%u,\"start_ms\":%.1f,\"median_ms\":%.1f,"
+                           "\"max_ms\":%.1f,\"top_score\":%.4f,\"detections\":%zu,"
+                           "\"sandbox\":\"%s\"}\n",
+                           repeat, start_ms, median, max, (double)top_score, count, sandbox);
+    if (!write_all(srv.out_fd, srv.reply + FRAME_HEADER_LEN, reply_len) ||
+        !write_all(srv.out_fd, "\n", 1) ||
+        summary_len < 0 || (size_t)summary_len >= sizeof(summary) ||
+        !write_all(srv.out_fd, summary, (size_t)summary_len)) {
+        fprintf(stderr, "tsd-helper: bench: cannot write the results\n");
+        result = HELPER_ERR_FAILED;
+        goto out;
+    }
+    fprintf(stderr,
+            "tsd-helper %s: bench: %u frames of %s (%dx%d): median %.1f ms, max %.1f ms "
+            "(model loaded in %.1f ms); top score %.4f, %zu detections above box_threshold "
+            "%.2f; sandbox %s\n",
+            TSD_VERSION, repeat, frame_path, decoded.info.width, decoded.info.height, median, max,
+            start_ms, (double)top_score, count, (double)srv.cfg->box_threshold, sandbox);
+
+out:
+    free(times);
+    free(jpeg);
+    server_close(&srv);
     if (result != HELPER_OK)
         fprintf(stderr, "tsd-helper: exiting: %s\n", helper_result_str(result));
     return result;
@@ -601,11 +845,31 @@ out:
 
 static void usage(FILE *stream)
 {
-    fprintf(stream, "usage: tsd-helper --version | --self-check | --config FILE\n");
+    fprintf(stream, "usage: tsd-helper --version | --self-check | --config FILE\n"
+                    "       tsd-helper --bench FILE JPEG [--repeat N]  (N: 1..%u, default %u)\n",
+            HELPER_BENCH_MAX_REPEAT, HELPER_BENCH_REPEAT);
+}
+
+/* --repeat's value: 1..HELPER_BENCH_MAX_REPEAT, digits only. */
+static bool parse_repeat(const char *text, unsigned *ret_repeat)
+{
+    unsigned long value = 0;
+    char *end = NULL;
+
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    errno = 0;
+    value = strtoul(text, &end, 10);
+    if (errno != 0 || *end != '\0' || value < 1 || value > HELPER_BENCH_MAX_REPEAT)
+        return false;
+    *ret_repeat = (unsigned)value;
+    return true;
 }
 
 int main(int argc, char **argv)
 {
+    unsigned repeat = HELPER_BENCH_REPEAT;
+
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
         printf("tsd-helper %s (opencv %s)\n", TSD_VERSION, infer_opencv_version());
         return HELPER_OK;
@@ -618,6 +882,16 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "--config") == 0)
         return serve(argv[2]);
+    if (argc == 6 && strcmp(argv[1], "--bench") == 0 && strcmp(argv[4], "--repeat") == 0) {
+        if (!parse_repeat(argv[5], &repeat)) {
+            fprintf(stderr, "tsd-helper: --repeat takes 1..%u frames, not \"%s\"\n",
+                    HELPER_BENCH_MAX_REPEAT, argv[5]);
+            return HELPER_ERR_USAGE;
+        }
+        return bench(argv[2], argv[3], repeat);
+    }
+    if (argc == 4 && strcmp(argv[1], "--bench") == 0)
+        return bench(argv[2], argv[3], repeat);
     usage(stderr);
     return HELPER_ERR_USAGE;
 }

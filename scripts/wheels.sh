@@ -34,7 +34,8 @@ say() { step=$((step + 1)); printf '==> [wheels %d] %s\n' "$step" "$*"; }
 # shellcheck source=scripts/debian_packages.sh
 . scripts/debian_packages.sh
 ensure_debian_packages build-essential pkg-config python3 python3-venv python3-dev \
-    libwebsockets-dev libssl-dev libjansson-dev libyaml-dev libturbojpeg0-dev libopencv-dev
+    libwebsockets-dev libssl-dev libjansson-dev libyaml-dev libturbojpeg0-dev libopencv-dev \
+    libbson-dev zlib1g-dev
 
 SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 315532800)"
 export SOURCE_DATE_EPOCH
@@ -108,7 +109,7 @@ declare -A TRIPLET=([aarch64]=aarch64-linux-gnu [armv7l]=arm-linux-gnueabihf)
 declare -A CPU_FAMILY=([aarch64]=aarch64 [armv7l]=arm)
 # The split OpenCV packages: libopencv-dev would bring its 140 libraries.
 SYSROOT_PACKAGES=(libwebsockets-dev libssl-dev libjansson-dev libyaml-dev libturbojpeg0-dev
-    libopencv-core-dev libopencv-imgproc-dev libopencv-dnn-dev libpython3.11-dev python3.11)
+    libbson-dev zlib1g-dev libopencv-core-dev libopencv-imgproc-dev libopencv-dnn-dev libpython3.11-dev python3.11)
 
 sysroot() {
     local arch="$1" dir="$WORK/$1/sysroot"

@@ -597,6 +597,12 @@ def request(kind, request_id, payload=b"", magic=REQUEST_MAGIC, version=1, reser
     return HEADER.pack(magic, version, kind, reserved, request_id, length) + payload
 
 
+def reply_without_timing(reply):
+    """A detections reply (dict) without its id and time: what two runs on
+    the same frame with the same model must agree on."""
+    return {k: v for k, v in reply.items() if k not in ("ms", "id")}
+
+
 class Helper:
     """A running tsd-helper --config with a small client for its protocol."""
 

@@ -189,7 +189,7 @@ static PyObject *tunnel_stats(PyObject *self, PyObject *Py_UNUSED(ignored))
     evq_get_stats(obj->events, &queue);
     return Py_BuildValue(
         "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:O,s:O,s:I,s:n,s:K,"
-        "s:K,s:K,s:K,s:K,s:K,s:K,s:n,s:n}",
+        "s:K,s:K,s:K,s:K,s:n,s:K,s:K,s:n}",
         "connects", (unsigned long long)stats.connects,
         "disconnects", (unsigned long long)stats.disconnects,
         "received", (unsigned long long)stats.received,

@@ -4,7 +4,9 @@ OctoPrint virtualenv there (standard library, OctoPrint and the installed
 plugin only). Prints one JSON object.
 
   frame JPEG        the installed native module and helper score one frame
-                    with the shipped model, as the plugin does (bridge.py)
+                    with the shipped model, as the plugin does (bridge.py),
+                    then tsd-helper --bench times the same frame (it runs
+                    where serving cannot: qemu-user has no seccomp)
   update INDEX_URL  OctoPrint's software update for the plugin: its
                     pypi_release check against INDEX_URL (the stand-in for
                     PyPI) and, if a newer version is there, its pip updater
@@ -13,8 +15,11 @@ plugin only). Prints one JSON object.
 import importlib.metadata
 import json
 import os
+import subprocess
 import sys
 import time
+
+BENCH_REPEAT = 5
 
 
 def frame(jpeg_path):
@@ -28,6 +33,13 @@ def frame(jpeg_path):
     probe_s = time.monotonic() - started
     if not probe["available"]:
         sys.exit("tsd-helper: " + probe["error"])
+    result = {"native": info, "helper_version_s": probe_s}
+    result.update(serve(bridge, jpeg_path))
+    result["bench"] = bench(bridge, jpeg_path)
+    print(json.dumps(result))
+
+
+def serve(bridge, jpeg_path):
     with open(jpeg_path, "rb") as f:
         jpeg = f.read()
     started = time.monotonic()
@@ -39,9 +51,7 @@ def frame(jpeg_path):
         except bridge.HelperError as exc:
             # Under qemu-user the helper cannot lock its seccomp sandbox
             # (qemu does not emulate seccomp), and refuses to serve.
-            print(json.dumps({"native": info, "helper_version_s": probe_s, "refused": str(exc),
-                              "stderr": detector.health().get("stderr_tail")}))
-            return
+            return {"refused": str(exc), "stderr": detector.health().get("stderr_tail")}
         start_s = time.monotonic() - started
         replies = []
         frames_started = time.monotonic()
@@ -52,8 +62,20 @@ def frame(jpeg_path):
         detector.stop()
     reply = replies[-1]
     score = bridge.new_decider().add_frame([float(d["confidence"]) for d in reply["detections"]])["p"]
-    print(json.dumps({"native": info, "helper_version_s": probe_s, "helper_start_s": start_s, "per_frame_s": per_frame_s,
-                      "reply": reply, "p": score}))
+    return {"helper_start_s": start_s, "per_frame_s": per_frame_s, "reply": reply, "p": score}
+
+
+def bench(bridge, jpeg_path):
+    """tsd-helper --bench on the installed helper and shipped model."""
+    done = subprocess.run([bridge.helper_path(), "--bench", bridge.default_model_config(), jpeg_path,
+                           "--repeat", str(BENCH_REPEAT)],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=1200)
+    result = {"returncode": done.returncode, "stderr": done.stderr.decode("utf-8", "replace")[-2000:],
+              "repeat": BENCH_REPEAT}
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    if done.returncode == 0 and len(lines) == 2:
+        result["reply"], result["summary"] = json.loads(lines[0]), json.loads(lines[1])
+    return result
 
 
 def update(index_url):
