@@ -71,28 +71,37 @@ def settled(run):
                              ports)
 
 
-def wait_frames(run, first, count, total, started):
-    """Until count frames after first, saying how far every tenth of total
-    (seconds since started); at most two periods a frame (the frame
-    interval's floor is 50 ms)."""
+def wait_frames(run, lag, first, count, total, started):
+    """Until count frames after first, saying how far (and OctoPrint's RSS)
+    every tenth of total (seconds since started); at most two periods a
+    frame (the frame interval's floor is 50 ms). Collects the loop lag each
+    second: the loop-lag plugin holds every tick until collected (100 a
+    second, about 3 MiB a quarter hour), which is OctoPrint's RSS too."""
     step = max(1, total // 10)
     shown = (run.detect()["frames"] - first) // step   # said by the call before
     while True:
         done = run.detect()["frames"] - first
         if done // step > shown:
             shown = done // step
-            print("  frames {}/{} ({:.0f} s)".format(done, total, time.monotonic() - started), flush=True)
+            print("  frames {}/{} ({:.0f} s, RSS {:.1f} MiB)".format(
+                done, total, time.monotonic() - started,
+                fault_rig.process_sample(run.linked.instance.process.pid)[1]), flush=True)
         if done >= count:
             return
         assert time.monotonic() - started < count * 0.1 + 60, run.detect()
+        lag.collect()
         time.sleep(1.0)
 
 
-def repeat(label, count, unit):
+def repeat(label, count, unit, lag=None):
+    """count units in a row, saying how far every tenth (and collecting the
+    loop lag then: see wait_frames)."""
     started = time.monotonic()
     for i in range(count):
         unit()
         if (i + 1) % max(1, count // 10) == 0:
+            if lag is not None:
+                lag.collect()
             print("  {} {}/{} ({:.0f} s)".format(label, i + 1, count, time.monotonic() - started), flush=True)
 
 
@@ -165,11 +174,11 @@ def soak(scale, keep, phases=PHASES):
 
             if "camera" in phases:
                 phase("camera", "{} camera reconnects".format(counts["camera"]))
-                repeat("camera reconnects", counts["camera"], run.camera_reconnect)
+                repeat("camera reconnects", counts["camera"], run.camera_reconnect, lag)
                 lag.collect()
             if "helper" in phases:
                 phase("helper", "{} helper restarts".format(counts["helper"]))
-                repeat("helper restarts", counts["helper"], run.helper_restart)
+                repeat("helper restarts", counts["helper"], run.helper_restart, lag)
                 lag.collect()
             camera_helper = settled(run)
 
@@ -177,9 +186,9 @@ def soak(scale, keep, phases=PHASES):
                 phase("week", "{} frames (7 days at one per 10 s, scaled)".format(counts["frames"]))
                 first, started = run.detect()["frames"], time.monotonic()
                 # Memory is compared from the end of the first tenth on (caches filled).
-                wait_frames(run, first, max(1, counts["frames"] // 10), counts["frames"], started)
+                wait_frames(run, lag, first, max(1, counts["frames"] // 10), counts["frames"], started)
                 rss_warm = settled(run).rss_mb
-                wait_frames(run, first, counts["frames"], counts["frames"], started)
+                wait_frames(run, lag, first, counts["frames"], counts["frames"], started)
                 rss_end = settled(run).rss_mb
                 lag.collect()
             phase("end", "done")
