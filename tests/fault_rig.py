@@ -24,6 +24,7 @@ import shutil
 import socket
 import ssl
 import stat
+import statistics
 import struct
 import subprocess
 import threading
@@ -334,7 +335,7 @@ class FullableFolder:
 LOOP_LAG_PLUGIN = r'''
 # A test-only plugin (tests/fault_rig.py): a 10 ms timer on OctoPrint's
 # Tornado loop; GET /api/plugin/tsd_looplag answers how late each tick was
-# (ms) since the last GET and clears them.
+# (ms) since the last GET and clears them; ?threads=1 lists the Python threads.
 import threading, time
 import octoprint.plugin
 
@@ -371,10 +372,26 @@ class LoopLag(octoprint.plugin.StartupPlugin, octoprint.plugin.SimpleApiPlugin):
 
     def on_api_get(self, request):
         import flask
+        if request.args.get("threads"):
+            return flask.jsonify(threads=python_threads())
         with self._lock:
             lags, self._lags = self._lags, []
             ticks, self._ticks = self._ticks, 0
         return flask.jsonify(lags=lags, ticks=ticks)
+
+
+def python_threads():
+    """OctoPrint's Python threads: name, kernel id and where each is now
+    (the soak tells which threads came or went)."""
+    import sys, traceback
+    frames = sys._current_frames()
+    found = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident)
+        stack = traceback.format_stack(frame, limit=6) if frame is not None else []
+        found.append({"name": thread.name, "native_id": thread.native_id, "daemon": thread.daemon,
+                      "stack": [line.strip() for line in stack]})
+    return found
 
 
 __plugin_name__ = "TSD loop lag (tests)"
@@ -466,16 +483,103 @@ def process_sample(pid):
     return time.monotonic(), rss, fds, threads
 
 
-def thread_names(pid):
-    """How many threads of pid carry each name (native threads are named,
-    tsd-tunnel and the like; Python's all read as the program's name)."""
-    import collections
+# OctoPrint answers its HTTP API on a ThreadPoolExecutor whose workers are
+# named WsgiRequestHandler_<n> (octoprint/server/__init__.py). The pool grows
+# one worker whenever a request comes while every worker is busy, up to the
+# executor's default bound, and its workers never exit: the soak's own
+# overlapping requests (status polls, /api/version, the loop-lag reads) add
+# one now and then. Growth of that pool up to its bound is OctoPrint's, not
+# a leak; past the bound it cannot happen unless the pool is not what it was.
+OCTOPRINT_REQUEST_POOL = "WsgiRequestHandler_"
 
-    names = collections.Counter()
+
+def request_pool_bound():
+    """concurrent.futures' default max_workers (Python 3.8 to 3.12)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+def request_pool_size(census):
+    """How many of OctoPrint's request-pool workers a thread_census() holds."""
+    return sum(1 for _, name, _ in census.values() if name and name.startswith(OCTOPRINT_REQUEST_POOL))
+
+
+def thread_census(pid, url, headers):
+    """Every thread of OctoPrint by kernel id: {tid: (comm, python name or
+    None, python stack)}; a thread Python does not know is a native one
+    (ours are named tsd-*; one a thread of ours started unnamed reads as
+    its starter's name)."""
+    python = {}
+    with contextlib.suppress(requests.RequestException, ValueError):
+        for thread in requests.get(url + "/api/plugin/tsd_looplag", params={"threads": 1},
+                                   headers=headers, timeout=30).json()["threads"]:
+            python[thread["native_id"]] = (thread["name"], thread["stack"])
+    census = {}
     for task in os.listdir("/proc/%d/task" % pid):
         with contextlib.suppress(OSError), open("/proc/%d/task/%s/comm" % (pid, task)) as f:
-            names[f.read().strip()] += 1
-    return names
+            name, stack = python.get(int(task), (None, []))
+            census[int(task)] = (f.read().strip(), name, stack)
+    return census
+
+
+def descriptor_census(pid, ports=None):
+    """Every open descriptor of pid: {fd: what it is}; a TCP socket reads
+    as tcp <local port> -> <remote port> <state>, a port named as ports
+    ({port: name}) names it (the soak tells which descriptors came or went)."""
+    ports = ports or {}
+    sockets = {}
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open("/proc/%d/net/%s" % (pid, table)) as f:
+            for line in list(f)[1:]:
+                fields = line.split()
+                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+                local, remote = (int(end.rsplit(":", 1)[1], 16) for end in (local, remote))
+                sockets["socket:[%s]" % inode] = "tcp {} -> {} {}".format(
+                    ports.get(local, local), ports.get(remote, remote), state)
+    census = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        with contextlib.suppress(OSError):
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            census[int(fd)] = sockets.get(target, target)
+    return census
+
+
+class Settled:
+    """A process at rest, from samples over about seconds: the median RSS,
+    and the descriptors and threads that were there in every sample.
+
+    Only what stays is counted: the camera is fetched every 50 ms on a new
+    connection and a name lookup runs on a thread of its own, so a single
+    reading of /proc catches one in flight now and then (+1 descriptor or
+    thread that is gone a moment later). A leaked descriptor or thread is
+    there in every sample, so it is counted. OctoPrint's request pool is
+    counted apart (request_pool: its largest size; OCTOPRINT_REQUEST_POOL).
+    url, headers: the OctoPrint with the loop-lag plugin that names Python's
+    threads (thread_census); ports: names for descriptor_census."""
+
+    def __init__(self, pid, url, headers, ports=None, seconds=3.0, samples=5):
+        time.sleep(seconds / 2)
+        rss, threads, descriptors = [], [], []
+        for _ in range(samples):
+            threads.append(thread_census(pid, url, headers))
+            descriptors.append(descriptor_census(pid, ports))
+            rss.append(process_sample(pid)[1])
+            time.sleep(seconds / 2 / samples)
+        self.rss_mb = statistics.median(rss)
+        stayed = set.intersection(*(set(census) for census in threads))
+        self.census = {tid: threads[-1][tid] for tid in stayed}
+        self.request_pool = max(request_pool_size(census) for census in threads)
+        self.threads = len(self.census)
+        self.threads_kept = self.threads - request_pool_size(self.census)
+        self.descriptors = dict(set.intersection(*(set(census.items()) for census in descriptors)))
+        self.fds = len(self.descriptors)
+
+
+def thread_growth(before, after):
+    """Threads that stayed, after minus before (two Settled), OctoPrint's
+    request pool left out while it stays within its bound; past the bound
+    its excess counts."""
+    excess = max(0, after.request_pool - max(before.request_pool, request_pool_bound()))
+    return after.threads_kept - before.threads_kept + excess
 
 
 # G-code OctoPrint itself sends while printing (temperature and SD polls,

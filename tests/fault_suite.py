@@ -363,7 +363,7 @@ def fault_octoprint(tmp_path_factory, name, print_lines=3000, disk=True, time_sc
     allows it (disk=True); FAULT_GCODE uploaded, not yet printing."""
     work = str(tmp_path_factory.mktemp("faults-" + name))
     model_config = write_frames(work)
-    sim = WebcamSim(frames_dir=os.path.join(work, "frames"), fps=10).start()
+    sim = WebcamSim(frames_dir=os.path.join(work, "frames"), fps=10, poll_interval=0.01).start()
     wrong = make_pki(os.path.join(work, "wrong-pki"))
     helper = fault_rig.FaultyHelper(work, sys.executable)
     holder = {}

@@ -633,8 +633,11 @@ class WebcamSim:
     docstring); change them at any time, they apply to the next request."""
 
     def __init__(self, host=LOOPBACK, port=0, frames_dir=None, width=320, height=240,
-                 quality=80, verbose=False, tls_dir=None, **switches):
+                 quality=80, verbose=False, tls_dir=None, poll_interval=0.1, **switches):
         self.host = host
+        # stop() waits up to this long for the serving loop to notice
+        # (the soak restarts the camera 10,000 times: it asks for less).
+        self.poll_interval = poll_interval
         self.port = port
         self.verbose = verbose
         self.ca_file = None
@@ -713,7 +716,7 @@ class WebcamSim:
         self._server.ssl_context = self._ssl_context
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
+                                        kwargs={"poll_interval": self.poll_interval},
                                         name="webcam-sim", daemon=True)
         self._thread.start()
         return self
