@@ -32,6 +32,8 @@ import time
 
 import requests
 
+from tsd_testing import processes
+
 LOOPBACK = "127.0.0.1"
 
 PASS = "pass"
@@ -266,20 +268,8 @@ class FaultyHelper:
 
 def helper_pids(parent_pid):
     """The running tsd-helper processes of OctoPrint (children of its pid)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if int(fields[1]) == parent_pid and b"tsd-helper" in cmdline:
-            pids.append(int(entry))
-    return pids
+    return [pid for pid, parent, argv in processes()
+            if parent == parent_pid and any(b"tsd-helper" in arg for arg in argv)]
 
 
 # ---- disk full ---------------------------------------------------------------------

@@ -57,6 +57,27 @@ def browser_login(page, url, user, password):
     page.wait_for_selector("#navbar_show_settings", state="visible", timeout=60000)
 
 
+def processes():
+    """(pid, parent pid, argv as bytes) of every process /proc still shows."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        yield int(entry), parent, argv
+
+
+def shared_helper_pids(folder):
+    """Pids of the tsd-helper-shared processes serving folder."""
+    return [pid for pid, _, argv in processes()
+            if argv[0].endswith(b"tsd-helper-shared") and folder.encode() in argv]
+
+
 def rss_mb(pid):
     """The resident memory of process pid, in MiB (from /proc)."""
     with open("/proc/{}/status".format(pid)) as f:

@@ -22,7 +22,8 @@ import requests
 
 import helper_models
 from octoprint_instance import OctoPrintInstance
-from tsd_testing import ADMIN, keep_octoprint_logs, print_gcode, ready_virtual_printer, wait_for
+from tsd_testing import (ADMIN, keep_octoprint_logs, print_gcode, ready_virtual_printer, shared_helper_pids,
+                         wait_for)
 from webcam_sim import WebcamSim
 
 TIME_SCALE = 0.05
@@ -88,14 +89,8 @@ def farm(tmp_path_factory):
             instance.instance.stop()
             keep_octoprint_logs(instance.basedir, instance.name)
         sim.stop()
-        for pid in os.listdir("/proc"):
-            try:
-                with open("/proc/{}/cmdline".format(pid), "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].endswith(b"tsd-helper-shared") and shared_dir.encode() in argv:
-                os.kill(int(pid), signal.SIGTERM)
+        for pid in shared_helper_pids(shared_dir):
+            os.kill(pid, signal.SIGTERM)
         subprocess.run(["rm", "-rf", base], check=False)
 
 

@@ -34,6 +34,7 @@ import time
 import pytest
 
 import helper_models as hm
+from tsd_testing import shared_helper_pids
 from octoprint_tsd import bridge, farm
 
 pytestmark = pytest.mark.skipif(not bridge.native_available(), reason="native module missing")
@@ -98,7 +99,7 @@ def shared_dir():
     base = tempfile.mkdtemp(prefix="tsd-sh-")
     folder = os.path.join(base, "s")
     yield folder
-    for pid in servers_of(folder):
+    for pid in shared_helper_pids(folder):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -106,29 +107,13 @@ def shared_dir():
     subprocess.run(["rm", "-rf", base], check=False)
 
 
-def servers_of(folder):
-    """Pids of the tsd-helper-shared processes serving folder."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/{}/cmdline".format(entry), "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"tsd-helper-shared") and folder.encode() in argv:
-            found.append(int(entry))
-    return found
-
-
 def settled_servers(folder):
-    """servers_of(folder) once a second one started in the same instant has
+    """shared_helper_pids(folder) once a second one started in the same instant has
     seen the first one listening and left."""
     deadline = time.monotonic() + 10
-    while len(servers_of(folder)) > 1 and time.monotonic() < deadline:
+    while len(shared_helper_pids(folder)) > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    return servers_of(folder)
+    return shared_helper_pids(folder)
 
 
 def children_of(pid):
@@ -411,7 +396,7 @@ def test_a_hung_helper_is_killed_by_the_shared_helper(tiny_config, shared_dir, t
         with pytest.raises(bridge.HelperError) as info:
             detector.detect(hm.make_jpeg(64, 64))
         assert info.value.code == "timeout"
-        (server,) = servers_of(shared_dir)
+        (server,) = shared_helper_pids(shared_dir)
         log = os.path.join(shared_dir, "helper.log")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -533,7 +518,7 @@ def test_a_folder_open_to_others_is_refused(tiny_config, shared_dir):
     os.chmod(shared_dir, 0o755)
     error = refused(tiny_config, shared_dir)
     assert error.code == "insecure" and "mode 0700" in str(error)
-    assert os.listdir(shared_dir) == [] and servers_of(shared_dir) == []
+    assert os.listdir(shared_dir) == [] and shared_helper_pids(shared_dir) == []
 
 
 def test_a_socket_with_another_mode_is_refused(tiny_config, shared_dir):
