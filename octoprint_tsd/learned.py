@@ -30,7 +30,6 @@ FORMAT_VERSION = 1
 SIGNATURE_MAX_DIMS = 256
 
 
-
 def write_json_file(path, doc):
     """Replaces path with doc as JSON, all or nothing: written beside it,
     synced, then renamed over it. On an error (a full disk) the old file
@@ -48,6 +47,7 @@ def write_json_file(path, doc):
         except OSError:
             pass
         raise
+
 
 class LearnedError(Exception):
     """The stored memory could not be read (the memory is then empty)."""
