@@ -43,6 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import helper_models  # noqa: E402
+from tsd_testing import children_of, rss_mb  # noqa: E402
 from octoprint_tsd import bridge  # noqa: E402
 
 SECONDS = int(os.environ.get("TSD_BENCH_FARM_SECONDS", "20"))
@@ -92,19 +93,9 @@ def client(config, shared_dir, seconds):
 
 def descendants(pid):
     found = []
-    try:
-        tasks = os.listdir("/proc/{}/task".format(pid))
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            with open("/proc/{}/task/{}/children".format(pid, tid)) as f:
-                children = [int(p) for p in f.read().split()]
-        except OSError:
-            continue
-        for child in children:
-            found.append(child)
-            found += descendants(child)
+    for child in children_of(pid):
+        found.append(child)
+        found += descendants(child)
     return found
 
 
@@ -117,11 +108,8 @@ def helper_rss_bytes():
             exe = os.path.basename(os.readlink("/proc/{}/exe".format(pid)))
             if not exe.startswith("tsd-helper"):
                 continue
-            with open("/proc/{}/status".format(pid)) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except (OSError, ValueError):
+            total += int(rss_mb(pid) * 1048576)
+        except (OSError, ValueError, StopIteration):  # gone, or a zombie (no VmRSS)
             continue
     return total
 

@@ -72,6 +72,22 @@ def processes():
         yield int(entry), parent, argv
 
 
+def children_of(pid):
+    """The pids of process pid's children (those /proc still shows)."""
+    found = []
+    try:
+        tasks = os.listdir("/proc/{}/task".format(pid))
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open("/proc/{}/task/{}/children".format(pid, tid)) as f:
+                found += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
 def shared_helper_pids(folder):
     """Pids of the tsd-helper-shared processes serving folder."""
     return [pid for pid, _, argv in processes()

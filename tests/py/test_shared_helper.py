@@ -34,7 +34,7 @@ import time
 import pytest
 
 import helper_models as hm
-from tsd_testing import shared_helper_pids
+from tsd_testing import children_of, rss_mb, shared_helper_pids
 from octoprint_tsd import bridge, farm
 
 pytestmark = pytest.mark.skipif(not bridge.native_available(), reason="native module missing")
@@ -114,22 +114,6 @@ def settled_servers(folder):
     while len(shared_helper_pids(folder)) > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     return shared_helper_pids(folder)
-
-
-def children_of(pid):
-    found = []
-    try:
-        for tid in os.listdir("/proc/{}/task".format(pid)):
-            with open("/proc/{}/task/{}/children".format(pid, tid)) as f:
-                found += [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    return found
-
-
-def rss_kb(pid):
-    with open("/proc/{}/status".format(pid)) as f:
-        return int([line for line in f if line.startswith("VmRSS:")][0].split()[1])
 
 
 def alive(pid):
@@ -471,7 +455,7 @@ def test_idle_shared_helper_exits(tiny_config, shared_dir):
     assert alive(server)
     # The memory the status shows is the shared helper's and its tsd-helper's.
     (helper,) = children_of(server)
-    assert detector.health()["rss_bytes"] >= (rss_kb(server) + rss_kb(helper)) * 1024 * 0.9
+    assert detector.health()["rss_bytes"] >= (rss_mb(server) + rss_mb(helper)) * 1048576 * 0.9
     time.sleep(1.5)
     assert alive(server)  # a client is connected: not idle
     detector.stop()       # disconnects only
