@@ -386,6 +386,11 @@ def load_tuned_tail(backbone, tail_path):
     _, tail = split_backbone(backbone, start)
     tail.load_state_dict(saved["state"])
     tail.eval()
+    return splice_tail(backbone, start, tail)
+
+
+def splice_tail(backbone, start, tail):
+    """backbone with its stages from start on replaced by tail's."""
     for k, module in enumerate(tail):
         backbone.features[start + k] = module
     return backbone
@@ -536,8 +541,7 @@ def main(argv=None):
         fine_tune(tail, head, train, val, args.seed + 2, args.tune_epochs, log)
         for image in images:
             del image["mid"]
-        for k, module in enumerate(tail):
-            backbone.features[args.tune_from + k] = module
+        splice_tail(backbone, args.tune_from, tail)
         report = evaluate(head, val)
         log("fine-tuned: %s" % json.dumps(report, sort_keys=True))
         sweep = threshold_sweep(head, val)
