@@ -21,6 +21,7 @@ tested at the end.
 
 import os
 import queue
+import shutil
 import signal
 import socket
 import stat
@@ -564,8 +565,12 @@ def test_the_shared_helper_refuses_a_client_of_another_user(tiny_config):
     with open(config, "w") as f:
         f.write("model_type: onnx\n")
     os.chmod(config, 0o644)
-    server = os.path.join(os.path.dirname(bridge.helper_path()), "tsd-helper-shared")
-    proc = subprocess.Popen([server, "--dir", folder, "--helper", bridge.helper_path(),
+    # Copies of the installed programs that uid 65534 can reach: the
+    # checkout (and the venv in it) may sit in a folder only root may enter.
+    installed = os.path.dirname(bridge.helper_path())
+    server, helper = (shutil.copy(os.path.join(installed, name), base)
+                      for name in ("tsd-helper-shared", "tsd-helper"))
+    proc = subprocess.Popen([server, "--dir", folder, "--helper", helper,
                              "--config", config, "--idle-exit-s", "30"],
                             user=65534, group=65534, stderr=subprocess.PIPE, text=True)
     try:
