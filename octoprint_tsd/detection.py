@@ -29,7 +29,8 @@ class Detection:
         self._plugin = plugin
         self.watcher = None
         self.uploader = None
-        self.save_error = None    # why the long-term statistics were not saved
+        self._state_save_error = None  # why the long-term statistics were not saved
+        self._learned = None
         self._webcams = (0.0, [])
 
     # ---- life cycle ----
@@ -38,7 +39,7 @@ class Detection:
         plugin = self._plugin
         self.uploader = Uploader(plugin.post_to_server, self.is_printing,
                                  lambda: self.watcher.wake(), self._plugin._logger)
-        learned = LearnedScene(os.path.join(plugin.get_plugin_data_folder(), LEARNED_FILE))
+        self._learned = learned = LearnedScene(os.path.join(plugin.get_plugin_data_folder(), LEARNED_FILE))
         try:
             learned.load()
         except LearnedError as exc:
@@ -71,6 +72,8 @@ class Detection:
             return
         if event == Events.PRINT_STARTED:
             watcher.on_print_started()
+            if self.save_error is not None:
+                self._save_state()  # the disk may have room again
         elif event == Events.PRINT_RESUMED:
             watcher.on_print_resumed()
         elif ended:
@@ -163,11 +166,15 @@ class Detection:
         text = "The print may be failing (score {score}); still watching.".format(**summary)
         self._notify("warning", "Print may be failing", text, jpeg, detections, summary)
 
+    def detect_info(self, info=None):
+        """The watcher's info (or info, just taken) and why a file is behind."""
+        return dict(self.watcher.info() if info is None else info, save_error=self.save_error)
+
     def publish(self, info):
         plugin = self._plugin
         uploader = self.uploader
         plugin._plugin_manager.send_plugin_message(plugin._identifier, {
-            "type": "detect", "detect": info,
+            "type": "detect", "detect": self.detect_info(info),
             "point": self.watcher.last_point() if self.watcher is not None else None,
             "upload": uploader.info() if uploader is not None else None,
         })
@@ -221,16 +228,41 @@ class Detection:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._plugin._logger.warning("[detect] ignoring an unreadable %s: %s", DETECT_STATE_FILE, exc)
 
+    @property
+    def save_error(self):
+        """Why detect-state.json or what was learned is behind (a save
+        failed: a full disk), or None."""
+        errors = [self._state_save_error, self._learned.save_error() if self._learned else None]
+        return "; ".join(e for e in errors if e) or None
+
     def _save_state(self):
+        """Saves the long-term statistics (and what was learned, where behind);
+        the tab hears when that changes what is behind."""
+        behind = self.save_error
+        self._save_files()
+        if self.save_error != behind and self.watcher is not None:
+            self.publish(self.watcher.info())
+
+    def _save_files(self):
         watcher = self.watcher
-        if watcher is None or watcher.long_term() is None:
+        if watcher is not None and watcher.long_term() is not None:
+            mean, count = watcher.long_term()
+            try:
+                write_json_file(self._state_path(), {"long_mean": mean, "long_count": count})
+            except OSError as exc:
+                # The file keeps what it had; the status says why it is behind.
+                self._state_save_error = "could not save {}: {}".format(DETECT_STATE_FILE, exc)
+                self._plugin._logger.warning("[detect] %s", self._state_save_error)
+            else:
+                self._state_save_error = None
+        self._save_learned_if_behind()
+
+    def _save_learned_if_behind(self):
+        """Saves what was learned again where its last save failed."""
+        if self._learned is None or self._learned.save_error() is None:
             return
-        mean, count = watcher.long_term()
-        try:
-            write_json_file(self._state_path(), {"long_mean": mean, "long_count": count})
-        except OSError as exc:
-            # The file keeps what it had; the status says why it is behind.
-            self.save_error = "could not save {}: {}".format(DETECT_STATE_FILE, exc)
-            self._plugin._logger.warning("[detect] %s", self.save_error)
+        still = self._learned.save_if_behind()
+        if still:
+            self._plugin._logger.warning("[detect] %s (what was learned is still in use)", still)
         else:
-            self.save_error = None
+            self._plugin._logger.info("[detect] saved what was learned, which an earlier save could not")

@@ -99,6 +99,7 @@ class LearnedScene:
         self._path = path
         self._lock = threading.Lock()
         self._entries = []  # dicts: camera, box (4 fractions), sig (unit vector)
+        self._save_error = None  # why the file is behind the memory in use
 
     # ---- persistence -------------------------------------------------------------
 
@@ -151,7 +152,28 @@ class LearnedScene:
         doc = {"version": FORMAT_VERSION,
                "entries": [{"camera": e["camera"], "box": [round(v, 5) for v in e["box"]],
                             "sig": [round(v, 5) for v in e["sig"]]} for e in self._entries]}
-        write_json_file(self._path, doc)
+        try:
+            write_json_file(self._path, doc)
+        except OSError as exc:
+            self._save_error = "could not save {}: {}".format(os.path.basename(self._path), exc)
+            raise
+        self._save_error = None
+
+    def save_error(self):
+        """Why the file is behind what is in use (a save failed), or None."""
+        with self._lock:
+            return self._save_error
+
+    def save_if_behind(self):
+        """Saves again after a failed save (space may have come back);
+        returns save_error()."""
+        with self._lock:
+            if self._save_error is not None:
+                try:
+                    self._save_locked()
+                except OSError:
+                    pass
+            return self._save_error
 
     # ---- use -----------------------------------------------------------------------
 
@@ -161,8 +183,8 @@ class LearnedScene:
 
     def learn(self, camera, detections, width, height):
         """Remembers these detections (of a frame the owner calls fine).
-        Returns how many were remembered; saves the file (OSError propagates,
-        the memory in use keeps them)."""
+        Returns how many were remembered; saves the file when they are new or
+        it is behind (OSError propagates, the memory in use keeps them)."""
         added = 0
         with self._lock:
             for d in detections:
@@ -176,7 +198,7 @@ class LearnedScene:
                 self._entries.append({"camera": camera, "box": list(box), "sig": sig})
                 added += 1
             del self._entries[:-MAX_ENTRIES]
-            if added:
+            if added or self._save_error is not None:
                 self._save_locked()
         return added
 
@@ -202,6 +224,7 @@ class LearnedScene:
         with self._lock:
             gone = len(self._entries)
             self._entries = []
+            self._save_error = None  # nothing is kept that the file lacks
             if self._path:
                 try:
                     os.remove(self._path)

@@ -68,8 +68,7 @@ def viewer_document(plugin):
         "printer": {"state": printer_state, "history": history},
         "link": {"linked": bool(plugin._linking.info.get("linked")),
                  "refused": bool(plugin._linking.info.get("refused"))},
-        "detect": (dict(detection.watcher.info(), save_error=detection.save_error)
-                   if detection.watcher is not None else None),
+        "detect": detection.detect_info() if detection.watcher is not None else None,
         "upload": detection.uploader.info() if detection.uploader is not None else None,
         "webcams": detection.webcams() if detection.watcher is not None else [],
         "actions": ACTION_LABELS,

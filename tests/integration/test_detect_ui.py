@@ -254,3 +254,53 @@ def test_detection_settings(detect_ui, browser):
         assert not [e for e in errors if "tsd" in e.lower()], errors
     finally:
         page.close()
+
+
+def test_tab_says_what_a_full_disk_kept_from_being_saved(detect_ui, browser):
+    """The data folder full when a print ends: the tab shows that the
+    detector's long-term statistics were not saved; once there is room, the
+    next print's end saves them and the line goes away."""
+    import fault_rig
+    from tsd_testing import wait_for
+
+    if not fault_rig.FullableFolder.available():
+        pytest.skip("mounting a small tmpfs needs root here")
+
+    def start_print():
+        response = detect_ui.api("POST", "/api/files/local/" + GCODE_NAME, json={"command": "select", "print": True})
+        assert response.status_code == 204, response.text
+        assert wait_for(lambda: detect_ui.printer_state() == "Printing", 60)
+
+    def end_print():
+        detect_ui.api("POST", "/api/job", json={"command": "cancel"})
+        assert wait_for(lambda: detect_ui.printer_state() == "Operational", 60)
+
+    if detect_ui.printer_state() != "Printing":
+        start_print()
+    # Frames of this print make the long-term statistics that its end saves.
+    assert wait_for(lambda: detect_ui.api("GET", "/api/plugin/tsd").json()["detect"]["frames"] > 3, 30)
+    errors = []
+    page = new_page(browser, errors)
+    disk = fault_rig.FullableFolder(os.path.join(detect_ui.instance.basedir, "data", "tsd"))
+    disk.mount()
+    try:
+        login(page, detect_ui.url, *ADMIN)
+        open_tab(page)
+        assert not page.locator("#tsd_tab_save_error_row").is_visible()
+        disk.fill()
+        end_print()
+        page.wait_for_selector("#tsd_tab_save_error_row", state="visible", timeout=15000)
+        assert "detect-state.json" in page.locator("#tsd_tab_save_error").text_content()
+        close_notices(page)
+        page.locator("#tsd_tab_save_error_row").scroll_into_view_if_needed()
+        page.screenshot(path=os.path.join(output_dir("screenshots"), "tsd_tab_not_saved.png"), full_page=True)
+        disk.drain()
+        start_print()
+        assert wait_for(lambda: detect_ui.api("GET", "/api/plugin/tsd").json()["detect"]["frames"] > 3, 30)
+        end_print()
+        page.wait_for_selector("#tsd_tab_save_error_row", state="hidden", timeout=15000)
+        assert not [e for e in errors if "tsd" in e.lower()], errors
+    finally:
+        page.close()
+        disk.drain()
+        disk.unmount()

@@ -132,7 +132,8 @@ def test_a_full_disk_keeps_what_was_learned(rig):
     command answers, the plugin says it could not save, the file it had
     stays whole and no partial copy is left; what was learned is still used
     (the fault suite's disk-full fault covers the token and detect-state.json;
-    its detector reports no signatures, so nothing there is learned)."""
+    its detector reports no signatures, so nothing there is learned). Once
+    there is room again, the next print's start saves it."""
     if rig.detect()["learned"] == 0:
         pytest.skip("nothing learned (the first test did not run)")
     if not fault_rig.FullableFolder.available():
@@ -159,12 +160,24 @@ def test_a_full_disk_keeps_what_was_learned(rig):
             assert response.status_code == 200, response.text
             assert wait_for(lambda: rig.detect()["learned"] > learned, 10), rig.detect()
             assert wait_for(lambda: rig.log().count("could not save what was learned") > complaints, 10)
+            assert "tsd-learned.json" in (rig.detect().get("save_error") or "")
         finally:
             sim.configure(scene="print")
             rig.end_print()
         with open(path, "rb") as f:
             assert f.read() == saved
         assert set(os.listdir(folder)) - names == {".filler"}
+        # Room again: the next print's start saves what the memory in use has.
+        disk.drain()
+        now = rig.detect()["learned"]
+        rig.start_print()
+        try:
+            assert wait_for(lambda: rig.detect().get("save_error") is None, 10), rig.detect().get("save_error")
+            with open(path, encoding="utf-8") as f:
+                assert len(json.load(f)["entries"]) == now
+            assert "saved what was learned, which an earlier save could not" in rig.log()
+        finally:
+            rig.end_print()
     finally:
         disk.drain()
         disk.unmount()

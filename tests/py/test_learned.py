@@ -138,3 +138,61 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_partial_copy(tmp_path, m
     with open(path) as f:
         assert f.read() == '{"kept": 1}'
     assert os.listdir(str(tmp_path)) == ["state.json"]
+
+
+def test_a_failed_save_is_retried_once_there_is_room(tmp_path, monkeypatch):
+    """"Looks fine" on a full disk: the memory in use keeps what it learned
+    and says why the file is behind; save_if_behind() writes it once the
+    disk has room again (before, nothing saved it until the next new
+    detection was learned)."""
+    import errno
+
+    path = str(tmp_path / "learned.json")
+    scene = LearnedScene(path)
+    scene.learn("cam", [det((10, 10, 50, 50), sig(1))], 640, 480)
+    real_fsync = learned.os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(learned.os, "fsync", full)
+    with pytest.raises(OSError):
+        scene.learn("cam", [det((100, 100, 160, 160), sig(0, 1))], 640, 480)
+    assert scene.count() == 2
+    assert "No space left" in scene.save_error()
+    assert scene.save_if_behind() is not None  # still full
+    monkeypatch.setattr(learned.os, "fsync", real_fsync)
+    assert scene.save_if_behind() is None
+    assert scene.save_error() is None
+    again = LearnedScene(path)
+    again.load()
+    assert again.count() == 2
+
+
+def test_relearning_saves_a_file_that_is_behind(tmp_path, monkeypatch):
+    """Nothing new learned, but the last save failed: learning saves anyway."""
+    import errno
+
+    path = str(tmp_path / "learned.json")
+    scene = LearnedScene(path)
+    real_fsync = learned.os.fsync
+    monkeypatch.setattr(learned.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(OSError):
+        scene.learn("cam", [det((10, 10, 50, 50), sig(1))], 640, 480)
+    monkeypatch.setattr(learned.os, "fsync", real_fsync)
+    assert scene.learn("cam", [det((10, 10, 50, 50), sig(1))], 640, 480) == 0
+    assert scene.save_error() is None
+    again = LearnedScene(path)
+    again.load()
+    assert again.count() == 1
+
+
+def test_forgetting_clears_a_save_error(tmp_path, monkeypatch):
+    import errno
+
+    scene = LearnedScene(str(tmp_path / "learned.json"))
+    monkeypatch.setattr(learned.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(OSError):
+        scene.learn("cam", [det((10, 10, 50, 50), sig(1))], 640, 480)
+    assert scene.forget() == 1
+    assert scene.save_error() is None

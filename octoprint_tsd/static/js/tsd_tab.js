@@ -204,6 +204,13 @@ $(function () {
             return text;
         });
 
+        // A full disk: what the plugin could not save (it keeps using it and
+        // saves it again at the next print's start or end).
+        self.saveError = ko.pureComputed(function () {
+            var detect = self.detect();
+            return (detect && detect.save_error) || "";
+        });
+
         self.actionText = ko.pureComputed(function () {
             var settings = self.settingsViewModel && self.settingsViewModel.settings;
             var tsd = settings && settings.plugins && settings.plugins.tsd;
