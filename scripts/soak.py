@@ -71,12 +71,14 @@ def settled(run):
                              ports)
 
 
-def wait_frames(run, lag, first, count, total, started):
-    """Until count frames after first, saying how far (and OctoPrint's RSS)
-    every tenth of total (seconds since started); at most two periods a
-    frame (the frame interval's floor is 50 ms). Collects the loop lag each
-    second: the loop-lag plugin holds every tick until collected (100 a
-    second, about 3 MiB a quarter hour), which is OctoPrint's RSS too."""
+def wait_frames(run, lag, first, count, total, started, memory_top=0):
+    """Until count frames after first, saying how far (and OctoPrint's RSS,
+    and where its memory is) every tenth of total (seconds since started); at
+    most two periods a frame (the frame interval's floor is 50 ms). Collects
+    the loop lag each second: the loop-lag plugin holds every tick until
+    collected (100 a second, about 3 MiB a quarter hour), which is
+    OctoPrint's RSS too. memory_top > 0 also lists the Python allocation
+    sites that grew most (OctoPrint must run with PYTHONTRACEMALLOC set)."""
     step = max(1, total // 10)
     shown = (run.detect()["frames"] - first) // step   # said by the call before
     while True:
@@ -86,6 +88,11 @@ def wait_frames(run, lag, first, count, total, started):
             print("  frames {}/{} ({:.0f} s, RSS {:.1f} MiB)".format(
                 done, total, time.monotonic() - started,
                 fault_rig.process_sample(run.linked.instance.process.pid)[1]), flush=True)
+            memory = lag.memory(memory_top)
+            print("    heap in use {heap_in_use_mib:.2f} MiB, free {heap_free_mib:.2f}, mmapped {heap_mmapped_mib:.2f}; "
+                  "Python blocks {python_blocks}; objects {gc_objects}".format(**memory), flush=True)
+            for line in memory.get("grown", []):
+                print("    " + line, flush=True)
         if done >= count:
             return
         assert time.monotonic() - started < count * 0.1 + 60, run.detect()
@@ -128,7 +135,7 @@ def descriptor_changes(before, after):
             for fd in sorted(before.keys() | after.keys()) if before.get(fd) != after.get(fd)]
 
 
-def soak(scale, keep, phases=PHASES):
+def soak(scale, keep, phases=PHASES, memory_top=0):
     counts = {name: max(1, int(round(n * scale))) for name, n in (
         ("server", SERVER_RECONNECTS), ("camera", CAMERA_RECONNECTS),
         ("helper", HELPER_RESTARTS), ("frames", WEEK_FRAMES))}
@@ -148,8 +155,15 @@ def soak(scale, keep, phases=PHASES):
         timings.append((name, time.monotonic()))
 
     base = tempfile.mkdtemp(prefix="tsd-soak-")
+    # OctoPrint keeps the temperatures of the last temperature.cutoff minutes
+    # of wall-clock time (printer/standard.py DataHistory, about 1.5 reports
+    # a second here): 30 minutes fill for the first 30 minutes of the week's
+    # 50, a bounded cache of OctoPrint's that would count as growth. In the
+    # real week it fills in its first half hour; one minute here is the same
+    # at the soak's time scale (a minute stands for 3.3 hours).
     with fault_suite.fault_octoprint(TmpFactory(base), "soak", print_lines=int(estimate_s / 0.1),
-                                     disk=False, time_scale=SOAK_TIME_SCALE) as run:
+                                     disk=False, time_scale=SOAK_TIME_SCALE,
+                                     octoprint_settings={"temperature": {"cutoff": 1}}) as run:
         pid = run.linked.instance.process.pid
 
         lag = fault_rig.LoopLag(run.linked.instance.url, run.linked.headers)
@@ -186,9 +200,10 @@ def soak(scale, keep, phases=PHASES):
                 phase("week", "{} frames (7 days at one per 10 s, scaled)".format(counts["frames"]))
                 first, started = run.detect()["frames"], time.monotonic()
                 # Memory is compared from the end of the first tenth on (caches filled).
-                wait_frames(run, lag, first, max(1, counts["frames"] // 10), counts["frames"], started)
+                wait_frames(run, lag, first, max(1, counts["frames"] // 10), counts["frames"], started,
+                            memory_top)
                 rss_warm = settled(run).rss_mb
-                wait_frames(run, lag, first, counts["frames"], counts["frames"], started)
+                wait_frames(run, lag, first, counts["frames"], counts["frames"], started, memory_top)
                 rss_end = settled(run).rss_mb
                 lag.collect()
             phase("end", "done")
@@ -247,6 +262,9 @@ def main(argv=None):
     parser.add_argument("--keep", action="store_true", help="keep the OctoPrint base folder")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help="which phases to run, in their fixed order (default: all): " + ",".join(PHASES))
+    parser.add_argument("--memory-top", type=int, default=0, metavar="N",
+                        help="over the week, list the N Python allocation sites that grew most each tenth "
+                             "(set PYTHONTRACEMALLOC=1 too; slower)")
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error("--scale must be in (0, 1]")
@@ -254,7 +272,7 @@ def main(argv=None):
     unknown = set(args.phases.split(",")) - set(PHASES)
     if unknown or not phases:
         parser.error("--phases: choose among " + ",".join(PHASES))
-    return soak(args.scale, args.keep, phases)
+    return soak(args.scale, args.keep, phases, args.memory_top)
 
 
 if __name__ == "__main__":

@@ -325,7 +325,8 @@ class FullableFolder:
 LOOP_LAG_PLUGIN = r'''
 # A test-only plugin (tests/fault_rig.py): a 10 ms timer on OctoPrint's
 # Tornado loop; GET /api/plugin/tsd_looplag answers how late each tick was
-# (ms) since the last GET and clears them; ?threads=1 lists the Python threads.
+# (ms) since the last GET and clears them; ?threads=1 lists the Python threads;
+# ?memory=1 says where OctoPrint's memory is (the soak's RSS breakdown).
 import threading, time
 import octoprint.plugin
 
@@ -364,6 +365,8 @@ class LoopLag(octoprint.plugin.StartupPlugin, octoprint.plugin.SimpleApiPlugin):
         import flask
         if request.args.get("threads"):
             return flask.jsonify(threads=python_threads())
+        if request.args.get("memory"):
+            return flask.jsonify(memory_breakdown(int(request.args.get("top", "0"))))
         with self._lock:
             lags, self._lags = self._lags, []
             ticks, self._ticks = self._ticks, 0
@@ -381,6 +384,46 @@ def python_threads():
         stack = traceback.format_stack(frame, limit=6) if frame is not None else []
         found.append({"name": thread.name, "native_id": thread.native_id, "daemon": thread.daemon,
                       "stack": [line.strip() for line in stack]})
+    return found
+
+
+class MallInfo2(__import__("ctypes").Structure):
+    _fields_ = [(name, __import__("ctypes").c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost")]
+
+
+_snapshot = []
+
+
+def memory_breakdown(top):
+    """MiB held by glibc's heap (in use, free but kept, mmapped), blocks held
+    by Python's allocator, and with top > 0 and PYTHONTRACEMALLOC set the top
+    Python allocation sites grown since the previous call."""
+    import ctypes, gc, sys, tracemalloc
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    mib = 1024.0 * 1024.0
+    found = {"heap_in_use_mib": info.uordblks / mib, "heap_free_mib": info.fordblks / mib,
+             "heap_mmapped_mib": info.hblkhd / mib, "python_blocks": sys.getallocatedblocks(),
+             "gc_objects": len(gc.get_objects()) if top else None}
+    if top and tracemalloc.is_tracing():
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        if _snapshot:
+            found["grown"] = [str(stat) for stat in snapshot.compare_to(_snapshot[0], "lineno")[:top]]
+        _snapshot[:] = [snapshot]
+        found["traced_mib"] = tracemalloc.get_traced_memory()[0] / mib
+    elif top:
+        # Without tracemalloc: which kinds of objects the collector sees grew.
+        import collections
+        census = collections.Counter("{}.{}".format(type(o).__module__, type(o).__qualname__) for o in gc.get_objects())
+        if _snapshot:
+            grown = census.copy()
+            grown.subtract(_snapshot[0])
+            found["grown"] = ["{:+d} {} (now {})".format(n, kind, census[kind])
+                              for kind, n in grown.most_common(top) if n > 0]
+        _snapshot[:] = [census]
     return found
 
 
@@ -423,6 +466,12 @@ class LoopLag:
     def reset(self):
         self.collect()
         self.lags, self.ticks = [], 0
+
+    def memory(self, top=0):
+        """Where OctoPrint's memory is (the plugin's memory_breakdown)."""
+        response = requests.get(self.url, params={"memory": 1, "top": top}, headers=self.headers, timeout=120)
+        response.raise_for_status()
+        return response.json()
 
 
 class Sampler:

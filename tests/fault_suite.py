@@ -356,11 +356,12 @@ SAVED_STATE = {"long_mean": 0.0125, "long_count": 40}
 
 @contextlib.contextmanager
 def fault_octoprint(tmp_path_factory, name, print_lines=3000, disk=True, time_scale=TIME_SCALE,
-                    print_sleep_ms=100):
+                    print_sleep_ms=100, octoprint_settings=None):
     """A FaultRun: OctoPrint with the loop-lag plugin and the faulty helper,
     linked through a FaultProxy, a colour-model detector watching the
     simulated webcam; the data folder on a small tmpfs where this system
-    allows it (disk=True); FAULT_GCODE uploaded, not yet printing."""
+    allows it (disk=True); FAULT_GCODE uploaded, not yet printing;
+    octoprint_settings: top-level sections of its config.yaml."""
     work = str(tmp_path_factory.mktemp("faults-" + name))
     model_config = write_frames(work)
     sim = WebcamSim(frames_dir=os.path.join(work, "frames"), fps=10, poll_interval=0.01).start()
@@ -386,8 +387,8 @@ def fault_octoprint(tmp_path_factory, name, print_lines=3000, disk=True, time_sc
                 "tsd": {"model_config": model_config, "frame_interval": 10, "action": "pause"}}
     gcode = print_gcode(print_lines, sleep_ms=print_sleep_ms)
     try:
-        with linked_octoprint(tmp_path_factory, name, time_scale, settings, front=front, env=env,
-                              before_start=before_start) as linked:
+        with linked_octoprint(tmp_path_factory, name, time_scale, settings, octoprint_settings, front=front,
+                              env=env, before_start=before_start) as linked:
             assert linked.api("POST", "/api/files/local",
                               files={"file": (FAULT_GCODE, gcode)}).status_code == 201
             run = FaultRun(linked, holder["proxy"], sim, helper, holder.get("disk"), gcode, work,
