@@ -679,55 +679,32 @@ out:
 static enum helper_result read_frame_file(const char *path, size_t max_bytes,
                                           unsigned char **ret_data, size_t *ret_len)
 {
-    enum helper_result result = HELPER_ERR_USAGE;
     char why[HELPER_MAX_MESSAGE];
-    char errbuf[128];
-    unsigned char *data = NULL;
-    size_t size = 0;
-    size_t got = 0;
-    int fd = -1;
+    char *data = NULL;
+    size_t len = 0;
 
-    if (!open_regular_file(path, &fd, &size, why, sizeof(why))) {
+    switch (read_file_whole(path, max_bytes, &data, &len, why, sizeof(why))) {
+    case FDIO_READ_OK:
+        break;
+    case FDIO_READ_ERR_TOO_BIG:
+        fprintf(stderr, "tsd-helper: bench: %s (max_frame_bytes)\n", why);
+        return HELPER_ERR_USAGE;
+    case FDIO_READ_ERR_NOMEM:
         fprintf(stderr, "tsd-helper: bench: %s\n", why);
-        goto out;
+        return HELPER_ERR_FAILED;
+    case FDIO_READ_ERR_IO:
+    default:
+        fprintf(stderr, "tsd-helper: bench: %s\n", why);
+        return HELPER_ERR_USAGE;
     }
-    if (size > max_bytes) {
-        fprintf(stderr, "tsd-helper: bench: %s: %zu bytes, larger than max_frame_bytes (%zu)\n",
-                path, size, max_bytes);
-        goto out;
+    if (len == 0) {
+        fprintf(stderr, "tsd-helper: bench: %s is empty\n", path);
+        free(data);
+        return HELPER_ERR_USAGE;
     }
-    data = malloc(size);
-    if (!data) {
-        fprintf(stderr, "tsd-helper: bench: out of memory for %zu bytes\n", size);
-        result = HELPER_ERR_FAILED;
-        goto out;
-    }
-    while (got < size) {
-        ssize_t n = read(fd, data + got, size - got);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            fprintf(stderr, "tsd-helper: bench: cannot read %s: %s\n", path,
-                    errno_text(errno, errbuf, sizeof(errbuf)));
-            goto out;
-        }
-        if (n == 0) {
-            fprintf(stderr, "tsd-helper: bench: %s shrank while it was read\n", path);
-            goto out;
-        }
-        got += (size_t)n;
-    }
-    *ret_data = data;
-    *ret_len = size;
-    data = NULL;
-    result = HELPER_OK;
-
-out:
-    free(data);
-    if (fd >= 0)
-        close(fd);
-    return result;
+    *ret_data = (unsigned char *)data;
+    *ret_len = len;
+    return HELPER_OK;
 }
 
 static int compare_ms(const void *a, const void *b)

@@ -2,76 +2,25 @@
 #include "yamlfield.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "errtext.h"
+#include "fdio.h"
 
 enum yamlfield_result yamlfield_read_file(const char *path, size_t max_bytes, char **ret_text,
                                           size_t *ret_len, char *reterr, size_t reterr_len)
 {
-    enum yamlfield_result result = YAMLFIELD_OK;
-    char errbuf[128];
-    char *text = NULL;
-    struct stat st;
-    size_t have = 0;
-    int fd = -1;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        set_reason(reterr, reterr_len, "cannot read %s: %s", path,
-                   errno_text(errno, errbuf, sizeof(errbuf)));
-        result = YAMLFIELD_ERR_IO;
-        goto out;
+    switch (read_file_whole(path, max_bytes, ret_text, ret_len, reterr, reterr_len)) {
+    case FDIO_READ_OK: return YAMLFIELD_OK;
+    case FDIO_READ_ERR_NOMEM: return YAMLFIELD_ERR_NOMEM;
+    case FDIO_READ_ERR_IO:
+    case FDIO_READ_ERR_TOO_BIG: break;
     }
-    if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
-        (unsigned long long)st.st_size > (unsigned long long)max_bytes) {
-        set_reason(reterr, reterr_len, "%s is not a regular file of at most %zu bytes", path,
-                   max_bytes);
-        result = YAMLFIELD_ERR_IO;
-        goto out;
-    }
-    text = malloc(max_bytes + 1);
-    if (!text) {
-        set_reason(reterr, reterr_len, "out of memory");
-        result = YAMLFIELD_ERR_NOMEM;
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(fd, text + have, max_bytes + 1 - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            set_reason(reterr, reterr_len, "cannot read %s: %s", path,
-                       errno_text(errno, errbuf, sizeof(errbuf)));
-            result = YAMLFIELD_ERR_IO;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        have += (size_t)n;
-        if (have > max_bytes) { /* it grew since fstat() */
-            set_reason(reterr, reterr_len, "%s is larger than %zu bytes", path, max_bytes);
-            result = YAMLFIELD_ERR_IO;
-            goto out;
-        }
-    }
-    text[have] = '\0';
-    *ret_text = text;
-    *ret_len = have;
-    text = NULL;
-
-out:
-    if (fd >= 0)
-        close(fd);
-    free(text);
-    return result;
+    return YAMLFIELD_ERR_IO;
 }
 
 static void syntax_error(char *reterr, size_t reterr_len, const yaml_mark_t *mark,

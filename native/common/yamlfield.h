@@ -33,7 +33,8 @@ struct yamlfield_ctx {
 };
 
 /* Reads the regular file at path, at most max_bytes, into a malloc()ed
- * buffer (*ret_text, NUL-terminated, *ret_len bytes). */
+ * buffer (*ret_text, NUL-terminated, *ret_len bytes): read_file_whole()
+ * (fdio.h) with this module's results. */
 enum yamlfield_result yamlfield_read_file(const char *path, size_t max_bytes, char **ret_text,
                                           size_t *ret_len, char *reterr, size_t reterr_len);
 
