@@ -32,6 +32,7 @@ overlap, up to its bound; none of that is a leak, and a leak stays.
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -91,6 +92,11 @@ def wait_frames(run, lag, first, count, total, started, memory_top=0):
             memory = lag.memory(memory_top)
             print("    heap in use {heap_in_use_mib:.2f} MiB, free {heap_free_mib:.2f}, mmapped {heap_mmapped_mib:.2f}; "
                   "Python blocks {python_blocks}; objects {gc_objects}".format(**memory), flush=True)
+            if "traced_mib" in memory:
+                print("    traced by tracemalloc: {traced_mib:.2f} MiB".format(**memory), flush=True)
+            if "gc_freed" in memory:
+                print("    a full collection freed {gc_freed} objects ({gc_full_collections} full collections "
+                      "so far)".format(**memory), flush=True)
             for line in memory.get("grown", []):
                 print("    " + line, flush=True)
         if done >= count:
@@ -272,6 +278,8 @@ def main(argv=None):
     unknown = set(args.phases.split(",")) - set(PHASES)
     if unknown or not phases:
         parser.error("--phases: choose among " + ",".join(PHASES))
+    # Stopped by a signal, it still stops its OctoPrint, helper and webcam.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     return soak(args.scale, args.keep, phases, args.memory_top)
 
 

@@ -409,14 +409,19 @@ def memory_breakdown(top):
              "heap_mmapped_mib": info.hblkhd / mib, "python_blocks": sys.getallocatedblocks(),
              "gc_objects": len(gc.get_objects()) if top else None}
     if top and tracemalloc.is_tracing():
+        # Against the first snapshot, file by file: what grew since then.
         snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         if _snapshot:
-            found["grown"] = [str(stat) for stat in snapshot.compare_to(_snapshot[0], "lineno")[:top]]
-        _snapshot[:] = [snapshot]
-        found["traced_mib"] = tracemalloc.get_traced_memory()[0] / mib
+            found["grown"] = [str(stat) for stat in snapshot.compare_to(_snapshot[0], "filename")[:top]]
+        else:
+            _snapshot[:] = [snapshot]
+        found["traced_mib"] = sum(stat.size for stat in snapshot.statistics("filename")) / mib
     elif top:
-        # Without tracemalloc: which kinds of objects the collector sees grew.
+        # Without tracemalloc: which kinds of objects grew that a full
+        # collection leaves (what it freed is garbage that waited for one).
         import collections
+        found["gc_freed"] = gc.collect()
+        found["gc_full_collections"] = gc.get_stats()[2]["collections"]
         census = collections.Counter("{}.{}".format(type(o).__module__, type(o).__qualname__) for o in gc.get_objects())
         if _snapshot:
             grown = census.copy()
