@@ -243,3 +243,27 @@ enum frame_result frame_parser_feed(struct frame_parser *parser, const void *dat
 out:
     return result;
 }
+
+enum frame_hello_result frame_hello_parse(const unsigned char *payload, size_t len,
+                                          uint32_t max_ms, struct frame_hello *ret_hello)
+{
+    size_t path_len;
+    uint32_t deadline;
+    uint32_t start;
+
+    if (!payload || len < 9)
+        return FRAME_HELLO_MALFORMED;
+    path_len = len - 8;
+    /* A NUL inside would make the path checked a shorter one than sent. */
+    if (path_len >= sizeof(ret_hello->config_path) || memchr(payload + 8, '\0', path_len))
+        return FRAME_HELLO_MALFORMED;
+    deadline = get_u32le(payload);
+    start = get_u32le(payload + 4);
+    if (deadline == 0 || deadline > max_ms || start == 0 || start > max_ms)
+        return FRAME_HELLO_OUT_OF_RANGE;
+    ret_hello->deadline_ms = deadline;
+    ret_hello->start_timeout_ms = start;
+    memcpy(ret_hello->config_path, payload + 8, path_len);
+    ret_hello->config_path[path_len] = '\0';
+    return FRAME_HELLO_OK;
+}

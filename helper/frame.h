@@ -42,6 +42,7 @@
 #ifndef TSD_FRAME_H
 #define TSD_FRAME_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -136,5 +137,24 @@ enum frame_result frame_header_parse(const unsigned char *buf, size_t len, const
 /* Writes a FRAME_HEADER_LEN-byte header with the given magic into out. */
 void frame_header_encode(unsigned char out[FRAME_HEADER_LEN], const char *magic,
                          uint8_t type, uint32_t id, uint32_t length);
+
+/* A FRAME_REQUEST_HELLO's payload (tsd-helper-shared): u32 the client's
+ * deadline and u32 its start timeout, in ms, then its model configuration's
+ * path, 1..PATH_MAX-1 bytes without a NUL. */
+struct frame_hello {
+    uint32_t deadline_ms;
+    uint32_t start_timeout_ms;
+    char config_path[PATH_MAX]; /* NUL-terminated */
+};
+
+enum frame_hello_result {
+    FRAME_HELLO_OK = 0,
+    FRAME_HELLO_MALFORMED,    /* too short, a path too long or holding a NUL */
+    FRAME_HELLO_OUT_OF_RANGE, /* a time of 0 or over max_ms */
+};
+
+/* Parses a hello's payload; *ret_hello is written on FRAME_HELLO_OK only. */
+enum frame_hello_result frame_hello_parse(const unsigned char *payload, size_t len,
+                                          uint32_t max_ms, struct frame_hello *ret_hello);
 
 #endif

@@ -316,6 +316,16 @@ static void answer_failed(struct hub *hub, unsigned slot, uint32_t id,
     answer(hub, slot, FRAME_RESPONSE_FAILED, id, payload, 1 + len);
 }
 
+/* A failure that ends the connection: marked closing first, so that the
+ * flush which sends the answer also closes it (marked after, a connection
+ * whose answer went out at once stayed open until its client hung up). */
+static void refuse(struct hub *hub, unsigned slot, uint32_t id, enum superv_result result,
+                   const char *why)
+{
+    hub->peers[slot].closing = true;
+    answer_failed(hub, slot, id, result, why);
+}
+
 static void answer_error(struct hub *hub, unsigned slot, uint32_t id, const char *why)
 {
     char json[REPLY_ERROR_BYTES];
@@ -331,38 +341,31 @@ static void handle_hello(struct hub *hub, unsigned slot, uint32_t id,
                          const unsigned char *payload, size_t len)
 {
     struct peer *peer = &hub->peers[slot];
-    char asked[PATH_MAX];
+    struct frame_hello hello;
     char asked_real[PATH_MAX];
     char why[SHARED_REASON];
-    uint32_t deadline;
-    uint32_t start;
 
-    if (len < 9 || len - 8 >= sizeof(asked)) {
-        answer_failed(hub, slot, id, SUPERV_ERR_PROTOCOL, "a malformed hello");
-        peer->closing = true;
+    switch (frame_hello_parse(payload, len, SUPERV_MAX_TIMEOUT_MS, &hello)) {
+    case FRAME_HELLO_OK:
+        break;
+    case FRAME_HELLO_OUT_OF_RANGE:
+        refuse(hub, slot, id, SUPERV_ERR_INVALID, "deadlines out of range");
         return;
-    }
-    deadline = get_u32le(payload);
-    start = get_u32le(payload + 4);
-    memcpy(asked, payload + 8, len - 8);
-    asked[len - 8] = '\0';
-    if (deadline == 0 || deadline > SUPERV_MAX_TIMEOUT_MS || start == 0 ||
-        start > SUPERV_MAX_TIMEOUT_MS) {
-        answer_failed(hub, slot, id, SUPERV_ERR_INVALID, "deadlines out of range");
-        peer->closing = true;
+    case FRAME_HELLO_MALFORMED:
+    default:
+        refuse(hub, slot, id, SUPERV_ERR_PROTOCOL, "a malformed hello");
         return;
     }
     /* One model per shared helper: an instance that wants another one is
      * told so instead of being scored by the wrong model. */
-    if (!realpath(asked, asked_real) || strcmp(asked_real, hub->config_real) != 0) {
+    if (!realpath(hello.config_path, asked_real) || strcmp(asked_real, hub->config_real) != 0) {
         snprintf(why, sizeof(why), "this shared helper serves the model of %.100s, not %.100s",
-                 hub->config_real, asked);
-        answer_failed(hub, slot, id, SUPERV_ERR_CONFIG, why);
-        peer->closing = true;
+                 hub->config_real, hello.config_path);
+        refuse(hub, slot, id, SUPERV_ERR_CONFIG, why);
         return;
     }
-    peer->deadline_ms = (int)deadline;
-    peer->start_timeout_ms = (int)start;
+    peer->deadline_ms = (int)hello.deadline_ms;
+    peer->start_timeout_ms = (int)hello.start_timeout_ms;
     peer->greeted = true;
     answer(hub, slot, FRAME_RESPONSE_PONG, id, NULL, 0);
 }
@@ -415,8 +418,7 @@ static void handle_event(struct hub *hub, unsigned slot, const struct frame_even
         if (h->type == FRAME_REQUEST_HELLO) {
             handle_hello(hub, slot, h->id, event->payload, h->length);
         } else {
-            answer_failed(hub, slot, h->id, SUPERV_ERR_PROTOCOL, "hello first");
-            peer->closing = true;
+            refuse(hub, slot, h->id, SUPERV_ERR_PROTOCOL, "hello first");
         }
         return;
     }

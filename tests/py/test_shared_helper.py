@@ -448,6 +448,31 @@ def test_another_model_is_refused(tiny_config, slow_config, shared_dir):
         other.stop()
 
 
+def test_a_hello_with_a_nul_in_its_path_is_refused(tiny_config, shared_dir):
+    """The served configuration's path, a NUL and more: refused as
+    malformed (before, the path up to the NUL was checked and the hello
+    accepted); a well-formed hello on a new connection still works."""
+    first = shared_detector(tiny_config, shared_dir)
+    try:
+        first.detect(hm.make_jpeg(64, 64))  # the shared helper is up
+        for path, want in ((tiny_config + "\0/elsewhere.yaml", RESP_FAILED), (tiny_config, hm.RESP_PONG)):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(TIMEOUT)
+            sock.connect(os.path.join(shared_dir, "helper.sock"))
+            try:
+                sock.sendall(hello(path))
+                kind, _, payload = read_answer(sock)
+                assert kind == want, (kind, payload)
+                if want == RESP_FAILED:
+                    assert b"a malformed hello" in payload, payload
+                    assert read_answer(sock) is None  # and closed on
+            finally:
+                sock.close()
+        first.detect(hm.make_jpeg(64, 64))  # the instance is not disturbed
+    finally:
+        first.stop()
+
+
 def test_idle_shared_helper_exits(tiny_config, shared_dir):
     detector = shared_detector(tiny_config, shared_dir,
                                shared_idle_exit_s=1)
