@@ -91,7 +91,8 @@ def wait_frames(run, lag, first, count, total, started, memory_top=0):
                 fault_rig.process_sample(run.linked.instance.process.pid)[1]), flush=True)
             memory = lag.memory(memory_top)
             print("    heap in use {heap_in_use_mib:.2f} MiB, free {heap_free_mib:.2f}, mmapped {heap_mmapped_mib:.2f}; "
-                  "Python blocks {python_blocks}; objects {gc_objects}".format(**memory), flush=True)
+                  "Python blocks {python_blocks}".format(**memory)
+                  + ("" if memory["gc_objects"] is None else "; objects {}".format(memory["gc_objects"])), flush=True)
             if "traced_mib" in memory:
                 print("    traced by tracemalloc: {traced_mib:.2f} MiB".format(**memory), flush=True)
             if "gc_freed" in memory:
