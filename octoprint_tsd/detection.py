@@ -137,7 +137,8 @@ class Detection:
             "sensitivity": settings.get_float(["sensitivity"]) or 1.0,
             "model_config": model_config,
             "enabled": bool(settings.get_boolean(["detection_enabled"])),
-            "detector_options": farm.detector_options(logger=self._plugin._logger),
+            "detector_options": farm.detector_options(settings.get_boolean(["shared_helper"]),
+                                                      logger=self._plugin._logger),
         }
 
     def is_printing(self):

@@ -14,9 +14,10 @@ of its overrides under ``printers:``): ``$TSD_INSTANCE_NAME`` when set, else
 OctoPrint's own name for itself (Settings > Appearance > Title,
 ``appearance.name`` in config.yaml), else none: only the farm-wide settings.
 
-One detector per host: with ``$TSD_SHARED_HELPER`` set, the instances of
-one user share one tsd-helper through tsd-helper-shared (README, "One
-detector per host"); unset, each instance runs its own, as always.
+One detector per host: with ``shared_helper: true`` under ``detection:`` in
+the farm file, or ``$TSD_SHARED_HELPER`` set (which decides where both are),
+the instances of one user share one tsd-helper through tsd-helper-shared
+(README, "One detector per host"); else each instance runs its own.
 """
 
 import os
@@ -142,15 +143,17 @@ class Farm:
             raise FarmError("the server URL is managed by {}: {}".format(self.file, managed))
 
 
-def shared_helper_dir(environ=None):
+def shared_helper_dir(shared=False, environ=None):
     """The folder of the shared helper's socket, or None (a helper of this
-    instance's own). ``$TSD_SHARED_HELPER``: unset, empty or ``0``: none;
-    ``1``: ``$XDG_RUNTIME_DIR/octoprint-tsd``, or ``/tmp/octoprint-tsd-<uid>``
-    without XDG_RUNTIME_DIR; an absolute path: that folder. The native side
-    creates it 0700 and refuses one that is not this user's alone."""
+    instance's own). ``$TSD_SHARED_HELPER``, where set and not empty,
+    decides: ``0``: none; ``1``: ``$XDG_RUNTIME_DIR/octoprint-tsd``, or
+    ``/tmp/octoprint-tsd-<uid>`` without XDG_RUNTIME_DIR; an absolute path:
+    that folder. Else shared (the ``shared_helper`` setting, which a farm
+    file sets) as ``1`` or ``0``. The native side creates the folder 0700
+    and refuses one that is not this user's alone."""
     environ = os.environ if environ is None else environ
-    value = (environ.get(SHARED_HELPER_ENV) or "").strip()
-    if value in ("", "0"):
+    value = (environ.get(SHARED_HELPER_ENV) or "").strip() or ("1" if shared else "0")
+    if value == "0":
         return None
     if value == "1":
         runtime = environ.get("XDG_RUNTIME_DIR")
@@ -163,11 +166,12 @@ def shared_helper_dir(environ=None):
     return os.path.normpath(value)
 
 
-def detector_options(environ=None, logger=None):
+def detector_options(shared=False, environ=None, logger=None):
     """The ``_tsd.Detector`` options of the shared helper, or {} (a helper of
-    this instance's own, also when the variable is unusable: then logged)."""
+    this instance's own, also when the variable is unusable: then logged);
+    shared: the ``shared_helper`` setting."""
     try:
-        folder = shared_helper_dir(environ)
+        folder = shared_helper_dir(shared, environ)
     except FarmError as exc:
         if logger is not None:
             logger.error("[farm] %s; this instance runs its own helper", exc)

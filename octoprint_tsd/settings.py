@@ -25,7 +25,7 @@ ADMIN_SETTING_PATHS = [["server_url"], ["allow_cleartext_lan"], ["ca_file"], ["a
                        ["remote_access"],
                        ["webcam_ca_file"], ["model_config"], ["max_tool_temp"], ["max_bed_temp"],
                        ["max_chamber_temp"], ["cloud_print_max_mb"], ["cloud_print_free_margin_mb"],
-                       ["remote_calls"]]
+                       ["remote_calls"], ["shared_helper"]]
 
 
 def defaults():
@@ -40,6 +40,10 @@ def defaults():
         "frame_interval": 10,
         "detection_enabled": True,
         "model_config": "",
+        # One tsd-helper for the instances of this host's user (farm.py);
+        # $TSD_SHARED_HELPER, where set, decides instead. No switch in the
+        # UI: a farm file or config.yaml sets it.
+        "shared_helper": False,
         "allow_raw_gcode": False,
         # OctoPrint remote access through the server (http.tunnelv2): on, as
         # users of the original plugin expect; remote_access.py says when it

@@ -69,6 +69,7 @@ static const struct farm_field {
     [FARM_SENSITIVITY] = NUMBER("detection", "sensitivity", "sensitivity", false, 0.2, 2.0),
     [FARM_FRAME_INTERVAL] = NUMBER("detection", "frame_interval", "frame_interval", true, 1, 120),
     [FARM_MODEL_CONFIG] = TEXT("detection", "model", "model_config", TEXT_PATH),
+    [FARM_SHARED_HELPER] = FLAG("detection", "shared_helper", "shared_helper"),
     [FARM_ALLOW_RAW_GCODE] = FLAG("remote", "allow_raw_gcode", "allow_raw_gcode"),
     [FARM_MAX_TOOL_TEMP] = NUMBER("remote", "max_tool_temp", "max_tool_temp", false, 0,
                                   PROTO_MAX_TOOL_TEMP),

@@ -16,6 +16,10 @@
  *     sensitivity: 1.0                 0.2 .. 2
  *     frame_interval: 10               seconds, an integer 1 .. 120
  *     model: /srv/models/helper.yaml   model_config: an absolute path, or ""
+ *     shared_helper: false             shared_helper: the instances of this host's
+ *                                       user share one tsd-helper (README, "One
+ *                                       detector per host"); $TSD_SHARED_HELPER,
+ *                                       where set, decides instead
  *   remote:
  *     allow_raw_gcode: false           allow_raw_gcode
  *     max_tool_temp: 260               0 .. 320 (PROTO_MAX_TOOL_TEMP)
@@ -71,6 +75,7 @@ enum farm_setting {
     FARM_SENSITIVITY,
     FARM_FRAME_INTERVAL,
     FARM_MODEL_CONFIG,
+    FARM_SHARED_HELPER,
     FARM_ALLOW_RAW_GCODE,
     FARM_MAX_TOOL_TEMP,
     FARM_MAX_BED_TEMP,

@@ -22,6 +22,7 @@
     "  sensitivity: 1.5\n"                      \
     "  frame_interval: 20\n"                    \
     "  model: /srv/models/helper.yaml\n"        \
+    "  shared_helper: true\n"                   \
     "remote:\n"                                 \
     "  allow_raw_gcode: no\n"                   \
     "  max_tool_temp: 260\n"                    \
@@ -92,6 +93,7 @@ static void test_full_file(void)
     CHECK(v[FARM_SENSITIVITY].number == 1.5);
     CHECK(v[FARM_FRAME_INTERVAL].number == 20);
     CHECK(strcmp(v[FARM_MODEL_CONFIG].text, "/srv/models/helper.yaml") == 0);
+    CHECK(v[FARM_SHARED_HELPER].set && v[FARM_SHARED_HELPER].flag);
     CHECK(v[FARM_ALLOW_RAW_GCODE].set && !v[FARM_ALLOW_RAW_GCODE].flag);
     CHECK(v[FARM_MAX_TOOL_TEMP].number == 260 && v[FARM_MAX_BED_TEMP].number == 100 &&
           v[FARM_MAX_CHAMBER_TEMP].number == 60);
@@ -130,6 +132,9 @@ static void test_minimal_and_names(void)
     CHECK(strcmp(farm_setting_name(FARM_MODEL_CONFIG), "model_config") == 0);
     CHECK(strcmp(farm_setting_path(FARM_MODEL_CONFIG), "detection.model") == 0);
     CHECK(farm_setting_kind(FARM_REMOTE_CALLS) == FARM_KIND_CALLS);
+    CHECK(strcmp(farm_setting_name(FARM_SHARED_HELPER), "shared_helper") == 0);
+    CHECK(strcmp(farm_setting_path(FARM_SHARED_HELPER), "detection.shared_helper") == 0);
+    CHECK(farm_setting_kind(FARM_SHARED_HELPER) == FARM_KIND_BOOL);
     CHECK(farm_setting_name(FARM_SETTING_MAX) == NULL);
     /* An empty list: no remote call at all. */
     farm = parse("version: 1\nremote: {calls: []}\n");

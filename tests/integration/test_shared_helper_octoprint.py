@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: AGPL-3.0-or-later
 """One detector per host with real OctoPrint (issue 14, part 3): two
-instances, each started with TSD_SHARED_HELPER naming one folder, print on
-their virtual printers and watch the simulated webcam. Both are scored by
+instances print on their virtual printers and watch the simulated webcam;
+one is started with TSD_SHARED_HELPER naming a folder, the other with a farm
+file saying detection.shared_helper: true and XDG_RUNTIME_DIR above that
+folder (where the setting puts it). Both are scored by
 one tsd-helper-shared running one tsd-helper; the instance that started it
 is stopped and started again, and the other goes on being scored by the
 same shared helper meanwhile, which the restarted one joins again.
@@ -21,6 +23,7 @@ import pytest
 import requests
 
 import helper_models
+from octoprint_tsd.farm import SHARED_HELPER_SUBDIR
 from octoprint_instance import OctoPrintInstance
 from tsd_testing import (ADMIN, keep_octoprint_logs, print_gcode, ready_virtual_printer, shared_helper_pids,
                          wait_for)
@@ -30,10 +33,15 @@ TIME_SCALE = 0.05
 
 
 class Instance:
-    def __init__(self, work, name, sim, model_config, shared_dir):
+    def __init__(self, work, name, sim, model_config, shared_dir, farm_file=None):
         self.name = name
         self.basedir = os.path.join(work, name)
         env = dict(os.environ, TSD_TIME_SCALE=str(TIME_SCALE), TSD_SHARED_HELPER=shared_dir)
+        if farm_file is not None:
+            # The farm file's setting: the folder under XDG_RUNTIME_DIR.
+            assert os.path.basename(shared_dir) == SHARED_HELPER_SUBDIR
+            del env["TSD_SHARED_HELPER"]
+            env.update(TSD_FARM_FILE=farm_file, XDG_RUNTIME_DIR=os.path.dirname(shared_dir))
         self.instance = OctoPrintInstance(self.basedir, python=sys.executable, env=env)
         self.instance.prepare(users=[ADMIN + (True,)], extra_plugin_settings={
             "classicwebcam": {"snapshot": sim.snapshot_url, "stream": sim.stream_url},
@@ -76,9 +84,12 @@ def farm(tmp_path_factory):
     sim = WebcamSim(frames_dir=frames, fps=10).start()
     sim.configure(scene="print")
     base = tempfile.mkdtemp(prefix="tsd-sho-")  # short: sun_path is 108 bytes
-    shared_dir = os.path.join(base, "s")
-    instances = [Instance(work, name, sim, model_config, shared_dir)
-                 for name in ("shared-a", "shared-b")]
+    shared_dir = os.path.join(base, SHARED_HELPER_SUBDIR)
+    farm_file = os.path.join(work, "farm.yaml")
+    with open(farm_file, "w") as f:
+        f.write("version: 1\ndetection:\n  shared_helper: true\n")
+    instances = [Instance(work, "shared-a", sim, model_config, shared_dir),
+                 Instance(work, "shared-b", sim, model_config, shared_dir, farm_file=farm_file)]
     try:
         for instance in instances:
             instance.start()

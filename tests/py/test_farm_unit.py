@@ -95,6 +95,29 @@ def test_start_applies_the_file_and_manages_what_it_sets(farm_file):
     managed.check_server_url(None)
 
 
+def test_the_file_chooses_the_shared_helper(tmp_path):
+    """detection.shared_helper: the plugin's shared_helper setting, which
+    gives the detector the shared helper's folder (the variable, where set,
+    still decides)."""
+    import os
+
+    path = tmp_path / "farm.yaml"
+    path.write_text("version: 1\ndetection:\n  shared_helper: true\n")
+    plugin = plugin_with()
+    assert plugin._settings.values["shared_helper"] is False
+    managed = farm.Farm(plugin)
+    managed.load_at_start({"TSD_FARM_FILE": str(path)})
+    assert plugin._settings.values["shared_helper"] is True
+    assert managed.info()["managed"] == ["shared_helper"]
+    shared = plugin._settings.values["shared_helper"]
+    assert farm.detector_options(shared, {}) == {"shared_dir": "/tmp/octoprint-tsd-{}".format(os.geteuid())}
+    assert farm.detector_options(shared, {"TSD_SHARED_HELPER": "0"}) == {}
+    path.write_text("version: 1\ndetection:\n  shared_helper: maybe\n")
+    refused = farm.Farm(plugin_with())
+    refused.load_at_start({"TSD_FARM_FILE": str(path)})
+    assert "detection.shared_helper" in refused.error
+
+
 def test_a_refused_file_changes_nothing(tmp_path):
     path = tmp_path / "farm.yaml"
     path.write_text(FARM.replace("frame_interval: 15", "frame_interval: 500"))

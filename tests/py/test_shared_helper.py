@@ -627,14 +627,21 @@ def test_the_shared_helper_refuses_a_client_of_another_user(tiny_config):
 
 
 def test_settings_choose_the_shared_helper():
-    assert farm.detector_options({}) == {}
-    assert farm.detector_options({"TSD_SHARED_HELPER": "0"}) == {}
-    assert farm.detector_options({"TSD_SHARED_HELPER": "1", "XDG_RUNTIME_DIR": "/run/user/7"}) \
+    own = "/tmp/octoprint-tsd-{}".format(os.geteuid())
+    assert farm.detector_options(False, {}) == {}
+    assert farm.detector_options(False, {"TSD_SHARED_HELPER": "0"}) == {}
+    assert farm.detector_options(False, {"TSD_SHARED_HELPER": "1", "XDG_RUNTIME_DIR": "/run/user/7"}) \
         == {"shared_dir": "/run/user/7/octoprint-tsd"}
-    assert farm.detector_options({"TSD_SHARED_HELPER": "1"}) == \
-        {"shared_dir": "/tmp/octoprint-tsd-{}".format(os.geteuid())}
-    assert farm.detector_options({"TSD_SHARED_HELPER": "/srv/farm/tsd/"}) == \
+    assert farm.detector_options(False, {"TSD_SHARED_HELPER": "1"}) == {"shared_dir": own}
+    assert farm.detector_options(False, {"TSD_SHARED_HELPER": "/srv/farm/tsd/"}) == \
         {"shared_dir": "/srv/farm/tsd"}
+    # The shared_helper setting (a farm file's detection.shared_helper) where
+    # the variable is unset or empty; the variable decides where it is set.
+    assert farm.detector_options(True, {}) == {"shared_dir": own}
+    assert farm.detector_options(True, {"TSD_SHARED_HELPER": " ", "XDG_RUNTIME_DIR": "/run/user/7"}) \
+        == {"shared_dir": "/run/user/7/octoprint-tsd"}
+    assert farm.detector_options(True, {"TSD_SHARED_HELPER": "0"}) == {}
+    assert farm.detector_options(True, {"TSD_SHARED_HELPER": "/srv/farm/tsd"}) == {"shared_dir": "/srv/farm/tsd"}
     # Unusable: this instance runs its own helper, and says why.
     logged = []
 
@@ -642,5 +649,5 @@ def test_settings_choose_the_shared_helper():
         def error(self, fmt, *args):
             logged.append(fmt % args)
 
-    assert farm.detector_options({"TSD_SHARED_HELPER": "relative/dir"}, Logger()) == {}
+    assert farm.detector_options(True, {"TSD_SHARED_HELPER": "relative/dir"}, Logger()) == {}
     assert "absolute" in logged[0]
