@@ -69,12 +69,8 @@ enum fdio_read_result read_file_whole(const char *path, size_t max_bytes, char *
         char *bigger;
 
         if (have == room) {
-            if (room > max_bytes) {
-                set_reason(reterr, reterr_len, "%s grew past the %zu bytes allowed while it was read",
-                           path, max_bytes);
-                result = FDIO_READ_ERR_TOO_BIG;
-                goto out;
-            }
+            if (room > max_bytes)
+                break; /* have > max_bytes: refused below */
             room = room > max_bytes - room ? max_bytes + 1 : room * 2;
             bigger = realloc(data, room + 1);
             if (!bigger) {
