@@ -78,8 +78,8 @@ def wait_frames(run, lag, first, count, total, started, memory_top=0):
     most two periods a frame (the frame interval's floor is 50 ms). Collects
     the loop lag each second: the loop-lag plugin holds every tick until
     collected (100 a second, about 3 MiB a quarter hour), which is
-    OctoPrint's RSS too. memory_top > 0 also lists the Python allocation
-    sites that grew most (OctoPrint must run with PYTHONTRACEMALLOC set)."""
+    OctoPrint's RSS too. memory_top > 0 also lists what grew most
+    (fault_rig.memory_breakdown)."""
     step = max(1, total // 10)
     shown = (run.detect()["frames"] - first) // step   # said by the call before
     while True:
@@ -270,8 +270,9 @@ def main(argv=None):
     parser.add_argument("--phases", default=",".join(PHASES),
                         help="which phases to run, in their fixed order (default: all): " + ",".join(PHASES))
     parser.add_argument("--memory-top", type=int, default=0, metavar="N",
-                        help="over the week, list the N Python allocation sites that grew most each tenth "
-                             "(set PYTHONTRACEMALLOC=1 too; slower)")
+                        help="over the week, list the N things that grew most each tenth: with "
+                             "PYTHONTRACEMALLOC=1 the Python files that allocated them, else kinds of objects "
+                             "(slower)")
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error("--scale must be in (0, 1]")

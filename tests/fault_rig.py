@@ -327,7 +327,7 @@ LOOP_LAG_PLUGIN = r'''
 # Tornado loop; GET /api/plugin/tsd_looplag answers how late each tick was
 # (ms) since the last GET and clears them; ?threads=1 lists the Python threads;
 # ?memory=1 says where OctoPrint's memory is (the soak's RSS breakdown).
-import threading, time
+import ctypes, threading, time
 import octoprint.plugin
 
 PERIOD_S = 0.010
@@ -387,8 +387,8 @@ def python_threads():
     return found
 
 
-class MallInfo2(__import__("ctypes").Structure):
-    _fields_ = [(name, __import__("ctypes").c_size_t) for name in (
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
         "keepcost")]
 
@@ -398,17 +398,20 @@ _snapshot = []
 
 def memory_breakdown(top):
     """MiB held by glibc's heap (in use, free but kept, mmapped), blocks held
-    by Python's allocator, and with top > 0 and PYTHONTRACEMALLOC set the top
-    Python allocation sites grown since the previous call."""
-    import ctypes, gc, sys, tracemalloc
+    by Python's allocator, and with top > 0 what grew most: with
+    PYTHONTRACEMALLOC set, the Python files that allocated it since the first
+    call; else the kinds of objects a full collection leaves, since the
+    previous call."""
+    import gc, sys, tracemalloc
     libc = ctypes.CDLL(None)
     libc.mallinfo2.restype = MallInfo2
     info = libc.mallinfo2()
     mib = 1024.0 * 1024.0
     found = {"heap_in_use_mib": info.uordblks / mib, "heap_free_mib": info.fordblks / mib,
              "heap_mmapped_mib": info.hblkhd / mib, "python_blocks": sys.getallocatedblocks(),
-             "gc_objects": len(gc.get_objects()) if top else None}
+             "gc_objects": None}
     if top and tracemalloc.is_tracing():
+        found["gc_objects"] = len(gc.get_objects())
         # Against the first snapshot, file by file: what grew since then.
         snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         if _snapshot:
@@ -423,6 +426,7 @@ def memory_breakdown(top):
         found["gc_freed"] = gc.collect()
         found["gc_full_collections"] = gc.get_stats()[2]["collections"]
         census = collections.Counter("{}.{}".format(type(o).__module__, type(o).__qualname__) for o in gc.get_objects())
+        found["gc_objects"] = sum(census.values())
         if _snapshot:
             grown = census.copy()
             grown.subtract(_snapshot[0])
